@@ -1,0 +1,1 @@
+"""Runnable examples: the engine demo and snippets used by the docs."""

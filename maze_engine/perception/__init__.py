@@ -1,0 +1,1 @@
+"""Perception: action distributions, torch model blocks, built-in nets, policy and critic composers."""

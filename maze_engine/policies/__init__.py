@@ -1,0 +1,1 @@
+"""Policies: the StructuredPolicy interface, RandomPolicy and loading of trained torch policies."""

@@ -1,0 +1,1 @@
+"""Rollout runners (sequential and parallel) and the trajectory and event-log formats they write."""

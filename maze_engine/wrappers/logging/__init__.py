@@ -1,0 +1,1 @@
+"""Wrappers that observe the env without changing it: statistics and event logs."""

@@ -1,0 +1,1 @@
+"""Wrappers that change observations: stacking and normalization."""

@@ -1,0 +1,1 @@
+"""Wrappers that record what happens: trajectories."""
