@@ -62,7 +62,7 @@ class Wrapper(StructuredEnv, Generic[EnvType]):
     @property
     def maze_env(self) -> MazeEnv:
         """The MazeEnv at the bottom of the stack."""
-        return self.env.maze_env  # type: ignore[attr-defined, no-any-return]
+        return self.env.maze_env  # type: ignore[attr-defined]
 
     def seed(self, seed: int | None) -> None:
         self.env.seed(seed)
