@@ -20,6 +20,11 @@ class CoreEnv(ABC):
     def reset(self) -> Any:
         """Start a new episode and return its first maze_state."""
 
+    @property
+    def maze_state_space(self) -> Any:
+        """The gymnasium space of maze_states where known (else None); used to check states from outside."""
+        return None
+
     def seed(self, seed: int | None) -> None:
         """Seed the simulation's randomness."""
 

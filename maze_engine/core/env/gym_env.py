@@ -34,6 +34,11 @@ class GymCoreEnv(CoreEnv):
         observation, _ = self.env.reset(seed=seed)
         return observation
 
+    @property
+    def maze_state_space(self) -> spaces.Space:
+        """The maze_state is the raw gymnasium observation, so its space is the env's observation space."""
+        return self.env.observation_space
+
     def seed(self, seed: int | None) -> None:
         self._next_seed = seed
         self.env.action_space.seed(seed)
