@@ -1,0 +1,1 @@
+"""Composers: build policies and critics (networks plus distributions) from spaces and configs."""

@@ -1,0 +1,1 @@
+"""Action distributions over torch logits, and the DistributionMapper choosing one per action key."""
