@@ -12,7 +12,7 @@ from maze_engine import GymMazeEnv
 
 
 class CounterEnv(gym.Env[Any, Any]):
-    """Observation after ``t`` steps is ``[t, -t]`` (dict mode adds ``"count": t``); reward is the action.
+    """Observation after ``t`` steps is ``[t, t + 10]`` (dict mode adds ``"count": t``); reward is the action.
 
     Terminates when ``terminate_at`` steps have been taken; never truncates by itself.
     """
@@ -27,7 +27,7 @@ class CounterEnv(gym.Env[Any, Any]):
         self.t = 0
 
     def _observation(self) -> Any:
-        vector = np.array([self.t, -self.t], dtype=np.float32)
+        vector = np.array([self.t, self.t + 10], dtype=np.float32)
         return {"vector": vector, "count": self.t} if self.dict_obs else vector
 
     def reset(self, *, seed: int | None = None,

@@ -56,7 +56,7 @@ def test_observation_and_reward_pass_through(counter_env):
     env = TimeLimitWrapper.wrap(counter_env(), max_episode_steps=10)
     env.reset()
     observation, reward, _, _ = env.step({"action": 2})
-    assert observation["observation"].tolist() == [1.0, -1.0]
+    assert observation["observation"].tolist() == [1.0, 11.0]
     assert reward == 2.0
     assert env.observation_spaces_dict == env.env.observation_spaces_dict
 
