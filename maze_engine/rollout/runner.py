@@ -1,0 +1,168 @@
+"""RolloutRunner: the base of the sequential and parallel runners.
+
+A runner takes an env, a wrapper stack and a policy (configs, factories or instances), adds the wrappers a
+rollout needs, runs ``n_episodes`` episodes and returns their statistics, which it also prints as a table and
+writes to ``<output_dir>/stats.tsv``. The stack it builds, innermost first::
+
+    env -> configured wrappers -> TimeLimitWrapper (max_episode_steps) -> LogStatsWrapper("rollout")
+        -> EventLogWrapper (record_event_logs) -> TrajectoryRecordingWrapper (record_trajectory)
+
+so statistics see every step, cut episodes count as truncated, and trajectories hold exactly what the policy
+saw and did.
+"""
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from maze_engine.core.env.structured_env import StructuredEnv
+from maze_engine.core.errors import ConfigError
+from maze_engine.core.stats.running import RunningStats
+from maze_engine.core.stats.writers import (
+    ConsoleStatsWriter,
+    StatsWriter,
+    TSVStatsWriter,
+    stats_writers,
+    write_stats,
+)
+from maze_engine.rollout.components import apply_wrappers
+from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
+from maze_engine.wrappers.time_limit import TimeLimitWrapper
+
+Statistics = dict[str, dict[str, float]]
+"""``{metric: {mean, std, min, max, count}}`` as returned by every runner."""
+
+Aggregates = dict[str, RunningStats]
+"""Raw, mergeable statistics: ``{metric: RunningStats}`` (see LogStatsWrapper.epoch_aggregates)."""
+
+STATS_PREFIX = "rollout"
+STATS_FILE = "stats.tsv"
+TRAJECTORY_DIR = "trajectory_data"
+EVENT_LOG_DIR = "event_logs"
+
+
+def _positive_int(field: str, value: Any, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        expected = "a positive integer or null" if allow_none else "a positive integer"
+        raise ConfigError(f"runner.{field}: expected {expected}, got {value!r}")
+    return int(value)
+
+
+def _seed(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+        raise ConfigError(f"seed: expected a non-negative integer or null, got {value!r}")
+    return int(value)
+
+
+def derive_seeds(seed: int | None, count: int) -> list[int]:
+    """``count`` independent seeds from ``seed`` (fresh entropy when None), the same for the same ``seed``."""
+    return [int(child.generate_state(1)[0]) for child in np.random.SeedSequence(seed).spawn(count)]
+
+
+def merge_aggregates(parts: list[Aggregates]) -> Aggregates:
+    """Fold several processes' aggregates into one, exactly, in the given order."""
+    merged: Aggregates = {}
+    for part in parts:
+        for name, stats in part.items():
+            merged.setdefault(name, RunningStats()).merge(stats)
+    return merged
+
+
+def summarize(aggregates: Mapping[str, RunningStats]) -> Statistics:
+    """Mean, std, min, max and count per metric."""
+    return {name: stats.summary() for name, stats in aggregates.items()}
+
+
+class RolloutRunner(ABC):
+    """Runs a policy in an env for a number of episodes and reports episode statistics.
+
+    Args:
+        n_episodes: total number of episodes.
+        max_episode_steps: cut episodes after this many steps (counted as truncated); None: no limit.
+        deterministic: ask the policy for its most likely action instead of sampling.
+        record_trajectory: write episodes under ``<output_dir>/trajectory_data`` (read back with
+            ``read_trajectories``).
+        record_event_logs: write step events under ``<output_dir>/event_logs``.
+        seed: seeds env and policy; the same seed gives the same statistics. None: not seeded.
+        silent: no console table or progress bar (``stats.tsv`` is still written).
+    """
+
+    def __init__(self, n_episodes: int = 10, max_episode_steps: int | None = None,
+                 deterministic: bool = False, record_trajectory: bool = False,
+                 record_event_logs: bool = False, seed: int | None = None, silent: bool = False) -> None:
+        self.n_episodes: int = _positive_int("n_episodes", n_episodes)  # type: ignore[assignment]
+        self.max_episode_steps = _positive_int("max_episode_steps", max_episode_steps, allow_none=True)
+        self.deterministic = bool(deterministic)
+        self.record_trajectory = bool(record_trajectory)
+        self.record_event_logs = bool(record_event_logs)
+        self.seed = _seed(seed)
+        self.silent = bool(silent)
+
+    def run_with(self, env: Any, wrappers: Any, agent: Any, output_dir: str | Path = ".") -> Statistics:
+        """Roll ``agent`` out in ``env`` wrapped in ``wrappers``; print, write and return the statistics.
+
+        ``env``, ``wrappers`` and ``agent`` may each be configs or instances (see ``rollout.components``).
+        Trajectories, event logs and ``stats.tsv`` go under ``output_dir``.
+        """
+        directory = Path(output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        stats = summarize(self._collect(env, wrappers, agent, directory))
+        self._publish(stats, directory)
+        return stats
+
+    def run(self, env: Any, policy: Any, wrappers: Any = None, output_dir: str | Path = ".") -> Statistics:
+        """Plain-Python entry point: like ``run_with`` with the policy second and wrappers optional.
+
+        >>> from maze_engine import GymMazeEnv, RandomPolicy, SequentialRolloutRunner
+        >>> runner = SequentialRolloutRunner(n_episodes=2, max_episode_steps=5, silent=True)
+        >>> import tempfile
+        >>> stats = runner.run(GymMazeEnv("CartPole-v1"), {"_target_": "maze_engine.RandomPolicy"},
+        ...                    output_dir=tempfile.mkdtemp())
+        >>> stats["episode_length"]["count"]
+        2
+        """
+        return self.run_with(env=env, wrappers=wrappers, agent=policy, output_dir=output_dir)
+
+    @abstractmethod
+    def _collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path) -> Aggregates:
+        """Run all episodes and return their merged aggregates."""
+
+    def wrap_for_rollout(self, env: StructuredEnv, wrappers: Any,
+                         output_dir: Path) -> tuple[StructuredEnv, LogStatsWrapper]:
+        """Apply the configured ``wrappers``, then the rollout's own; returns the stack and its stats."""
+        env = apply_wrappers(env, wrappers)
+        if self.max_episode_steps is not None:
+            env = TimeLimitWrapper.wrap(env, max_episode_steps=self.max_episode_steps)
+        log_stats = LogStatsWrapper.wrap(env, logging_prefix=STATS_PREFIX)
+        env = log_stats
+        if self.record_event_logs:
+            from maze_engine.wrappers.logging.event_log import EventLogWrapper
+
+            env = EventLogWrapper.wrap(env, output_dir=str(output_dir / EVENT_LOG_DIR))
+        if self.record_trajectory:
+            from maze_engine.wrappers.recording.trajectory import TrajectoryRecordingWrapper
+
+            env = TrajectoryRecordingWrapper.wrap(env, output_dir=str(output_dir / TRAJECTORY_DIR))
+        return env, log_stats
+
+    def _publish(self, stats: Statistics, output_dir: Path) -> None:
+        """Print the table, append to ``stats.tsv``; writers live for this call only, so reruns never echo."""
+        writers: list[StatsWriter] = [TSVStatsWriter(output_dir / STATS_FILE)]
+        if not self.silent:
+            writers.append(ConsoleStatsWriter())
+        with stats_writers(*writers):
+            write_stats(stats, 0, STATS_PREFIX)
+
+
+def episode_count(stats: Statistics) -> int:
+    """Number of finished episodes in ``stats`` (0 when none finished)."""
+    count = stats.get("episode_length", {}).get("count", 0)
+    return 0 if isinstance(count, float) and math.isnan(count) else int(count)

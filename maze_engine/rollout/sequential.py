@@ -1,0 +1,97 @@
+"""SequentialRolloutRunner: episodes one after another in this process (debugging, rendering, single runs)."""
+
+import copy
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from maze_engine.core.env.structured_env import StructuredEnv
+from maze_engine.policies.policy import StructuredPolicy
+from maze_engine.rollout.components import build_env, build_policy
+from maze_engine.rollout.render import StepRenderer, choose_render_mode
+from maze_engine.rollout.runner import Aggregates, RolloutRunner, derive_seeds
+
+
+def run_episode(env: StructuredEnv, policy: StructuredPolicy, deterministic: bool) -> None:
+    """Run one episode to ``done``: the hot loop, kept to a policy call and an env step per iteration."""
+    policy.reset()
+    observation = env.reset()
+    # Bound methods looked up once: attribute lookups through the wrapper stack are the loop's main overhead.
+    step = env.step
+    compute_action = policy.compute_action
+    actor_id = env.actor_id
+    done = False
+    while not done:
+        observation, _, done, _ = step(compute_action(observation, actor_id(), deterministic))
+
+
+class SequentialRolloutRunner(RolloutRunner):
+    """Runs all episodes in the calling process; can render them.
+
+    Besides the arguments of RolloutRunner, ``render=True`` shows every step: a window where a display is
+    available, otherwise saved frames or text (see ``rollout.render``).
+
+    >>> from maze_engine import GymMazeEnv, RandomPolicy
+    >>> import tempfile
+    >>> env = GymMazeEnv("CartPole-v1")
+    >>> runner = SequentialRolloutRunner(n_episodes=3, max_episode_steps=10, seed=1, silent=True)
+    >>> stats = runner.run_with(env=env, wrappers={}, agent=RandomPolicy(env.action_spaces_dict),
+    ...                         output_dir=tempfile.mkdtemp())
+    >>> stats["episode_length"]["count"]
+    3
+    """
+
+    def __init__(self, n_episodes: int = 10, max_episode_steps: int | None = None,
+                 deterministic: bool = False, record_trajectory: bool = False,
+                 record_event_logs: bool = False, render: bool = False, seed: int | None = None,
+                 silent: bool = False) -> None:
+        super().__init__(n_episodes=n_episodes, max_episode_steps=max_episode_steps,
+                         deterministic=deterministic, record_trajectory=record_trajectory,
+                         record_event_logs=record_event_logs, seed=seed, silent=silent)
+        self.render = bool(render)
+
+    def _collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path) -> Aggregates:
+        return self.collect(env, wrappers, agent, output_dir)
+
+    def collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path,
+                on_episode: Callable[[], None] | None = None) -> Aggregates:
+        """Run the episodes and return their raw statistics; ``on_episode`` is called after each episode.
+
+        An env built here from a config or factory is closed at the end; an env instance passed in stays
+        open (its owner closes it), so it can serve several runs.
+        """
+        owns_env = not isinstance(env, StructuredEnv)
+        context = {"render_mode": choose_render_mode()} if self.render and owns_env else {}
+        stack = build_env(env, **context)
+        try:
+            stack, log_stats = self.wrap_for_rollout(stack, wrappers, output_dir)
+            policy = build_policy(agent, stack)
+            if self.seed is not None:
+                env_seed, policy_seed = derive_seeds(self.seed, 2)
+                stack.seed(env_seed)
+                policy.seed(policy_seed)
+            renderer = StepRenderer(stack, output_dir) if self.render else None
+            for episode in range(self.n_episodes):
+                if renderer is None:
+                    run_episode(stack, policy, self.deterministic)
+                else:
+                    self._run_rendered_episode(stack, policy, renderer, episode)
+                if on_episode is not None:
+                    on_episode()
+            # Copies: the wrapper's aggregates belong to the stack, which is discarded.
+            return {name: copy.copy(stats) for name, stats in log_stats.epoch_aggregates().items()}
+        finally:
+            if owns_env:
+                stack.close()
+
+    def _run_rendered_episode(self, env: StructuredEnv, policy: StructuredPolicy, renderer: StepRenderer,
+                              episode: int) -> None:
+        policy.reset()
+        observation = env.reset()
+        renderer.render(episode, 0, observation=observation)
+        done, step = False, 0
+        while not done:
+            action = policy.compute_action(observation, env.actor_id(), self.deterministic)
+            observation, reward, done, _ = env.step(action)
+            step += 1
+            renderer.render(episode, step, action=action, reward=reward, observation=observation)
