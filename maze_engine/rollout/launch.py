@@ -1,0 +1,61 @@
+"""Runs a rollout from a composed config: the step shared by ``maze-run`` and RunContext."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from maze_engine.core.errors import ConfigError
+from maze_engine.core.factory import TARGET_KEY, instantiate
+from maze_engine.rollout.runner import RolloutRunner, Statistics
+
+
+def default_output_dir() -> Path:
+    """Hydra's output directory inside a Hydra app (``outputs/<date>/<time>``), else the working directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path.cwd()
+
+
+def _as_dict(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return dict(cfg)
+
+
+def _check_input_dir(policy: Any) -> None:
+    """A policy loaded from a training run needs that run's directory; say so before trying to load it."""
+    if isinstance(policy, Mapping) and "input_dir" in policy and not policy["input_dir"]:
+        raise ConfigError("input_dir: this policy is loaded from a training run's output directory; "
+                          "expected input_dir=<run dir> (e.g. input_dir=outputs/2024-01-31/12-00-00), "
+                          "got an empty value")
+
+
+def build_runner(runner_config: Any, seed: int | None = None) -> RolloutRunner:
+    """Instantiate the ``runner`` node; ``seed`` (the top-level seed) applies unless the node sets one."""
+    if isinstance(runner_config, Mapping) and TARGET_KEY not in runner_config:
+        raise ConfigError(f"runner: expected a rollout runner (runner=sequential or runner=parallel), got a "
+                          f"config without {TARGET_KEY} (keys {sorted(runner_config)}); training runners "
+                          "need -cn conf_train")
+    return instantiate(runner_config, RolloutRunner, seed=seed)
+
+
+def rollout_from_config(cfg: DictConfig | Mapping[str, Any],
+                        output_dir: str | Path | None = None) -> Statistics:
+    """Roll ``cfg.policy`` out in ``cfg.env`` with ``cfg.wrappers`` using ``cfg.runner``; return statistics.
+
+    ``cfg`` is a composed ``conf_rollout`` (or an equivalent mapping). Output goes to ``output_dir``, by
+    default Hydra's output directory when called inside a Hydra app and the working directory otherwise.
+    """
+    config = _as_dict(cfg)
+    for key in ("runner", "env", "policy"):
+        if config.get(key) is None:
+            raise ConfigError(f"{key}: missing from the rollout config (expected a {key} config group entry)")
+    _check_input_dir(config["policy"])
+    runner = build_runner(config["runner"], seed=config.get("seed"))
+    directory = Path(output_dir) if output_dir is not None else default_output_dir()
+    return runner.run_with(env=config["env"], wrappers=config.get("wrappers"), agent=config["policy"],
+                           output_dir=directory)
