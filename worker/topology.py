@@ -1,0 +1,234 @@
+"""Broker names and arguments of the worker's topology, as small pure functions (no pika here).
+
+Everything the worker and its producers agree on about *where* messages go lives in this module: exchange and
+queue names derived from a prefix, the shard queues' arguments, the dead-letter headers, and the broker URL
+defaults (with credential masking for logs). See docs/protocol.md for the picture.
+"""
+
+import os
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+DEFAULT_PREFIX = "maze"
+DEFAULT_SHARDS = 16
+SHARD_BINDING_WEIGHT = "1"
+"""Routing key of each shard binding: x-consistent-hash reads it as the shard's weight on the hash ring."""
+
+DEAD_REASON_HEADER = "x-maze-dead-reason"
+"""Header of a dead-lettered message: why it was dead-lettered (a ``DeadReason`` value)."""
+DEAD_FIELD_HEADER = "x-maze-dead-field"
+"""Header of a dead-lettered message: the offending property or field ("reply_to", "body", "seq", ...)."""
+DEAD_DETAIL_HEADER = "x-maze-dead-detail"
+"""Header of a dead-lettered message: a human-readable explanation."""
+
+AMQP_URL_ENV = "MAZE_AMQP_URL"
+DEFAULT_AMQP_URL = "amqp://guest:guest@localhost:5672/%2F"
+
+_PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+_TOKEN_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def _checked(prefix: str) -> str:
+    if not isinstance(prefix, str) or not _PREFIX_PATTERN.fullmatch(prefix) or prefix.startswith("amq."):
+        raise ValueError(f"prefix: expected 1-100 letters, digits, '.', '_', '-', starting with a letter or "
+                         f"digit and not with 'amq.' (reserved by the broker), got {prefix!r}")
+    return prefix
+
+
+# ------------------------------------------------------------------------------------------------- states
+
+def states_exchange(prefix: str) -> str:
+    """The exchange producers publish states to (routing key = episode id)."""
+    return f"{_checked(prefix)}.states"
+
+
+def states_exchange_type() -> str:
+    """Consistent hashing on the routing key sends every state of one episode to the same shard queue."""
+    return "x-consistent-hash"
+
+
+def _shard_width(shards: int) -> int:
+    return max(2, len(str(shards - 1)))
+
+
+def shard_queue(prefix: str, index: int, shards: int | None = None) -> str:
+    """Name of shard queue ``index``: ``<prefix>.states.NN``, two digits (more past 100 shards).
+
+    Pass ``shards`` when there may be more than 100 of them, so every name has the same width.
+    """
+    if shards is not None and (type(shards) is not int or shards < 1):
+        raise ValueError(f"shards: expected a positive integer, got {shards!r}")
+    limit = 100 if shards is None else shards
+    if type(index) is not int or not 0 <= index < limit:
+        hint = "" if shards is not None else " (pass shards= for more than 100 shards)"
+        raise ValueError(f"index: expected an integer in [0, {limit}){hint}, got {index!r}")
+    width = _shard_width(limit)
+    return f"{states_exchange(prefix)}.{index:0{width}d}"
+
+
+def shard_queues(prefix: str, shards: int = DEFAULT_SHARDS) -> list[str]:
+    """Names of all shard queues, in index order."""
+    if type(shards) is not int or shards < 1:
+        raise ValueError(f"shards: expected a positive integer, got {shards!r}")
+    return [shard_queue(prefix, index, shards) for index in range(shards)]
+
+
+def shard_queue_arguments(prefix: str) -> dict[str, Any]:
+    """Declare arguments of a shard queue: a quorum queue read by one consumer at a time, in order.
+
+    Messages the broker itself dead-letters (rejected without requeue) go to ``<prefix>.dead``.
+    """
+    return {
+        "x-queue-type": "quorum",
+        "x-single-active-consumer": True,
+        "x-dead-letter-exchange": dead_letter_exchange(prefix),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- dead letters
+
+class DeadReason(StrEnum):
+    """Values of the ``x-maze-dead-reason`` header."""
+
+    NO_REPLY_TO = "no_reply_to"
+    """The message has no ``reply_to`` property, so no reply can be sent."""
+    BAD_MESSAGE = "bad_message"
+    """The body is not a protocol v1 message (not msgpack, not a map, or a field that cannot be read)."""
+    BAD_PROPERTIES = "bad_properties"
+    """A property is unusable, e.g. an unsupported ``content_type``."""
+
+
+def dead_letter_exchange(prefix: str) -> str:
+    """Fanout exchange receiving messages that cannot be answered."""
+    return f"{_checked(prefix)}.dead"
+
+
+def dead_letter_exchange_type() -> str:
+    """Fanout: dead letters keep their original routing key (the episode id) but all land in one queue."""
+    return "fanout"
+
+
+def dead_letter_queue(prefix: str) -> str:
+    """Durable queue holding dead letters for an operator to inspect."""
+    return f"{_checked(prefix)}.dead"
+
+
+def dead_letter_queue_arguments() -> dict[str, Any]:
+    """Quorum queue, so dead letters survive a broker restart like the states they came from."""
+    return {"x-queue-type": "quorum"}
+
+
+def dead_letter_headers(reason: str, field: str, detail: str = "") -> dict[str, str]:
+    """Headers to add when publishing a message to the dead-letter exchange."""
+    headers = {DEAD_REASON_HEADER: str(reason), DEAD_FIELD_HEADER: field}
+    if detail:
+        headers[DEAD_DETAIL_HEADER] = detail
+    return headers
+
+
+# ------------------------------------------------------------------------------ names for the jobs issue
+
+def jobs_queue(prefix: str, kind: str) -> str:
+    """Queue of training or rollout jobs of one ``kind``."""
+    if not isinstance(kind, str) or not _TOKEN_PATTERN.fullmatch(kind):
+        raise ValueError(f"kind: expected 1-64 letters, digits, '_' or '-', got {kind!r}")
+    return f"{_checked(prefix)}.jobs.{kind}"
+
+
+def events_exchange(prefix: str) -> str:
+    """Exchange on which workers publish job progress and lifecycle events."""
+    return f"{_checked(prefix)}.events"
+
+
+def control_exchange(prefix: str) -> str:
+    """Exchange for control messages to workers (stop, cancel)."""
+    return f"{_checked(prefix)}.control"
+
+
+def policies_exchange(prefix: str) -> str:
+    """Exchange announcing newly trained policy versions."""
+    return f"{_checked(prefix)}.policies"
+
+
+# ------------------------------------------------------------------------- the whole topology, declaratively
+
+@dataclass(frozen=True)
+class ExchangeSpec:
+    """One exchange to declare."""
+
+    name: str
+    type: str
+    durable: bool = True
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue to declare."""
+
+    name: str
+    durable: bool = True
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BindingSpec:
+    """One queue-to-exchange binding."""
+
+    queue: str
+    exchange: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Everything the worker declares at start, in order: exchanges, then queues, then bindings."""
+
+    exchanges: tuple[ExchangeSpec, ...]
+    queues: tuple[QueueSpec, ...]
+    bindings: tuple[BindingSpec, ...]
+
+
+def worker_topology(prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) -> Topology:
+    """The states exchange over ``shards`` quorum shard queues, and the dead-letter exchange and queue."""
+    states = states_exchange(prefix)
+    dead = dead_letter_exchange(prefix)
+    queues = [QueueSpec(dead_letter_queue(prefix), arguments=dead_letter_queue_arguments())]
+    bindings = [BindingSpec(dead_letter_queue(prefix), dead, "")]
+    for name in shard_queues(prefix, shards):
+        queues.append(QueueSpec(name, arguments=shard_queue_arguments(prefix)))
+        bindings.append(BindingSpec(name, states, SHARD_BINDING_WEIGHT))
+    return Topology(
+        exchanges=(ExchangeSpec(dead, dead_letter_exchange_type()),
+                   ExchangeSpec(states, states_exchange_type())),
+        queues=tuple(queues),
+        bindings=tuple(bindings),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- broker URL
+
+def amqp_url(url: str | None = None) -> str:
+    """The broker URL to use: ``url`` if given, else ``$MAZE_AMQP_URL``, else the local default."""
+    return url or os.environ.get(AMQP_URL_ENV) or DEFAULT_AMQP_URL
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``****``, safe to log or show in errors."""
+    try:
+        parts = urlsplit(url)
+        password, port = parts.password, parts.port
+    except ValueError:  # unparsable (e.g. a bad port): show nothing that might hold a secret
+        return "<unparsable broker URL>"
+    if not password:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{parts.username or ''}:****@{host}"
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
