@@ -50,6 +50,10 @@ _EXPORTS: dict[str, str] = {
     "AgentDeployment": "maze_engine.deployment.agent_deployment",
     "ExternalCoreEnv": "maze_engine.deployment.external_core_env",
     "PolicyRequest": "maze_engine.deployment.agent_deployment",
+    "EpisodeAbortedError": "maze_engine.deployment.agent_deployment",
+    "DeploymentFactory": "maze_engine.deployment.factory",
+    "act_batch": "maze_engine.deployment.batch",
+    "StepInput": "maze_engine.deployment.batch",
     # rollouts
     "RolloutRunner": "maze_engine.rollout.runner",
     "SequentialRolloutRunner": "maze_engine.rollout.sequential",

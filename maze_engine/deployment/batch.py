@@ -1,0 +1,103 @@
+"""act_batch: step many deployments and compute all their actions in one policy call per actor id."""
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from maze_engine.core.actor_id import DEFAULT_ACTOR_ID, ActorID
+from maze_engine.core.errors import MazeError
+from maze_engine.core.events import EventRecord
+from maze_engine.deployment.agent_deployment import AgentDeployment, PolicyRequest
+
+
+class StepInput(NamedTuple):
+    """What the external env hands over for one state (the arguments of ``AgentDeployment.act``)."""
+
+    maze_state: Any
+    reward: Any
+    done: bool
+    info: dict[Any, Any] | None
+    events: list[EventRecord] | None = None
+    actor_id: ActorID = DEFAULT_ACTOR_ID
+
+
+def _observe(deployment: AgentDeployment, inputs: Any) -> Any:
+    if isinstance(inputs, Mapping):
+        return deployment.observe(**inputs)
+    return deployment.observe(*inputs)
+
+
+def _compute(policy: Any, observations: list[dict[str, Any]], actor_id: ActorID,
+             deterministic: bool) -> Sequence[dict[str, Any]]:
+    compute_actions = getattr(policy, "compute_actions", None)
+    if compute_actions is None:  # a policy with compute_action only
+        return [policy.compute_action(observation, actor_id=actor_id, deterministic=deterministic)
+                for observation in observations]
+    actions = compute_actions(observations, actor_id, deterministic)
+    if len(actions) != len(observations):
+        raise MazeError(f"policy.compute_actions: returned {len(actions)} actions for "
+                        f"{len(observations)} observations")
+    return actions
+
+
+def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], policy: Any,
+              deterministic: bool = False) -> list[Any]:
+    """The maze_action for each ``(deployment, inputs)`` pair, with one policy call per actor id and round.
+
+    ``inputs`` are the arguments of ``act``: a StepInput, a tuple ``(maze_state, reward, done, info[, events
+    [, actor_id]])`` or a mapping of them by name. Every item is observed, the requests are grouped by actor
+    id, ``policy.compute_actions`` runs once per group and every deployment is resumed with its action (a
+    stack that asks again before its next maze_action gets another round). An exception in one item (bad
+    input, a wrapper, the policy for its group) is returned in that item's place, with its traceback in
+    ``__traceback__``; the other items still get their actions. Each deployment may appear at most once.
+    """
+    items = list(deployments_and_inputs)
+    results: list[Any] = [None] * len(items)
+    pending: list[tuple[int, PolicyRequest]] = []
+    try:
+        for index, (deployment, inputs) in enumerate(items):
+            try:
+                result = _observe(deployment, inputs)
+            except Exception as err:
+                results[index] = err
+                continue
+            if type(result) is PolicyRequest:
+                pending.append((index, result))
+            else:
+                results[index] = result
+        while pending:
+            pending = _round(pending, policy, deterministic, results)
+    except BaseException:
+        # KeyboardInterrupt and friends: leave no deployment of this batch waiting for an action.
+        for deployment, _ in items:
+            if deployment.request_pending:
+                deployment.abort(MazeError("act_batch was interrupted"))
+        raise
+    return results
+
+
+def _round(pending: list[tuple[int, PolicyRequest]], policy: Any, deterministic: bool,
+           results: list[Any]) -> list[tuple[int, PolicyRequest]]:
+    """Answer every pending request (one policy call per actor id); returns the requests that follow."""
+    groups: dict[ActorID, list[tuple[int, PolicyRequest]]] = {}
+    for entry in pending:
+        groups.setdefault(entry[1].actor_id, []).append(entry)
+    following: list[tuple[int, PolicyRequest]] = []
+    for actor_id, group in groups.items():
+        try:
+            actions = _compute(policy, [request.observation for _, request in group], actor_id, deterministic)
+        except Exception as err:
+            for index, request in group:
+                request.deployment.abort(err)
+                results[index] = err
+            continue
+        for (index, request), action in zip(group, actions, strict=True):
+            try:
+                result = request.deployment.resume(action)
+            except Exception as err:
+                results[index] = err
+                continue
+            if type(result) is PolicyRequest:
+                following.append((index, result))
+            else:
+                results[index] = result
+    return following
