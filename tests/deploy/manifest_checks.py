@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from worker import topology
+
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 
 Objects = dict[str, dict[str, dict[str, Any]]]  # kind -> name -> manifest
@@ -322,8 +324,15 @@ def agent_scaling_problems(objects: Objects) -> list[str]:
             problems.append(
                 f"ScaledObject {scaled['metadata']['name']}: maxReplicaCount above {shards} shards"
             )
-        shard_queues = [f"{prefix}.states.{i:02d}" for i in range(shards)]
-        others = [f"{prefix}.states", f"{prefix}.dead", f"{prefix}.jobs.train", f"{prefix}.jobs.rollout"]
+        # The worker's own naming functions, so a change of naming there shows up here.
+        shard_queues = topology.shard_queues(prefix, shards)
+        others = [
+            topology.states_exchange(prefix),
+            topology.dead_letter_queue(prefix),
+            topology.jobs_queue(prefix, "train"),
+            topology.jobs_queue(prefix, "rollout"),
+            topology.shard_queues(f"x{prefix}", shards)[0],
+        ]
         for trigger in scaled["spec"].get("triggers") or []:
             pattern = re.compile(str(trigger["metadata"]["queueName"]))
             missed = [q for q in shard_queues if not pattern.search(q)]
