@@ -97,9 +97,8 @@ def decode_ndarray(payload: bytes) -> np.ndarray:
         count *= dim
     expected = count * dtype.itemsize
     if size - data_at != expected:
-        raise NdarrayCodecError(
-            f"ndarray data: shape {shape} of dtype {typestr} needs {expected} bytes, got {size - data_at}"
-        )
+        raise NdarrayCodecError(f"ndarray data: expected {expected} bytes for shape {shape} of dtype "
+                                f"{typestr}, got {size - data_at}")
     flat = np.frombuffer(payload, dtype=dtype, count=count, offset=data_at)
     if dtype.kind == "b" and count and flat.view(np.uint8).max() > 1:
         raise NdarrayCodecError("ndarray data: expected only bytes 0 and 1 for dtype bool")

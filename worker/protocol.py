@@ -180,6 +180,10 @@ def _diagnose(body: Any, err: Exception) -> DecodeError:
     """Explain why the fast decoding failed; runs on the error path only, so it may decode a second time."""
     try:
         obj = msgpack.unpackb(body, raw=False, ext_hook=_lenient_ext_hook)
+    except msgpack.ExtraData as extra:
+        unpacked = extra.unpacked if isinstance(extra.unpacked, dict) else {}
+        return DecodeError("body", "body: expected a single msgpack map, got more bytes after it",
+                           *_best_effort(unpacked))
     except Exception as second:  # msgpack raises several unrelated types for corrupt input
         return DecodeError("body", f"body: expected a msgpack map, got undecodable bytes "
                                    f"({type(second).__name__}: {second})")
