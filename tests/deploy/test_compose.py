@@ -243,7 +243,10 @@ def test_producer_flags_exist_in_worker_demo(services: Services) -> None:
 
 MUTATIONS: dict[str, tuple[Callable[[Services], object], str]] = {
     "broker without healthcheck": (lambda s: s["rabbitmq"].pop("healthcheck"), "no healthcheck"),
-    "other broker version": (lambda s: s["rabbitmq"].update(image="rabbitmq:3.13-management"), "expected 'rabbitmq:3.10"),
+    "other broker version": (
+        lambda s: s["rabbitmq"].update(image="rabbitmq:3.13-management"),
+        "expected 'rabbitmq:3.10",
+    ),
     "plugins file not mounted": (
         lambda s: s["rabbitmq"].update(
             volumes=[v for v in s["rabbitmq"]["volumes"] if "enabled_plugins" not in v]
