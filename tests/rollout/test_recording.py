@@ -1,0 +1,53 @@
+"""Runners write trajectories (and event logs) under the output directory, readable back after the run."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from maze_engine import ParallelRolloutRunner, SequentialRolloutRunner, read_trajectories
+from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR, RolloutRunner
+
+ENDLESS = {"_target_": "rollout_helpers.make_endless_env"}
+CARTPOLE = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
+RANDOM = {"_target_": "maze_engine.RandomPolicy"}
+
+
+def make_runner(kind: str, **kwargs: Any) -> RolloutRunner:
+    if kind == "parallel":
+        return ParallelRolloutRunner(n_processes=2, silent=True, **kwargs)
+    return SequentialRolloutRunner(silent=True, **kwargs)
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+def test_trajectories_are_written_and_read_back(tmp_path: Path, kind: str) -> None:
+    runner = make_runner(kind, n_episodes=5, max_episode_steps=6, seed=3, record_trajectory=True)
+    stats = runner.run(ENDLESS, RANDOM, output_dir=tmp_path)
+    trajectories = list(read_trajectories(tmp_path / TRAJECTORY_DIR))
+    assert len(trajectories) == 5
+    assert len({trajectory.episode_id for trajectory in trajectories}) == 5
+    for trajectory in trajectories:
+        assert len(trajectory) == 6
+        assert trajectory.complete
+        assert trajectory.truncated[-1] and not trajectory.truncated[:-1].any()
+        # EndlessEnv observes the step count and pays the action taken.
+        np.testing.assert_array_equal(trajectory.observations["observation"][:, 0], np.arange(6))
+        np.testing.assert_array_equal(trajectory.rewards, trajectory.actions["action"])
+    recorded_return = sum(float(trajectory.rewards.sum()) for trajectory in trajectories)
+    assert recorded_return == pytest.approx(stats["episode_return"]["mean"] * 5)
+    assert not (tmp_path / EVENT_LOG_DIR).exists()
+
+
+def test_nothing_is_recorded_unless_asked(tmp_path: Path) -> None:
+    make_runner("sequential", n_episodes=2, max_episode_steps=3).run(ENDLESS, RANDOM, output_dir=tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["stats.tsv"]
+
+
+def test_cartpole_trajectories_end_with_done(tmp_path: Path) -> None:
+    runner = make_runner("sequential", n_episodes=3, max_episode_steps=500, seed=1, record_trajectory=True)
+    stats = runner.run(CARTPOLE, RANDOM, output_dir=tmp_path)
+    lengths = sorted(len(trajectory) for trajectory in read_trajectories(tmp_path / TRAJECTORY_DIR))
+    assert sum(lengths) == stats["step_reward"]["count"]
+    assert all(trajectory.dones[-1] and trajectory.terminated[-1]
+               for trajectory in read_trajectories(tmp_path / TRAJECTORY_DIR))
