@@ -89,6 +89,10 @@ def register_schemas() -> None:
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)
+    # The training groups' schemas (algorithm, training runners) live with the training code.
+    from maze_engine.training.config import register_configs
+
+    register_configs()
 
 
 def compose_config(config_name: str = ROLLOUT_CONFIG, overrides: Sequence[str] = ()) -> DictConfig:

@@ -93,7 +93,8 @@ class AlgorithmConfig:
         _check(isinstance(self.normalize_advantages, bool), "normalize_advantages", "true or false",
                self.normalize_advantages)
         if self.lr_schedule == "linear":
-            _check(self.n_epochs > 0, "n_epochs", "an integer >= 1 when lr_schedule is 'linear'", self.n_epochs)
+            _check(self.n_epochs > 0, "n_epochs", "an integer >= 1 when lr_schedule is 'linear'",
+                   self.n_epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values, as written to the run directory's config.yaml."""
@@ -125,7 +126,8 @@ class PPOAlgorithmConfig(AlgorithmConfig):
         for name in ("batch_size", "n_optimization_epochs"):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
-        _check(_is_number(self.clip_range) and self.clip_range > 0, "clip_range", "a number > 0", self.clip_range)
+        _check(_is_number(self.clip_range) and self.clip_range > 0, "clip_range", "a number > 0",
+               self.clip_range)
         _check(_is_number(self.clip_range_vf) and self.clip_range_vf >= 0, "clip_range_vf", "a number >= 0",
                self.clip_range_vf)
 
@@ -171,10 +173,14 @@ class PPOSchema(PPOAlgorithmConfig):
 
 
 def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore (group ``algorithm``) so YAML values and overrides are
-    type-checked when the config is composed (``algorithm.lr=abc`` fails naming the key)."""
+    """Store the schemas of the training config groups in Hydra's ConfigStore (outside any group, so they do
+    not show up as options); ``conf/algorithm/*.yaml`` and ``conf/runner/{dev,local}.yaml`` extend them, so
+    values and overrides are type-checked while Hydra composes (``algorithm.lr=abc`` fails naming the key)."""
     from hydra.core.config_store import ConfigStore
 
+    from maze_engine.training.runners import TrainingRunnerConfig
+
     store = ConfigStore.instance()
-    store.store(group="algorithm", name="a2c_schema", node=A2CSchema)
-    store.store(group="algorithm", name="ppo_schema", node=PPOSchema)
+    store.store(name="maze_schema_algorithm_a2c", node=A2CSchema)
+    store.store(name="maze_schema_algorithm_ppo", node=PPOSchema)
+    store.store(name="maze_schema_runner_training", node=TrainingRunnerConfig)

@@ -38,13 +38,13 @@ class VectorStep(NamedTuple):
     """What one step of all envs returns; arrays are indexed by env."""
 
     observations: Batch
-    """Next observation per env, stacked per key; for an env whose episode ended, the first one of the next."""
+    """Next observation per env, stacked per key; where an episode ended, the first one of the next."""
     rewards: np.ndarray
     """float32 [N]."""
     dones: np.ndarray
     """bool [N]: the episode ended with this step (terminated or truncated)."""
     truncated: np.ndarray
-    """bool [N]: the episode was cut by a time limit, so its value is bootstrapped from the final observation."""
+    """bool [N]: a time limit cut the episode (its value is bootstrapped from the final observation)."""
     final_observations: dict[int, dict[str, np.ndarray]]
     """Env index -> last observation of an episode that was truncated."""
     finished_episodes: list[EpisodeStats]
@@ -55,14 +55,14 @@ def check_single_actor(env: StructuredEnv) -> tuple[spaces.Dict, spaces.Dict, Ac
     """The observation and action space of an env with one step key and one agent; ConfigError otherwise."""
     step_keys = list(env.action_spaces_dict)
     if len(step_keys) != 1 or any(count != 1 for count in env.agent_counts_dict.values()):
-        raise ConfigError(f"env: the on-policy trainers support envs with one step key and one agent, got step "
-                          f"keys {step_keys} with agent counts {dict(env.agent_counts_dict)}")
+        raise ConfigError(f"env: the on-policy trainers support envs with one step key and one agent, got "
+                          f"step keys {step_keys} with agent counts {dict(env.agent_counts_dict)}")
     step_key = step_keys[0]
     observation_space = env.observation_spaces_dict[step_key]
     for key, space in observation_space.spaces.items():
         if not isinstance(space, spaces.Box | spaces.Discrete | spaces.MultiBinary | spaces.MultiDiscrete):
-            raise ConfigError(f"env: observation {key!r} has a {type(space).__name__} space; the trainers expect "
-                              f"array spaces (Box, Discrete, MultiBinary, MultiDiscrete) under each key")
+            raise ConfigError(f"env: observation {key!r} has a {type(space).__name__} space; the trainers "
+                              f"expect array spaces (Box, Discrete, MultiBinary, MultiDiscrete) per key")
     return observation_space, env.action_spaces_dict[step_key], ActorID(step_key, 0)
 
 
@@ -221,10 +221,12 @@ def _worker_main(connection: Connection, factory_blob: bytes, n_envs: int, seed_
 
 
 def _importable_elsewhere(module_name: str) -> bool:
-    """Whether a fresh process could import ``module_name`` from ``sys.path`` (test modules loaded by file path
-    and notebook cells cannot)."""
+    """Whether a fresh process could import ``module_name`` from ``sys.path`` (test modules loaded by file
+    path and notebook cells cannot)."""
     top_level = module_name.partition(".")[0]
-    return top_level in sys.builtin_module_names or importlib.machinery.PathFinder.find_spec(top_level) is not None
+    if top_level in sys.builtin_module_names:
+        return True
+    return importlib.machinery.PathFinder.find_spec(top_level) is not None
 
 
 def pickle_factory(env_factory: EnvFactory) -> bytes:
@@ -232,7 +234,8 @@ def pickle_factory(env_factory: EnvFactory) -> bytes:
     import cloudpickle
 
     module = sys.modules.get(getattr(env_factory, "__module__", None) or "")
-    by_value = module is not None and module.__name__ != "__main__" and not _importable_elsewhere(module.__name__)
+    by_value = (module is not None and module.__name__ != "__main__"
+                and not _importable_elsewhere(module.__name__))
     if by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -263,7 +266,7 @@ class SubprocessVectorEnv(VectorEnv):
             raise ConfigError(f"runner.n_processes: expected an integer >= 0, got {n_processes}")
         n_processes = min(n_processes or os.cpu_count() or 1, n_envs)
         self.n_envs = n_envs
-        context = mp.get_context(start_method)
+        context: Any = mp.get_context(start_method)
         blob = pickle_factory(env_factory)
         # Envs are split as evenly as possible; worker w owns the contiguous slice starting at offsets[w].
         sizes = [n_envs // n_processes + (1 if w < n_envs % n_processes else 0) for w in range(n_processes)]
@@ -272,7 +275,8 @@ class SubprocessVectorEnv(VectorEnv):
         self._processes: list[Any] = []
         for worker, size in enumerate(sizes):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker_main, args=(child, blob, size, int(self._offsets[worker])),
+            process = context.Process(target=_worker_main,
+                                      args=(child, blob, size, int(self._offsets[worker])),
                                       daemon=True, name=f"maze-env-worker-{worker}")
             process.start()
             child.close()

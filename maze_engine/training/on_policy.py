@@ -1,0 +1,288 @@
+"""The on-policy base: collect a rollout from vectorised envs, turn it into a batch, update; epochs of that.
+
+A2C and PPO subclass ``OnPolicyTrainer`` and implement ``update`` only. The base owns everything around it:
+collection (one batched policy forward pass per step, no gradients), value targets (one critic forward pass
+over the whole rollout, GAE with bootstrapping from truncated episodes' final observations), the learning rate
+schedule, gradient clipping, critic burn-in, evaluation and model selection after every epoch, patience and
+the statistics of each epoch (docs/training.md lists the metric names).
+"""
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from maze_engine.core.errors import ConfigError
+from maze_engine.core.stats.running import RunningStats
+from maze_engine.training.acting import batch_actions, to_tensors
+from maze_engine.training.batch import Rollout, RolloutBatch
+from maze_engine.training.config import AlgorithmConfig
+from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
+from maze_engine.training.gae import add_truncation_bootstrap, compute_gae
+from maze_engine.training.reporting import TrainingReporter
+from maze_engine.training.vector_env import VectorEnv
+from maze_engine.wrappers.logging.log_stats import EPISODE_RETURN
+
+Stats = dict[str, dict[str, float]]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``algorithm.device`` as a torch device; ConfigError when CUDA is asked for but not there."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"algorithm.device: {device!r} requested but CUDA is not available to torch "
+                          f"{torch.__version__}; use 'cpu'")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ConfigError(f"algorithm.device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+
+
+class OnPolicyTrainer(ABC):
+    """Trains ``policy`` and ``critic`` on rollouts from ``env``; subclasses implement ``update``.
+
+    ``evaluator`` runs after every epoch and its mean return drives ``model_selection`` (which saves the best
+    policy) and ``patience``; without an evaluator the training episodes' mean return is used instead.
+    """
+
+    needs_old_log_probs: ClassVar[bool] = False
+    """Whether ``update`` needs the log-probabilities the actions had at collection time."""
+
+    def __init__(self, algorithm_config: AlgorithmConfig, env: VectorEnv, policy: Any, critic: Any,
+                 evaluator: RolloutEvaluator | None = None, model_selection: BestModelSelection | None = None,
+                 reporter: TrainingReporter | None = None) -> None:
+        if not isinstance(algorithm_config, AlgorithmConfig):
+            raise ConfigError(f"algorithm_config: expected an AlgorithmConfig (e.g. A2CAlgorithmConfig), "
+                              f"got {type(algorithm_config).__name__}")
+        if critic is None:
+            raise ConfigError("critic: the on-policy trainers need a critic "
+                              "(model.critic, e.g. critic=template_state)")
+        algorithm_config.validate()
+        self.config = algorithm_config
+        self.env = env
+        self.device = resolve_device(algorithm_config.device)
+        self.policy = policy.to(self.device) or policy
+        self.critic = critic.to(self.device) or critic
+        self.actor_id = env.actor_id
+        self.evaluator = evaluator
+        if evaluator is not None and evaluator.model_selection is None:
+            evaluator.model_selection = model_selection
+        self.model_selection = evaluator.model_selection if evaluator is not None else model_selection
+        self.reporter = reporter or TrainingReporter(silent=True)
+        self.policy_parameters = list(policy.parameters())
+        self.critic_parameters = list(critic.parameters())
+        policy_ids = {id(parameter) for parameter in self.policy_parameters}
+        shared = [parameter for parameter in self.critic_parameters if id(parameter) in policy_ids]
+        if shared:
+            raise ConfigError("critic: shares parameters with the policy; use separate networks")
+        self.optimizer = _adam(self.policy_parameters + self.critic_parameters, algorithm_config.lr)
+        self.epoch = 0
+        self.n_updates = 0
+        self.total_env_steps = 0
+        self.recent_returns: deque[float] = deque(maxlen=100)
+        """Returns of the last 100 finished training episodes."""
+        self.last_stats: dict[str, Stats] = {}
+        self._observations: dict[str, np.ndarray] | None = None
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def train(self, n_epochs: int | None = None,
+              stop_when: Callable[["OnPolicyTrainer"], bool] | None = None) -> dict[str, Stats]:
+        """Train for ``n_epochs`` (default: the config's; 0 = until patience stops it) and return the last
+        epoch's statistics by section (``train``, ``eval``, ``learner``, ``time``).
+
+        ``stop_when(trainer)`` is asked after every update and ends training when it returns True.
+        """
+        n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
+        if not isinstance(n_epochs, int) or n_epochs < 0:
+            raise ConfigError(f"n_epochs: expected an integer >= 0, got {n_epochs!r}")
+        self._planned_updates = n_epochs * self.config.epoch_length
+        if self._observations is None:
+            self._observations = self.env.reset()
+        last_epoch = self.epoch + n_epochs if n_epochs else math.inf
+        while self.epoch < last_epoch:
+            stopped = self._train_epoch(stop_when)
+            self.epoch += 1
+            if stopped or self._out_of_patience():
+                break
+        return self.last_stats
+
+    def _train_epoch(self, stop_when: Callable[["OnPolicyTrainer"], bool] | None) -> bool:
+        train_policy = self.epoch >= self.config.critic_burn_in_epochs
+        learner: dict[str, RunningStats] = {}
+        started, steps_before, stopped = time.perf_counter(), self.total_env_steps, False
+        progress = self.reporter.progress(self.config.epoch_length, self.epoch)
+        try:
+            for _ in range(self.config.epoch_length):
+                learning_rate = self._apply_learning_rate()
+                batch = self.prepare_batch(self.collect())
+                self.policy.train()
+                metrics = self.update(batch, train_policy)
+                metrics["learning_rate"] = learning_rate
+                for name, value in metrics.items():
+                    learner.setdefault(name, RunningStats()).add(float(value))
+                self.n_updates += 1
+                progress.update(1)
+                if stop_when is not None and stop_when(self):
+                    stopped = True
+                    break
+        finally:
+            progress.close()
+        seconds = time.perf_counter() - started
+        steps = self.total_env_steps - steps_before
+        sections: dict[str, Stats] = {
+            "train": {name: aggregate.summary() for name, aggregate in self.env.epoch_aggregates().items()},
+            "learner": {name: aggregate.summary() for name, aggregate in learner.items()},
+            "time": {"steps_per_second": _single(steps / seconds if seconds > 0 else math.nan),
+                     "epoch_seconds": _single(seconds),
+                     "total_env_steps": _single(float(self.total_env_steps))}}
+        if self.evaluator is not None:
+            sections["eval"] = self.evaluator.evaluate(self.policy)
+        elif self.model_selection is not None:
+            self.model_selection.update(sections["train"].get(EPISODE_RETURN, {}).get("mean", math.nan))
+        self.reporter.write_epoch(self.epoch, sections)
+        self.last_stats = sections
+        return stopped
+
+    def _out_of_patience(self) -> bool:
+        selection, patience = self.model_selection, self.config.patience
+        if selection is None or patience == 0 or self.epoch <= self.config.critic_burn_in_epochs:
+            return False
+        return selection.epochs_without_improvement >= patience
+
+    def _apply_learning_rate(self) -> float:
+        learning_rate = self.config.lr
+        if self.config.lr_schedule == "linear" and self._planned_updates:
+            learning_rate *= max(1.0 - self.n_updates / self._planned_updates, 0.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate
+        return learning_rate
+
+    # -------------------------------------------------------------------------------------------- collect
+    def collect(self) -> Rollout:
+        """Step all envs ``n_rollout_steps`` times with the current policy (sampled actions, no gradients)."""
+        assert self._observations is not None, "train() resets the envs before collecting"
+        n_steps, n_envs = self.config.n_rollout_steps, self.env.n_envs
+        observation_buffers = {key: np.empty((n_steps, *value.shape), value.dtype)
+                               for key, value in self._observations.items()}
+        action_buffers: dict[str, np.ndarray] = {}
+        rewards = np.empty((n_steps, n_envs), np.float32)
+        dones = np.empty((n_steps, n_envs), bool)
+        truncated = np.empty((n_steps, n_envs), bool)
+        final_observations: list[dict[str, np.ndarray]] = []
+        truncated_index: list[tuple[int, int]] = []
+        observations = self._observations
+        self.policy.eval()
+        threads = torch.get_num_threads()
+        # Small per-step forward passes run faster on one thread than with the pool's hand-offs.
+        torch.set_num_threads(1)
+        try:
+            for t in range(n_steps):
+                for key, value in observations.items():
+                    observation_buffers[key][t] = value
+                actions = batch_actions(self.policy, observations, self.actor_id, device=self.device)
+                if not action_buffers:
+                    action_buffers = {key: np.empty((n_steps, *value.shape), value.dtype)
+                                      for key, value in actions.items()}
+                for key, value in actions.items():
+                    action_buffers[key][t] = value
+                step = self.env.step(actions)
+                rewards[t], dones[t], truncated[t] = step.rewards, step.dones, step.truncated
+                for index, final in step.final_observations.items():
+                    truncated_index.append((t, index))
+                    final_observations.append(final)
+                self.recent_returns.extend(episode.episode_return for episode in step.finished_episodes)
+                observations = step.observations
+        finally:
+            torch.set_num_threads(threads)
+        self._observations = observations
+        self.total_env_steps += n_steps * n_envs
+        finals = {key: np.stack([final[key] for final in final_observations]) if final_observations
+                  else np.empty((0, *value.shape[1:]), value.dtype) for key, value in observations.items()}
+        return Rollout(observation_buffers, action_buffers, rewards, dones, truncated, finals,
+                       np.asarray(truncated_index, dtype=np.int64).reshape(-1, 2), observations)
+
+    def prepare_batch(self, rollout: Rollout) -> RolloutBatch:
+        """Values, GAE advantages and returns for ``rollout``, flattened to one batch on the device."""
+        n_steps, n_envs = rollout.n_steps, rollout.n_envs
+        n_samples, n_finals = n_steps * n_envs, len(rollout.truncated_index)
+        observations = {key: value.reshape(n_samples, *value.shape[2:])
+                        for key, value in rollout.observations.items()}
+        # One critic pass over the rollout, the observations after it and the truncated episodes' last ones.
+        everything = {key: np.concatenate([value, rollout.last_observations[key],
+                                           rollout.final_observations[key]])
+                      for key, value in observations.items()}
+        with torch.no_grad():
+            all_values = self.critic.predict_values(to_tensors(everything, self.device)).float().cpu().numpy()
+        values = all_values[:n_samples].reshape(n_steps, n_envs)
+        last_values = all_values[n_samples:n_samples + n_envs]
+        final_values = np.zeros_like(values)
+        if n_finals:
+            index = rollout.truncated_index
+            final_values[index[:, 0], index[:, 1]] = all_values[-n_finals:]
+        rewards = add_truncation_bootstrap(rollout.rewards, rollout.truncated, final_values,
+                                           self.config.gamma)
+        advantages, returns = compute_gae(rewards, values, rollout.dones, last_values, self.config.gamma,
+                                          self.config.gae_lambda)
+        observation_tensors = to_tensors(observations, self.device)
+        action_tensors = to_tensors({key: value.reshape(n_samples, *value.shape[2:])
+                                     for key, value in rollout.actions.items()}, self.device)
+        old_log_probs = torch.empty(0, device=self.device)
+        if self.needs_old_log_probs:
+            with torch.no_grad():
+                distribution = self.policy.distribution(observation_tensors, self.actor_id)
+                old_log_probs = distribution.log_prob(action_tensors)
+        return RolloutBatch(
+            observations=observation_tensors, actions=action_tensors,
+            advantages=torch.as_tensor(advantages.reshape(n_samples), device=self.device),
+            returns=torch.as_tensor(returns.reshape(n_samples), device=self.device),
+            old_values=torch.as_tensor(values.reshape(n_samples), device=self.device),
+            old_log_probs=old_log_probs)
+
+    # --------------------------------------------------------------------------------------------- update
+    @abstractmethod
+    def update(self, batch: RolloutBatch, train_policy: bool) -> dict[str, float]:
+        """Improve policy and critic on ``batch``; return learner metrics (``policy_loss``, ``value_loss``,
+        ``entropy``, ``grad_norm``...). With ``train_policy`` False (critic burn-in) only the critic
+        learns."""
+
+    def normalize(self, advantages: torch.Tensor) -> torch.Tensor:
+        """Advantages scaled to zero mean and unit std when the config asks for it."""
+        if not self.config.normalize_advantages or advantages.numel() < 2:
+            return advantages
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+    def optimizer_step(self, loss: torch.Tensor, train_policy: bool) -> float:
+        """Backpropagate ``loss``, clip the gradient norm, step; return the norm before clipping."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        parameters: Iterable[torch.Tensor] = self.critic_parameters
+        if train_policy:
+            parameters = self.policy_parameters + self.critic_parameters
+        else:
+            for parameter in self.policy_parameters:  # Adam skips parameters without a gradient
+                parameter.grad = None
+        with_grad = [parameter for parameter in parameters if parameter.grad is not None]
+        if self.config.max_grad_norm > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, self.config.max_grad_norm)
+        else:
+            grad_norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in with_grad
+                                                       if parameter.grad is not None])
+        self.optimizer.step()
+        return float(grad_norm)
+
+
+def _adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Adam:
+    """Adam, fused into one kernel per step where torch supports it (much of a small net's update time)."""
+    try:
+        return torch.optim.Adam(parameters, lr=lr, fused=True)
+    except (RuntimeError, ValueError):
+        return torch.optim.Adam(parameters, lr=lr, foreach=True)
+
+
+def _single(value: float) -> dict[str, float]:
+    """A statistic of one value, in the shape every metric has."""
+    return {"mean": value, "std": 0.0, "min": value, "max": value, "count": 1}
