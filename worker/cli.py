@@ -1,0 +1,131 @@
+"""``maze-worker``: the command line of the RabbitMQ agent worker (a Hydra app over ``conf/conf_worker.yaml``).
+
+``maze-worker [overrides]`` composes the config, checks it and serves until SIGTERM or Ctrl-C (exit 0). A bad
+override or value prints one ``maze-worker: error: ...`` line and exits 2; a broker that cannot serve (missing
+plugin, refused credentials) exits 1. Hydra's own flags (``--help``, ``--cfg job``, ``-cn``...) go to Hydra.
+Subcommands (``maze-worker <name> ...``) are dispatched before Hydra sees the arguments: register them in
+``SUBCOMMANDS``.
+"""
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from maze_engine.config import CONFIG_PATH, HYDRA_VERSION_BASE, compose_config, register_schemas
+from maze_engine.core.errors import ConfigError, MazeError
+
+WORKER_CONFIG = "conf_worker"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG_ERROR = 2
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+"""``maze-worker <name> args...`` -> ``SUBCOMMANDS[name](args)``, whose return value is the exit code."""
+
+logger = logging.getLogger("worker.cli")
+
+
+class ConfigProblem(Exception):
+    """A config mistake, reported as one line with exit code 2."""
+
+
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (Hydra's span several, with the reason in the cause)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+def prepare(cfg: DictConfig) -> tuple[Any, Any]:
+    """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
+    from worker.service import build_factory
+    from worker.settings import WorkerSettings
+
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - omegaconf raises several types for bad interpolations
+        raise ConfigProblem(one_line(err)) from err
+    assert isinstance(resolved, dict)
+    try:
+        settings = WorkerSettings.from_config(resolved)
+    except ConfigError as err:
+        raise ConfigProblem(str(err)) from err
+    for key in ("env", "policy"):
+        if resolved.get(key) is None:
+            raise ConfigProblem(f"{key}: expected a config (pick one: {key}=...), got nothing")
+    try:
+        factory = build_factory(resolved["policy"], resolved["env"], resolved.get("wrappers"))
+    except (MazeError, ValueError, TypeError, ImportError, OSError) as err:
+        raise ConfigProblem(f"cannot build the agent from env, wrappers and policy: {one_line(err)}") from err
+    return settings, factory
+
+
+def configure_logging(level_name: Any) -> None:
+    level = logging.getLevelName(str(level_name).upper())
+    if not isinstance(level, int):
+        raise ConfigProblem(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {level_name!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    # pika reports every lost connection as an error with a traceback; the service logs one clear line.
+    logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
+
+
+def serve(cfg: DictConfig) -> int:
+    """Run the worker for a composed config until it is stopped; returns the exit code."""
+    from worker.service import WorkerService
+    from worker.transport import TransportError
+
+    try:
+        configure_logging(cfg.get("log_level", "INFO"))
+        settings, factory = prepare(cfg)
+    except ConfigProblem as err:
+        return _fail(str(err), EXIT_CONFIG_ERROR)
+    service = WorkerService(settings, factory)
+    service.install_signal_handlers()
+    try:
+        service.run()
+    except TransportError as err:
+        return _fail(str(err), EXIT_FAILURE)
+    except OSError as err:  # e.g. the metrics port is taken
+        return _fail(one_line(err), EXIT_FAILURE)
+    logger.info("maze-worker stopped")
+    return EXIT_OK
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"maze-worker: error: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+@hydra.main(config_path=CONFIG_PATH, config_name=WORKER_CONFIG, version_base=HYDRA_VERSION_BASE)
+def _hydra_app(cfg: DictConfig) -> None:
+    # SystemExit passes Hydra's handler (which catches Exception only), so the code reaches the shell.
+    sys.exit(serve(cfg))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: subcommands first, Hydra's flags to Hydra, plain overrides composed here."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in SUBCOMMANDS:
+        sys.exit(SUBCOMMANDS[args[0]](args[1:]))
+    register_schemas()
+    if any(arg.startswith("-") for arg in args):
+        sys.argv = [sys.argv[0], *args]
+        _hydra_app()
+        return
+    # Composing here (not in hydra.main) lets every config mistake end as one line with exit code 2.
+    try:
+        cfg = compose_config(WORKER_CONFIG, args)
+    except Exception as err:  # noqa: BLE001 - Hydra and omegaconf raise many types for bad overrides
+        sys.exit(_fail(one_line(err), EXIT_CONFIG_ERROR))
+    sys.exit(serve(cfg))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The episodes a worker holds: episode id -> AgentDeployment, sequence checks, replies, capacity, eviction.
+
+``EpisodeTable.handle`` takes a batch of decoded states and returns one encoded reply per state, in order. The
+states that step their episode go through their deployments' wrapper stacks together (``act_batch``: one
+policy call per actor), so the batch costs one forward pass. Everything here is broker-free and synchronous;
+the service feeds it what the transport received.
+
+Sequence rules, per episode: seq 0 opens it (``overloaded`` at capacity); seq = last + 1 steps it; a seq
+answered recently (within ``replay_window``) gets the very same reply again, never a second step; a later
+seq is ``out_of_order``, seq > 0 of an episode not held is ``unknown_episode``. A state with done=true closes
+the episode and is answered with action nil; an idle episode is closed after ``idle_timeout_s``. Closing
+flushes the deployment's statistics into ``FinishedEpisodes``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, NamedTuple, Protocol
+
+from maze_engine.core.actor_id import DEFAULT_ACTOR_ID, ActorID
+from maze_engine.core.errors import SpaceMismatchError
+from maze_engine.core.stats.running import RunningStats
+from maze_engine.deployment.agent_deployment import AgentDeployment
+from maze_engine.deployment.batch import StepInput, act_batch
+from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
+from maze_engine.wrappers.wrapper import find_wrapper
+from worker.protocol import ErrorCode, ErrorInfo, Reply, StateMessage, encode_reply, to_wire_action
+from worker.settings import EpisodeSettings
+
+logger = logging.getLogger(__name__)
+
+CLOSED_MEMORY = 4096
+"""Closed episodes remembered (final reply, why they closed) for redelivered final states and clear errors."""
+
+
+class DeploymentSource(Protocol):
+    """What the table needs from a DeploymentFactory: fresh deployments sharing one policy."""
+
+    policy: Any
+
+    def create(self) -> AgentDeployment: ...
+
+
+class CloseReason(StrEnum):
+    """Why an episode left the table (the ``reason`` label of the episodes-closed metric)."""
+
+    DONE = "done"
+    IDLE = "idle"
+    ERROR = "error"
+    SHUTDOWN = "shutdown"
+
+
+class Answer(NamedTuple):
+    """The encoded reply to one state, and its error code (None for an action)."""
+
+    body: bytes
+    code: ErrorCode | None
+
+
+@dataclass(frozen=True)
+class ClosedEpisode:
+    """An episode that left the table; ``stats`` are its return and length where a LogStatsWrapper saw it."""
+
+    episode: str
+    reason: CloseReason
+    last_seq: int
+    stats: EpisodeStats | None
+
+
+class _Episode:
+    """One open episode: its deployment, the last seq stepped and the replies kept for redeliveries."""
+
+    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen")
+
+    def __init__(self, episode: str, deployment: AgentDeployment, now: float) -> None:
+        self.episode = episode
+        self.deployment = deployment
+        self.last_seq = -1
+        self.replies: dict[int, bytes] = {}
+        self.last_seen = now
+
+
+class _Closed(NamedTuple):
+    reason: CloseReason
+    last_seq: int
+    reply: bytes | None
+
+
+def error_answer(episode: str | None, seq: int | None, code: ErrorCode, message: str) -> Answer:
+    """An encoded error reply."""
+    return Answer(encode_reply(Reply(episode, seq, None, ErrorInfo(code, message))), code)
+
+
+class FinishedEpisodes:
+    """Statistics of the episodes closed since the last ``take``: count, returns and lengths."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_reason: dict[str, int] = {}
+        self.returns = RunningStats()
+        self.lengths = RunningStats()
+
+    def add(self, closed: ClosedEpisode) -> None:
+        self.total += 1
+        self.by_reason[closed.reason.value] = self.by_reason.get(closed.reason.value, 0) + 1
+        if closed.stats is not None and closed.stats.episode_length > 0:
+            self.returns.add(closed.stats.episode_return)
+            self.lengths.add(closed.stats.episode_length)
+
+    def take(self) -> FinishedEpisodes:
+        """The statistics gathered so far; this object starts afresh."""
+        taken = FinishedEpisodes()
+        taken.total, taken.by_reason, taken.returns, taken.lengths = \
+            self.total, self.by_reason, self.returns, self.lengths
+        self.__init__()  # type: ignore[misc]
+        return taken
+
+
+class EpisodeTable:
+    """Open episodes keyed by id, stepped in batches; see the module docstring for the rules."""
+
+    def __init__(self, factory: DeploymentSource, settings: EpisodeSettings, deterministic: bool = False,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_closed: Callable[[ClosedEpisode], None] | None = None) -> None:
+        self.factory = factory
+        self.settings = settings
+        self.deterministic = deterministic
+        self.clock = clock
+        self.on_closed = on_closed
+        self.finished = FinishedEpisodes()
+        # Least recently stepped first, so idle eviction only looks at the front.
+        self._open: OrderedDict[str, _Episode] = OrderedDict()
+        self._closed: OrderedDict[str, _Closed] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def __contains__(self, episode: object) -> bool:
+        return episode in self._open
+
+    # -- batches ---------------------------------------------------------------------------------------------
+
+    def handle(self, messages: Sequence[StateMessage]) -> list[Answer]:
+        """One answer per message, in order. States of one episode are handled in seq order, one per round."""
+        answers: list[Answer | None] = [None] * len(messages)
+        now = self.clock()
+        for round_indices in _rounds(messages):
+            self._handle_round(messages, round_indices, answers, now)
+        assert all(answer is not None for answer in answers)
+        return answers  # type: ignore[return-value]
+
+    def _handle_round(self, messages: Sequence[StateMessage], indices: Sequence[int],
+                      answers: list[Answer | None], now: float) -> None:
+        stepping: list[tuple[int, _Episode]] = []
+        for index in indices:
+            message = messages[index]
+            episode = self._open.get(message.episode)
+            if episode is None:
+                if message.seq != 0:
+                    answers[index] = self._unknown(message)
+                    continue
+                if len(self._open) >= self.settings.max_open:
+                    answers[index] = error_answer(
+                        message.episode, 0, ErrorCode.OVERLOADED,
+                        f"episode: the worker holds its maximum of {self.settings.max_open} open episodes; "
+                        "retry later or on another worker")
+                    continue
+                try:
+                    deployment = self.factory.create()
+                except Exception as err:  # noqa: BLE001 - a broken factory must not stop the worker
+                    logger.exception("creating a deployment for episode %s failed", message.episode)
+                    answers[index] = error_answer(message.episode, 0, ErrorCode.INTERNAL,
+                                                  f"creating the episode's deployment failed: {_brief(err)}")
+                    continue
+                episode = _Episode(message.episode, deployment, now)
+                self._open[message.episode] = episode
+                self._closed.pop(message.episode, None)
+            elif message.seq != episode.last_seq + 1:
+                answers[index] = self._repeat_or_reject(episode, message)
+                continue
+            stepping.append((index, episode))
+        if not stepping:
+            return
+        acting = [(index, episode) for index, episode in stepping if not messages[index].done]
+        for index, episode in stepping:
+            if messages[index].done:
+                answers[index] = self._finish(episode, messages[index], now)
+        if acting:
+            self._act(messages, acting, answers, now)
+
+    def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, _Episode]],
+             answers: list[Answer | None], now: float) -> None:
+        items = []
+        for index, episode in acting:
+            message = messages[index]
+            actor = message.actor
+            items.append((episode.deployment, StepInput(
+                message.state, message.reward, False, message.info, None,
+                DEFAULT_ACTOR_ID if actor is None else ActorID(actor[0], actor[1]))))
+        try:
+            results = act_batch(items, self.factory.policy, self.deterministic)
+        except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
+            logger.exception("stepping a batch of %d states failed", len(items))
+            results = [err] * len(items)
+        open_episodes = self._open
+        window = self.settings.replay_window
+        for (index, episode), result in zip(acting, results, strict=True):
+            message = messages[index]
+            if isinstance(result, BaseException):
+                answers[index] = self._failed(episode, message, result)
+                continue
+            try:
+                body = encode_reply(Reply(message.episode, message.seq, to_wire_action(result)))
+            except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
+                answers[index] = self._failed(episode, message, err)
+                continue
+            seq = message.seq
+            replies = episode.replies
+            replies[seq] = body
+            replies.pop(seq - window, None)
+            episode.last_seq = seq
+            episode.last_seen = now
+            open_episodes.move_to_end(message.episode)
+            answers[index] = Answer(body, None)
+
+    def _finish(self, episode: _Episode, message: StateMessage, now: float) -> Answer:
+        """done=true: pass the final state through the stack, close the episode, answer with action nil."""
+        try:
+            episode.deployment.close(message.state, message.reward, True, message.info)
+        except Exception as err:  # noqa: BLE001 - bad final states and failing wrappers are answered
+            return self._failed(episode, message, err)
+        body = encode_reply(Reply(message.episode, message.seq, None))
+        self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
+        return Answer(body, None)
+
+    def _failed(self, episode: _Episode, message: StateMessage, err: BaseException) -> Answer:
+        if isinstance(err, SpaceMismatchError):
+            # The deployment rejected the input before stepping anything: the episode stays as it was
+            # (a first state that did not fit leaves no episode behind, so seq 0 can be sent again).
+            if episode.last_seq < 0:
+                self._open.pop(episode.episode, None)
+            return error_answer(message.episode, message.seq, ErrorCode.BAD_MESSAGE, str(err))
+        logger.error("episode %s, seq %d: %s; closing the episode", message.episode, message.seq, _brief(err),
+                     exc_info=err)
+        self._close(episode, CloseReason.ERROR, episode.last_seq, None, flush=True)
+        return error_answer(message.episode, message.seq, ErrorCode.INTERNAL,
+                            f"{_brief(err)}; the episode was closed, start a new one")
+
+    def _repeat_or_reject(self, episode: _Episode, message: StateMessage) -> Answer:
+        cached = episode.replies.get(message.seq)
+        if cached is not None:
+            return Answer(cached, None)
+        expected = episode.last_seq + 1
+        if message.seq > expected:
+            return error_answer(message.episode, message.seq, ErrorCode.OUT_OF_ORDER,
+                                f"seq: expected {expected} (the next step of the episode), got {message.seq}")
+        return error_answer(message.episode, message.seq, ErrorCode.OUT_OF_ORDER,
+                            f"seq: expected {expected} (the next step of the episode), got {message.seq}, "
+                            f"older than the last {self.settings.replay_window} replies kept")
+
+    def _unknown(self, message: StateMessage) -> Answer:
+        closed = self._closed.get(message.episode)
+        if closed is not None:
+            if closed.reply is not None and message.seq == closed.last_seq:
+                return Answer(closed.reply, None)
+            why = {CloseReason.DONE: f"finished at seq {closed.last_seq}",
+                   CloseReason.IDLE: f"closed after {self.settings.idle_timeout_s:g} s without a state",
+                   CloseReason.ERROR: "closed after an internal error",
+                   CloseReason.SHUTDOWN: "closed when the worker shut down"}[closed.reason]
+            detail = f"the episode {why}"
+        else:
+            detail = "the worker holds no such episode (start episodes with seq 0)"
+        return error_answer(message.episode, message.seq, ErrorCode.UNKNOWN_EPISODE, f"episode: {detail}")
+
+    # -- closing ---------------------------------------------------------------------------------------------
+
+    def _close(self, episode: _Episode, reason: CloseReason, last_seq: int, reply: bytes | None,
+               flush: bool) -> None:
+        """Remove ``episode``; ``flush`` ends its deployment's episode so wrappers write their statistics."""
+        self._open.pop(episode.episode, None)
+        if flush:
+            try:
+                episode.deployment.close()
+            except Exception as err:  # noqa: BLE001 - an episode that cannot flush is still closed
+                logger.warning("episode %s: flushing statistics failed: %s", episode.episode, _brief(err))
+        closed = ClosedEpisode(episode.episode, reason, last_seq, _episode_stats(episode.deployment))
+        self._closed[episode.episode] = _Closed(reason, last_seq, reply)
+        if len(self._closed) > CLOSED_MEMORY:
+            self._closed.popitem(last=False)
+        self.finished.add(closed)
+        if self.on_closed is not None:
+            self.on_closed(closed)
+
+    def evict_idle(self, now: float | None = None) -> int:
+        """Close the episodes idle for longer than ``idle_timeout_s``; returns how many."""
+        now = self.clock() if now is None else now
+        deadline = now - self.settings.idle_timeout_s
+        evicted = 0
+        while self._open:
+            episode = next(iter(self._open.values()))
+            if episode.last_seen > deadline:
+                break
+            self._close(episode, CloseReason.IDLE, episode.last_seq, None, flush=True)
+            evicted += 1
+        if evicted:
+            logger.info("closed %d episodes idle for more than %g s", evicted, self.settings.idle_timeout_s)
+        return evicted
+
+    def close_all(self, reason: CloseReason = CloseReason.SHUTDOWN) -> int:
+        """Close every open episode (statistics flushed); returns how many."""
+        count = 0
+        while self._open:
+            episode = next(iter(self._open.values()))
+            self._close(episode, reason, episode.last_seq, None, flush=True)
+            count += 1
+        return count
+
+
+def _rounds(messages: Sequence[StateMessage]) -> list[list[int]]:
+    """Indices grouped into rounds with at most one state per episode, each episode's states in seq order."""
+    count = len(messages)
+    episodes = [message.episode for message in messages]
+    if len(set(episodes)) == count:
+        return [list(range(count))]
+    by_episode: dict[str, list[int]] = {}
+    for index, episode in enumerate(episodes):
+        by_episode.setdefault(episode, []).append(index)
+    rounds: list[list[int]] = []
+    for indices in by_episode.values():
+        indices.sort(key=lambda index: messages[index].seq)
+        for position, index in enumerate(indices):
+            if position == len(rounds):
+                rounds.append([])
+            rounds[position].append(index)
+    for round_indices in rounds:
+        round_indices.sort()
+    return rounds
+
+
+def _episode_stats(deployment: AgentDeployment) -> EpisodeStats | None:
+    wrapper = find_wrapper(deployment.env, LogStatsWrapper)
+    return None if wrapper is None else wrapper.last_episode_stats
+
+
+def _brief(err: BaseException) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,0 +1,240 @@
+"""Typed settings of ``maze-worker``, built from the composed config and checked before anything starts.
+
+Every invalid value raises ConfigError naming its key (``broker.shards: expected an integer >= 1, got 0``), so
+the CLI can print one clear line instead of failing later inside the service loop.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from maze_engine.core.errors import ConfigError
+from worker import topology
+from worker.topology import mask_url
+
+DEFAULT_URL = topology.DEFAULT_AMQP_URL
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """TLS options for ``amqps://`` URLs; without them the system's trusted CAs are used."""
+
+    ca_file: str | None = None
+    """PEM file of the CA that signed the broker's certificate."""
+    cert_file: str | None = None
+    """Client certificate (PEM) for brokers that authenticate clients by certificate."""
+    key_file: str | None = None
+    """Private key of ``cert_file``."""
+    verify: bool = True
+    """Check the broker's certificate and host name; turn off only for a test broker."""
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Where the broker is and how the worker's exchange and queues are named."""
+
+    url: str = DEFAULT_URL
+    """amqp:// or amqps:// URL, credentials included (never logged)."""
+    prefix: str = "maze"
+    """Names: ``<prefix>.states`` exchange, ``<prefix>.states.NN`` shard queues, ``<prefix>.dead``."""
+    shards: int = 16
+    """Number of shard queues; every worker and producer of one prefix must agree on it."""
+    prefetch: int = 1024
+    """Unacknowledged deliveries the broker may push ahead; the batch is drawn from these."""
+    heartbeat_s: int = 30
+    """AMQP heartbeat; a silent broker is detected after about twice this."""
+    tls: TLSSettings = field(default_factory=TLSSettings)
+
+
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """Limits on the episodes (one AgentDeployment each) a worker holds."""
+
+    idle_timeout_s: float = 600.0
+    """An episode without a state for this long is closed (statistics flushed)."""
+    max_open: int = 10_000
+    """A new episode beyond this many open ones is refused with ``overloaded``."""
+    replay_window: int = 8
+    """Replies kept per episode, so a redelivered state gets the same reply again instead of a second step."""
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """How many arrived states are stepped together (the batch size adapts below this to the load)."""
+
+    max_size: int = 256
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    """Prometheus metrics at ``/metrics`` and health at ``/healthz``."""
+
+    port: int = 0
+    """0 turns the endpoint off."""
+    host: str = "0.0.0.0"
+
+
+@dataclass(frozen=True)
+class ReconnectSettings:
+    """Capped exponential backoff between connection attempts."""
+
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    healthy_after_s: float = 30.0
+    """A connection that lived this long resets the backoff to ``initial_backoff_s``."""
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """Everything ``maze-worker`` reads from its config apart from the env, wrappers and policy."""
+
+    broker: BrokerSettings = field(default_factory=BrokerSettings)
+    episodes: EpisodeSettings = field(default_factory=EpisodeSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
+    deterministic: bool = False
+    """Ask the policy for its most likely action instead of sampling."""
+    stats_interval_s: float = 30.0
+    """How often the episode statistics line is logged (0: only at shutdown)."""
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "WorkerSettings":
+        """Read and check the worker's keys of a composed ``conf_worker`` config (missing keys: defaults)."""
+        config = _plain(config)
+        broker = _section(config, "broker")
+        tls = _section(broker, "tls", "broker.tls")
+        episodes = _section(config, "episodes")
+        batch = _section(config, "batch")
+        metrics = _section(config, "metrics")
+        reconnect = _section(config, "reconnect")
+        stats = _section(config, "stats")
+        url = _string(broker, "url", "broker.url", DEFAULT_URL)
+        check_url(url)
+        settings = cls(
+            broker=BrokerSettings(
+                url=url,
+                prefix=_prefix(broker),
+                shards=_integer(broker, "shards", "broker.shards", 16, minimum=1, maximum=999),
+                prefetch=_integer(broker, "prefetch", "broker.prefetch", 1024, minimum=1, maximum=65535),
+                heartbeat_s=_integer(broker, "heartbeat_s", "broker.heartbeat_s", 30, minimum=0),
+                tls=TLSSettings(
+                    ca_file=_optional_string(tls, "ca_file", "broker.tls.ca_file"),
+                    cert_file=_optional_string(tls, "cert_file", "broker.tls.cert_file"),
+                    key_file=_optional_string(tls, "key_file", "broker.tls.key_file"),
+                    verify=_boolean(tls, "verify", "broker.tls.verify", True),
+                ),
+            ),
+            episodes=EpisodeSettings(
+                idle_timeout_s=_number(episodes, "idle_timeout_s", "episodes.idle_timeout_s", 600.0,
+                                       positive=True),
+                max_open=_integer(episodes, "max_open", "episodes.max_open", 10_000, minimum=1),
+                replay_window=_integer(episodes, "replay_window", "episodes.replay_window", 8, minimum=1),
+            ),
+            batch=BatchSettings(max_size=_integer(batch, "max_size", "batch.max_size", 256, minimum=1)),
+            metrics=MetricsSettings(
+                port=_integer(metrics, "port", "metrics.port", 0, minimum=0, maximum=65535),
+                host=_string(metrics, "host", "metrics.host", "0.0.0.0"),
+            ),
+            reconnect=ReconnectSettings(
+                initial_backoff_s=_number(reconnect, "initial_backoff_s", "reconnect.initial_backoff_s", 0.5,
+                                          positive=True),
+                max_backoff_s=_number(reconnect, "max_backoff_s", "reconnect.max_backoff_s", 30.0,
+                                      positive=True),
+                healthy_after_s=_number(reconnect, "healthy_after_s", "reconnect.healthy_after_s", 30.0,
+                                        positive=True),
+            ),
+            deterministic=_boolean(config, "deterministic", "deterministic", False),
+            stats_interval_s=_number(stats, "interval_s", "stats.interval_s", 30.0),
+        )
+        backoff = settings.reconnect
+        if backoff.max_backoff_s < backoff.initial_backoff_s:
+            raise ConfigError(f"reconnect.max_backoff_s: expected a value >= reconnect.initial_backoff_s "
+                              f"({backoff.initial_backoff_s}), got {backoff.max_backoff_s}")
+        return settings
+
+
+def check_url(url: str, key: str = "broker.url") -> None:
+    """Raise ConfigError unless ``url`` is an amqp:// or amqps:// URL with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(f"{key}: expected an amqp:// or amqps:// URL, got {mask_url(url)!r}")
+    try:
+        parts.port  # noqa: B018 - parsing the port raises on a malformed one
+    except ValueError as err:
+        raise ConfigError(f"{key}: expected a numeric port, got {mask_url(url)!r}") from err
+    if not parts.hostname:
+        raise ConfigError(f"{key}: expected a host name, got {mask_url(url)!r}")
+
+
+def _plain(config: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a hard dependency
+        return config
+    if isinstance(config, DictConfig):
+        return OmegaConf.to_container(config, resolve=True)
+    return config
+
+
+def _section(config: Mapping[str, Any], name: str, key: str | None = None) -> Mapping[str, Any]:
+    value = config.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key or name}: expected a mapping of settings, "
+                          f"got {type(value).__name__} {value!r}")
+    return value
+
+
+def _integer(section: Mapping[str, Any], name: str, key: str, default: int, minimum: int | None = None,
+             maximum: int | None = None) -> int:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum or maximum is not None and value > maximum:
+        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ConfigError(f"{key}: expected an integer {bounds}, got {value}")
+    return value
+
+
+def _number(section: Mapping[str, Any], name: str, key: str, default: float, positive: bool = False) -> float:
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}: expected a number of seconds, got {type(value).__name__} {value!r}")
+    if value < 0 or positive and value == 0:
+        raise ConfigError(f"{key}: expected a number {'> 0' if positive else '>= 0'}, got {value}")
+    return float(value)
+
+
+def _boolean(section: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
+    value = section.get(name, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _string(section: Mapping[str, Any], name: str, key: str, default: str) -> str:
+    value = section.get(name, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _optional_string(section: Mapping[str, Any], name: str, key: str) -> str | None:
+    value = section.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a file path or null, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _prefix(broker: Mapping[str, Any]) -> str:
+    prefix = _string(broker, "prefix", "broker.prefix", topology.DEFAULT_PREFIX)
+    try:
+        topology.states_exchange(prefix)
+    except ValueError as err:
+        raise ConfigError(f"broker.{err}") from err
+    return prefix

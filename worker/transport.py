@@ -1,0 +1,289 @@
+"""The worker's only contact with pika: connect, declare the topology, consume, publish, acknowledge.
+
+Everything pika raises is translated here into the exceptions below, so the service loop reasons about
+``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes. Publishing and acknowledging are
+buffered and written out by ``flush``: a batch of replies and its single ``multiple`` ack leave in one go.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from worker import topology
+from worker.protocol import CONTENT_TYPE
+from worker.settings import BrokerSettings
+from worker.topology import mask_url
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_HINT = ("the broker lacks the consistent-hash exchange; enable it with "
+               "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` and start the worker again")
+
+
+class TransportError(Exception):
+    """Base of the errors the transport raises; pika's own exceptions never leave this module."""
+
+
+class BrokerUnreachable(TransportError):
+    """No connection could be opened (broker down, wrong host or port); worth retrying."""
+
+
+class ConnectionLost(TransportError):
+    """An open connection or channel broke (broker restart, connection closed by an operator, network)."""
+
+
+class AccessRefused(TransportError):
+    """The broker refused the credentials or the virtual host; retrying will not help."""
+
+
+class PluginMissing(TransportError):
+    """The ``x-consistent-hash`` exchange type is unknown to the broker."""
+
+
+class TopologyConflict(TransportError):
+    """An exchange or queue of this prefix exists with other arguments (e.g. a classic queue of that name)."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One message as the broker handed it to this worker."""
+
+    tag: int
+    """Delivery tag, valid on the current channel only."""
+    body: bytes
+    reply_to: str | None
+    correlation_id: str | None
+    content_type: str | None
+    queue: str
+    routing_key: str
+    redelivered: bool
+    received: float
+    """``time.perf_counter()`` when the worker got it, for the handling-latency metric."""
+    properties: Any
+    """The original properties, kept opaque so a dead-letter carries them unchanged."""
+
+
+def connection_parameters(settings: BrokerSettings, connection_name: str) -> pika.URLParameters:
+    """pika parameters for ``settings.url``, with TLS set up for ``amqps://`` and a name the broker shows."""
+    params = pika.URLParameters(settings.url)
+    params.heartbeat = settings.heartbeat_s
+    params.blocked_connection_timeout = 60
+    params.client_properties = {"connection_name": connection_name, "product": "maze-worker"}
+    if settings.url.lower().startswith("amqps://"):
+        tls = settings.tls
+        context = ssl.create_default_context(cafile=tls.ca_file)
+        if tls.cert_file:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        if not tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        # pika leaves server_hostname unset, which breaks host name checking and SNI: name the host.
+        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
+    return params
+
+
+@contextmanager
+def _translated(action: str) -> Iterator[None]:
+    """Turn pika's exceptions raised during ``action`` into this module's."""
+    try:
+        yield
+    except pika.exceptions.ProbableAuthenticationError as err:
+        raise AccessRefused(f"{action}: the broker refused the credentials ({err})") from err
+    except pika.exceptions.ProbableAccessDeniedError as err:
+        raise AccessRefused(f"{action}: access to the virtual host was denied ({err})") from err
+    except pika.exceptions.ConnectionClosedByBroker as err:
+        if err.reply_code == 503 and "exchange type" in str(err.reply_text):
+            raise PluginMissing(PLUGIN_HINT) from err
+        if err.reply_code in (403, 530):
+            raise AccessRefused(f"{action}: {err.reply_text}") from err
+        raise ConnectionLost(f"{action}: the broker closed the connection "
+                             f"({err.reply_code} {err.reply_text})") from err
+    except pika.exceptions.ChannelClosedByBroker as err:
+        if err.reply_code == 406:
+            raise TopologyConflict(f"{action}: {err.reply_text}; delete the old queue or exchange, or choose "
+                                   f"another broker.prefix") from err
+        if err.reply_code == 403:
+            raise AccessRefused(f"{action}: {err.reply_text}") from err
+        raise ConnectionLost(f"{action}: the broker closed the channel ({err.reply_code} {err.reply_text})") \
+            from err
+    except pika.exceptions.AMQPConnectionError as err:
+        raise ConnectionLost(f"{action}: connection lost ({err!r})") from err
+    except pika.exceptions.AMQPChannelError as err:
+        raise ConnectionLost(f"{action}: channel lost ({err!r})") from err
+    except (OSError, pika.exceptions.AMQPError) as err:
+        raise ConnectionLost(f"{action}: {err!r}") from err
+
+
+class Transport:
+    """A blocking connection with one channel that consumes every owned shard queue.
+
+    Single-threaded by design: ``poll`` waits for the first delivery and then drains what pika has already
+    buffered, so the batch grows with the load and nothing waits when the worker is idle.
+    """
+
+    def __init__(self, settings: BrokerSettings, connection_name: str | None = None) -> None:
+        self.settings = settings
+        self.connection_name = (connection_name
+                                or f"maze-worker {settings.prefix} {socket.gethostname()}:{os.getpid()}")
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+        self._publish: Any = None
+        self._consumers: dict[str, str] = {}
+        self._inbox: list[Delivery] = []
+
+    # -- connection ------------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection and the channel; raises BrokerUnreachable, AccessRefused."""
+        self.close()
+        params = connection_parameters(self.settings, self.connection_name)
+        try:
+            with _translated(f"connecting to {mask_url(self.settings.url)}"):
+                self._connection = pika.BlockingConnection(params)
+                self._channel = self._connection.channel()
+        except ConnectionLost as err:
+            raise BrokerUnreachable(str(err)) from err
+        # The impl channel's basic_publish only buffers, where BlockingChannel's flushes after every message;
+        # replies of a batch are buffered and leave together with the batch's ack.
+        self._publish = getattr(self._channel, "_impl", self._channel).basic_publish
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._connection is not None and self._connection.is_open
+                    and self._channel is not None and self._channel.is_open)
+
+    @property
+    def is_consuming(self) -> bool:
+        return self.is_open and bool(self._consumers)
+
+    def close(self) -> None:
+        """Close the connection if open; never raises. Deliveries not yet acked go back to their queues."""
+        connection, self._connection, self._channel = self._connection, None, None
+        self._consumers.clear()
+        self._inbox.clear()
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception as err:  # noqa: BLE001 - closing a broken connection may fail in many ways
+                logger.debug("closing the connection failed: %r", err)
+
+    def _require_channel(self) -> BlockingChannel:
+        if self._channel is None or self._connection is None:
+            raise ConnectionLost("not connected")
+        return self._channel
+
+    # -- topology --------------------------------------------------------------------------------------
+
+    def declare_topology(self) -> None:
+        """Declare the states exchange, the shard queues and bindings, the dead-letter exchange and queue.
+
+        Raises PluginMissing when the broker does not know the consistent-hash exchange type, TopologyConflict
+        when a queue of the same name exists with other arguments.
+        """
+        channel = self._require_channel()
+        spec = topology.worker_topology(self.settings.prefix, self.settings.shards)
+        for exchange in spec.exchanges:
+            with _translated(f"declaring exchange {exchange.name}"):
+                channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable,
+                                         arguments=exchange.arguments or None)
+        for queue in spec.queues:
+            with _translated(f"declaring queue {queue.name}"):
+                channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
+        for binding in spec.bindings:
+            with _translated(f"binding {binding.queue} to {binding.exchange}"):
+                channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+
+    # -- consuming -------------------------------------------------------------------------------------
+
+    def consume(self, queues: Sequence[str]) -> None:
+        """Start one manual-ack consumer per queue; at most ``prefetch`` unacked deliveries each."""
+        channel = self._require_channel()
+        with _translated("starting consumers"):
+            channel.basic_qos(prefetch_count=self.settings.prefetch)
+            for queue in queues:
+                tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
+                self._consumers[tag] = queue
+
+    def _on_delivery(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._inbox.append(Delivery(
+            tag=method.delivery_tag, body=body, reply_to=properties.reply_to,
+            correlation_id=properties.correlation_id, content_type=properties.content_type,
+            queue=self._consumers.get(method.consumer_tag, ""), routing_key=method.routing_key,
+            redelivered=method.redelivered, received=time.perf_counter(), properties=properties))
+
+    def poll(self, timeout: float) -> list[Delivery]:
+        """Wait up to ``timeout`` seconds for deliveries, then take everything that has arrived meanwhile."""
+        connection = self._connection
+        if connection is None:
+            raise ConnectionLost("not connected")
+        with _translated("receiving"):
+            if not self._inbox:
+                connection.process_data_events(time_limit=timeout)
+            # Drain without waiting: each round reads what the socket holds right now.
+            while True:
+                held = len(self._inbox)
+                connection.process_data_events(time_limit=0)
+                if len(self._inbox) == held:
+                    break
+        deliveries, self._inbox = self._inbox, []
+        return deliveries
+
+    def cancel_consumers(self) -> None:
+        """Stop receiving; deliveries pika holds but has not handed over go back to their queues."""
+        channel = self._channel
+        if channel is None:
+            return
+        with _translated("cancelling consumers"):
+            for tag in list(self._consumers):
+                channel.basic_cancel(tag)
+                del self._consumers[tag]
+
+    # -- sending (buffered until flush) ----------------------------------------------------------------
+
+    def publish_reply(self, reply_to: str, correlation_id: str | None, body: bytes) -> None:
+        """Queue a reply to the producer's ``reply_to`` queue (through the default exchange)."""
+        self._require_channel()
+        properties = pika.BasicProperties(correlation_id=correlation_id, content_type=CONTENT_TYPE)
+        with _translated("publishing a reply"):
+            self._publish(exchange="", routing_key=reply_to, body=body, properties=properties)
+
+    def dead_letter(self, delivery: Delivery, reason: str, field: str, detail: str) -> None:
+        """Queue ``delivery`` for ``<prefix>.dead``: body and properties plus why it cannot be answered."""
+        self._require_channel()
+        original = delivery.properties
+        headers = dict(getattr(original, "headers", None) or {})
+        headers.update(topology.dead_letter_headers(reason, field, detail[:1000]))
+        properties = pika.BasicProperties(
+            content_type=getattr(original, "content_type", None), correlation_id=delivery.correlation_id,
+            reply_to=delivery.reply_to, message_id=getattr(original, "message_id", None),
+            timestamp=getattr(original, "timestamp", None), delivery_mode=2, headers=headers)
+        with _translated("dead-lettering"):
+            self._publish(exchange=topology.dead_letter_exchange(self.settings.prefix),
+                          routing_key=delivery.routing_key, body=delivery.body, properties=properties)
+
+    def ack(self, tag: int, multiple: bool = False) -> None:
+        """Acknowledge ``tag`` (and, with ``multiple``, every earlier delivery on this channel)."""
+        channel = self._require_channel()
+        with _translated("acknowledging"):
+            # Goes through the impl channel too, so it queues behind the replies and flush sends both.
+            getattr(channel, "_impl", channel).basic_ack(delivery_tag=tag, multiple=multiple)
+
+    def flush(self) -> None:
+        """Write out the buffered replies, dead-letters and acks (and read what the broker sent meanwhile)."""
+        connection = self._connection
+        if connection is None:
+            raise ConnectionLost("not connected")
+        with _translated("sending"):
+            connection.process_data_events(time_limit=0)
