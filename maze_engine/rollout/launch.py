@@ -7,8 +7,11 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from maze_engine.core.errors import ConfigError
-from maze_engine.core.factory import TARGET_KEY, instantiate
+from maze_engine.core.factory import TARGET_KEY, instantiate, resolve_target
 from maze_engine.rollout.runner import RolloutRunner, Statistics
+
+RUN_STATISTICS_FILE = "statistics.json"
+"""Normalization statistics a training run saves in its directory (see training.launch)."""
 
 
 def default_output_dir() -> Path:
@@ -34,6 +37,38 @@ def _check_input_dir(policy: Any) -> None:
                           "got an empty value")
 
 
+def _is_normalization_wrapper(target: Any) -> bool:
+    from maze_engine.wrappers.observation.normalization import ObservationNormalizationWrapper
+
+    try:
+        resolved = resolve_target(target) if isinstance(target, str) else target
+    except ConfigError:
+        return False  # reported when the stack is built
+    return isinstance(resolved, type) and issubclass(resolved, ObservationNormalizationWrapper)
+
+
+def with_run_statistics(wrappers: Any, input_dir: str | Path | None) -> Any:
+    """``wrappers`` with every observation normalization wrapper reading the statistics of the training run
+    in ``input_dir``, so a trained policy sees observations normalized exactly as in training."""
+    if not input_dir or not (Path(input_dir) / RUN_STATISTICS_FILE).is_file():
+        return wrappers
+    dump = str(Path(input_dir) / RUN_STATISTICS_FILE)
+
+    def patched(config: Any) -> Any:
+        if isinstance(config, Mapping) and TARGET_KEY in config:
+            if _is_normalization_wrapper(config[TARGET_KEY]):
+                return {**config, "statistics_dump": dump}
+            return config
+        if isinstance(config, Mapping):
+            return {target: {**(kwargs or {}), "statistics_dump": dump} if _is_normalization_wrapper(target)
+                    else kwargs for target, kwargs in config.items()}
+        return config
+
+    if isinstance(wrappers, list):
+        return [patched(item) for item in wrappers]
+    return patched(wrappers)
+
+
 def build_runner(runner_config: Any, seed: int | None = None) -> RolloutRunner:
     """Instantiate the ``runner`` node; ``seed`` (the top-level seed) applies unless the node sets one."""
     if isinstance(runner_config, Mapping) and TARGET_KEY not in runner_config:
@@ -57,5 +92,5 @@ def rollout_from_config(cfg: DictConfig | Mapping[str, Any],
     _check_input_dir(config["policy"])
     runner = build_runner(config["runner"], seed=config.get("seed"))
     directory = Path(output_dir) if output_dir is not None else default_output_dir()
-    return runner.run_with(env=config["env"], wrappers=config.get("wrappers"), agent=config["policy"],
-                           output_dir=directory)
+    wrappers = with_run_statistics(config.get("wrappers"), config.get("input_dir"))
+    return runner.run_with(env=config["env"], wrappers=wrappers, agent=config["policy"], output_dir=directory)
