@@ -107,7 +107,7 @@ class RunContext:
                  run_dir: str | Path | None = None, configuration: str | None = None) -> None:
         if isinstance(env, StructuredEnv):
             raise ConfigError("env: expected a factory returning an env (e.g. lambda: "
-                              "GymMazeEnv('CartPole-v1')), an env config name or mapping; got an env instance")
+                              "GymMazeEnv('CartPole-v1')), an env config name or mapping; got an instance")
         self.silent = bool(silent)
         self.run_dir = Path(run_dir) if run_dir is not None else _default_run_dir()
         group_choices: list[str] = []
@@ -179,7 +179,7 @@ class RunContext:
         e.g. ``stop_when``); returns the last epoch's statistics by section. Calling it again continues."""
         run = self._training_run()
         with preserved_process_state():
-            return run.train(n_epochs=n_epochs, **kwargs)  # type: ignore[no-any-return]
+            return run.train(n_epochs=n_epochs, **kwargs)
 
     @property
     def policy(self) -> Any:
@@ -194,12 +194,12 @@ class RunContext:
     @property
     def env_factory(self) -> Callable[[], StructuredEnv]:
         """Builds an env with the configured wrappers (and the run's normalization statistics)."""
-        return self._training_run().env_factory  # type: ignore[no-any-return]
+        return self._training_run().env_factory
 
     def compute_action(self, observation: dict[str, Any], actor_id: ActorID | None = None,
                        deterministic: bool = False) -> dict[str, Any]:
         """The policy's action for one observation of an env built like the training envs."""
-        return self.policy.compute_action(observation, actor_id, deterministic)  # type: ignore[no-any-return]
+        return self.policy.compute_action(observation, actor_id, deterministic)
 
     # ------------------------------------------------------------------------------ rollout / evaluation
     def rollout(self, n_episodes: int = 10, max_episode_steps: int | None = None, deterministic: bool = False,
