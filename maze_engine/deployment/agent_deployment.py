@@ -12,6 +12,7 @@ caller holding many deployments uses ``observe``/``resume`` (or ``act_batch``) t
 in one batched policy call.
 """
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -33,6 +34,7 @@ from maze_engine.deployment.inputs import (
 from maze_engine.deployment.stack import (
     ConfigLike,
     WrappersLike,
+    actor_id_source,
     attach_external_core,
     bottom_maze_env,
     build_env,
@@ -58,29 +60,63 @@ class EpisodeAbortedError(MazeError, RuntimeError):
         self.cause = cause
 
 
-def _episode_loop(env: StructuredEnv, core: ExternalCoreEnv) -> None:
-    """The gym loop of one episode, run inside the deployment's greenlet.
-
-    Holds no reference to the deployment, so a dropped deployment drops its greenlet too (a greenlet suspended
-    in a reference cycle is never collected).
+class _Channel:
+    """What a deployment shares with its episode loop; holds no reference to the deployment itself, so a
+    dropped deployment drops its greenlet too (a greenlet suspended in a reference cycle is never collected).
     """
+
+    __slots__ = ("env", "core", "actor_of", "policy", "needs_action")
+
+    def __init__(self, env: StructuredEnv, core: ExternalCoreEnv, actor_of: Callable[[], ActorID]) -> None:
+        self.env = env
+        self.core = core
+        self.actor_of = actor_of
+        # Set by ``act``: the loop then asks the policy itself, saving a greenlet round trip per step.
+        self.policy: Any = None
+        # Set by the loop when it hands an observation out, so the caller tells it from a maze_action.
+        self.needs_action = False
+
+
+def _episode_loop(channel: _Channel) -> None:
+    """The gym loop of one episode, run inside the deployment's greenlet."""
+    env, core = channel.env, channel.core
     try:
         observation = env.reset()
         while True:
-            core.needs_action = True
-            action = getcurrent().parent.switch(observation)
+            policy = channel.policy
+            if policy is not None:
+                action = policy.compute_action(observation, actor_id=channel.actor_of(), deterministic=False)
+            else:
+                channel.needs_action = True
+                action = getcurrent().parent.switch(observation)
             observation = env.step(action)[0]
             if core.closing:
                 break
     except EpisodeEnded:
         pass
-    _flush(env, core)
+    _flush(channel)
 
 
-def _flush(env: StructuredEnv, core: ExternalCoreEnv) -> None:
+def _flush(channel: _Channel) -> None:
     """Reset the stack on the episode's last state, so wrappers finish the episode."""
-    core.closing = True
-    env.reset()
+    channel.core.closing = True
+    channel.env.reset()
+
+
+def _switch(g: greenlet, *args: Any) -> Any:
+    """Switch into ``g``; whatever greenlet calls this is where ``g`` comes back to."""
+    current = getcurrent()
+    if g.parent is not current:
+        g.parent = current
+    return g.switch(*args)
+
+
+def _kill(g: greenlet, exit_exception: GreenletExit) -> None:
+    """End a suspended episode greenlet by raising ``exit_exception`` at its suspension point."""
+    current = getcurrent()
+    if g.parent is not current:
+        g.parent = current
+    g.throw(exit_exception)
 
 
 class AgentDeployment:
@@ -128,6 +164,7 @@ class AgentDeployment:
         self._step_keys = frozenset(bottom_maze_env(env).observation_conversion_dict)
         # A shared policy (DeploymentFactory) must not be reset by every episode of every deployment.
         self._owns_policy = owns_policy
+        self._channel = _Channel(env, core, actor_id_source(env, core))
         self._greenlet: greenlet | None = None
         self._awaiting_action = False
         self._episode_done = False
@@ -157,10 +194,11 @@ class AgentDeployment:
         """The maze_action for ``maze_state``; an episode's first call resets the stack, later ones step it.
 
         ``reward`` is the reward of the previous step (None on an episode's first state). After a state with
-        ``done=True`` or after ``close()``, the next call starts a new episode.
+        ``done=True`` or after ``close()``, the next call starts a new episode. The same as ``observe``, then
+        ``policy.compute_action`` and ``resume``, with the policy called from inside the stack's greenlet.
         """
-        result = self.observe(maze_state, reward, done, info, events, actor_id)
-        while type(result) is PolicyRequest:
+        result = self._observe(maze_state, reward, done, info, events, actor_id, self.policy)
+        while type(result) is PolicyRequest:  # not reached while the loop calls the policy itself
             try:
                 action = self.policy.compute_action(result.observation, actor_id=result.actor_id,
                                                     deterministic=False)
@@ -191,7 +229,7 @@ class AgentDeployment:
         self.core_env.closing = True
         g, self._greenlet = self._greenlet, None
         # The episode loop steps the stack once more, sees ``closing`` and flushes; exceptions propagate.
-        self._switch(g, step)
+        _switch(g, step)
         assert g.dead, "the episode loop ends once closing is set"
 
     def reset(self) -> None:
@@ -208,6 +246,11 @@ class AgentDeployment:
         (wrappers that skip steps). Bad input raises SpaceMismatchError naming the field (``state``,
         ``reward``, ``done``, ``info``, ``events``, ``actor_id``) and leaves the deployment unchanged.
         """
+        return self._observe(maze_state, reward, done, info, events, actor_id, None)
+
+    def _observe(self, maze_state: Any, reward: Any, done: Any, info: Any, events: Any, actor_id: Any,
+                 policy: Any) -> Any:
+        """``observe``; with a ``policy`` the stack's loop computes the action itself (``act``)."""
         if self._awaiting_action:
             raise MazeError("observe: a PolicyRequest is pending; answer it with resume(action) first")
         if self._failure is not None:
@@ -224,6 +267,7 @@ class AgentDeployment:
         if type(actor_id) is not ActorID or actor_id.step_key not in self._step_keys:
             actor_id = check_actor_id(actor_id, self._step_keys)
         checked_events = () if events is None else check_events(events)
+        self._channel.policy = policy
         if first:
             if self._greenlet is not None:  # the previous episode ended with done=True: let wrappers flush it
                 self._end_episode()
@@ -240,6 +284,7 @@ class AgentDeployment:
         stack needs the policy again before the next state, another PolicyRequest)."""
         if not self._awaiting_action:
             raise MazeError("resume: no PolicyRequest is pending; call observe(...) first")
+        self._channel.policy = None
         return self._enter(action)
 
     def abort(self, cause: BaseException) -> None:
@@ -252,7 +297,7 @@ class AgentDeployment:
         self._episode_done = False
         g, self._greenlet = self._greenlet, None
         if g is not None and not g.dead:
-            self._switch(g, None, throw=GreenletExit())
+            _kill(g, GreenletExit())
 
     # -- internals -------------------------------------------------------------------------------------------
 
@@ -270,15 +315,18 @@ class AgentDeployment:
                 reset()
         self.core_env.closing = False
         self._greenlet = greenlet(_episode_loop)
-        return self._enter((self.env, self.core_env), start=True)
+        return self._enter(self._channel)
 
-    def _enter(self, value: Any, start: bool = False) -> Any:
-        """Switch into the episode's greenlet with ``value`` (a step result or an action); returns what it
-        hands out next: an observation (wrapped as PolicyRequest) or a maze_action."""
+    def _enter(self, value: Any) -> Any:
+        """Switch into the episode's greenlet with ``value`` (the channel to start it, then a step result or
+        an action); returns what it hands out next: an observation (as PolicyRequest) or a maze_action."""
         g = self._greenlet
         assert g is not None
         try:
-            result = self._switch(g, value, start)
+            current = getcurrent()
+            if g.parent is not current:  # called from another greenlet of this thread: come back there
+                g.parent = current
+            result = g.switch(value)
         except BaseException as err:
             self._failure = err
             self._awaiting_action = False
@@ -289,24 +337,13 @@ class AgentDeployment:
             self._greenlet = None
             self._failure = MazeError("the wrapper stack ended the episode by itself")
             raise self._failure
-        core = self.core_env
-        if core.needs_action:
-            core.needs_action = False
+        channel = self._channel
+        if channel.needs_action:
+            channel.needs_action = False
             self._awaiting_action = True
-            return PolicyRequest(result, self.env.actor_id(), self)
+            return PolicyRequest(result, channel.actor_of(), self)
         self._awaiting_action = False
         return result
-
-    @staticmethod
-    def _switch(g: greenlet, value: Any, start: bool = False, throw: BaseException | None = None) -> Any:
-        current = getcurrent()
-        if g.parent is not current:  # the caller changed (another greenlet of this thread): come back here
-            g.parent = current
-        if throw is not None:
-            return g.throw(throw)
-        if start:
-            return g.switch(*value)
-        return g.switch(value)
 
     def _end_episode(self) -> None:
         """Finish the open (or aborted) episode through the stack's reset; leaves the deployment idle."""
@@ -316,7 +353,7 @@ class AgentDeployment:
         self._episode_done = False
         if g is not None and g:
             self.core_env.closing = True
-            self._switch(g, None, throw=EpisodeEnded())
+            _kill(g, EpisodeEnded())
         elif failed is not None:
             # The aborted episode's stack is gone; a short-lived greenlet resets it so wrappers flush.
-            self._switch(greenlet(_flush), (self.env, self.core_env), start=True)
+            _switch(greenlet(_flush), self._channel)

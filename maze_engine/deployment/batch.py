@@ -21,9 +21,14 @@ class StepInput(NamedTuple):
 
 
 def _observe(deployment: AgentDeployment, inputs: Any) -> Any:
+    if isinstance(inputs, tuple):  # tuples and StepInput; checked first since Mapping's check is slower
+        return deployment.observe(*inputs)
     if isinstance(inputs, Mapping):
         return deployment.observe(**inputs)
-    return deployment.observe(*inputs)
+    if isinstance(inputs, list):
+        return deployment.observe(*inputs)
+    raise MazeError(f"act_batch: expected the inputs of act as a tuple, StepInput or mapping, "
+                    f"got {type(inputs).__name__}")
 
 
 def _compute(policy: Any, observations: list[dict[str, Any]], actor_id: ActorID,

@@ -30,9 +30,7 @@ class ExternalCoreEnv(CoreEnv):
     """A CoreEnv fed by an AgentDeployment; it holds the latest external state and never simulates.
 
     The deployment writes ``maze_state``, ``events`` and ``current_actor_id`` before each state enters the
-    stack (plain attributes: this is the hot path), and sets ``closing`` when the episode ends. The episode
-    loop sets ``needs_action`` when it hands an observation out for the policy, so the deployment can tell
-    an observation from a maze_action without wrapping either.
+    stack (plain attributes: this is the hot path), and sets ``closing`` when the episode ends.
 
     >>> env = ExternalCoreEnv()
     >>> env.maze_state = [0.0, 1.0]
@@ -46,7 +44,6 @@ class ExternalCoreEnv(CoreEnv):
         self.events: Sequence[EventRecord] = ()
         self.current_actor_id: ActorID = DEFAULT_ACTOR_ID
         self.closing = False
-        self.needs_action = False
 
     @property
     def maze_state_space(self) -> Any:

@@ -1,7 +1,7 @@
 """Builds a deployment's env, wrapper stack and policy from instances or configs, and clones stacks cheaply.
 
 Wrappers come in the formats rollouts accept: a list of wrapper configs (``_target_`` mappings, classes, class
-paths, single-entry ``{class path: kwargs}`` mappings or ready instances), or Maze's wrapper config, a mapping
+paths, factory functions of ``env``, ``{class path: kwargs}`` mappings or ready instances), or Maze's wrapper config, a mapping
 ``{class path or class: kwargs}``; either way they are applied in order, the first one wrapping the env.
 
 ``clone_stack`` gives the DeploymentFactory a fresh stack per deployment without building a gymnasium env:
@@ -107,7 +107,7 @@ WrapperLayer: TypeAlias = ConfiguredWrapper | WrapperInstance
 def _layer(item: Any, label: str) -> list[WrapperLayer]:
     if isinstance(item, Wrapper):
         return [WrapperInstance(item, label)]
-    if isinstance(item, str | type):
+    if isinstance(item, str | type) or (callable(item) and not isinstance(item, Mapping)):
         return [ConfiguredWrapper.from_target(item, {}, label)]
     if isinstance(item, Mapping):
         if TARGET_KEY in item:
@@ -162,6 +162,18 @@ def attach_external_core(env: StructuredEnv) -> ExternalCoreEnv:
     maze_env.last_maze_state = None
     maze_env.last_maze_action = None
     return core
+
+
+def actor_id_source(env: StructuredEnv, core: ExternalCoreEnv) -> Callable[[], Any]:
+    """Where the acting actor's id is read: the core env directly, unless a layer above redefines actor_id."""
+    layer: Any = env
+    while isinstance(layer, Wrapper):
+        if type(layer).actor_id is not Wrapper.actor_id:
+            return env.actor_id
+        layer = layer.env
+    if not isinstance(layer, MazeEnv) or type(layer).actor_id is not MazeEnv.actor_id:
+        return env.actor_id
+    return core.actor_id
 
 
 def build_policy(policy: Any, env: StructuredEnv) -> Any:
