@@ -1,8 +1,9 @@
 """Builds a deployment's env, wrapper stack and policy from instances or configs, and clones stacks cheaply.
 
-Wrappers come in the formats rollouts accept: a list of wrapper configs (``_target_`` mappings, classes, class
-paths, factory functions of ``env``, ``{class path: kwargs}`` mappings or ready instances), or Maze's wrapper config, a mapping
-``{class path or class: kwargs}``; either way they are applied in order, the first one wrapping the env.
+Wrappers come in the formats rollouts accept: a list of wrapper configs (``_target_`` mappings, classes,
+class paths, factory functions of ``env``, ``{class path: kwargs}`` mappings or ready instances), or Maze's
+wrapper config, a mapping ``{class path or class: kwargs}``; either way they are applied in order, the first
+one wrapping the env.
 
 ``clone_stack`` gives the DeploymentFactory a fresh stack per deployment without building a gymnasium env:
 specs that never change during an episode (spaces, conversions, gymnasium envs, policies) are shared, every

@@ -1,4 +1,4 @@
-"""AgentDeployment built the seed's ways and driven by an external CartPole: episodes, close, continued episodes."""
+"""AgentDeployment built the seed's ways, driven by an external CartPole: episodes, close, continuing."""
 
 import gc
 import weakref
