@@ -38,7 +38,13 @@ def resolve_non_lin(non_lin: Any) -> type[nn.Module] | nn.Module:
 
 
 def _make_activation(non_lin: type[nn.Module] | nn.Module) -> nn.Module:
-    return copy.deepcopy(non_lin) if isinstance(non_lin, nn.Module) else non_lin()
+    if isinstance(non_lin, nn.Module):
+        return copy.deepcopy(non_lin)
+    try:
+        return non_lin()
+    except TypeError as err:
+        raise ConfigError(f"non_lin: {non_lin.__name__} cannot be built without arguments; expected an "
+                          f"activation such as torch.nn.Tanh ({err})") from err
 
 
 def _shape_dict(shapes: Any, field: str) -> dict[str, tuple[int, ...]]:
