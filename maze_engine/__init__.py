@@ -59,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "SequentialRolloutRunner": "maze_engine.rollout.sequential",
     "ParallelRolloutRunner": "maze_engine.rollout.parallel",
     "read_trajectories": "maze_engine.rollout.trajectory",
+    "Trajectory": "maze_engine.rollout.trajectory",
+    "read_event_logs": "maze_engine.rollout.event_log",
     # perception
     "DistributionMapper": "maze_engine.perception.distributions.mapper",
     "CategoricalProbabilityDistribution": "maze_engine.perception.distributions.categorical",

@@ -64,7 +64,8 @@ def test_cut_short_episodes_are_written_incomplete(counter_env, tmp_path):
     env.reset()  # no steps yet: nothing to write
     env.close()
     trajectories = list(read_trajectories(tmp_path))
-    assert [(t.episode_id, len(t), t.complete) for t in trajectories] == [(first, 2, False), (second, 1, False)]
+    summary = [(t.episode_id, len(t), t.complete) for t in trajectories]
+    assert summary == [(first, 2, False), (second, 1, False)]
     assert first != second and len(first) == 32
 
 
@@ -114,7 +115,8 @@ def test_set_episode_id(counter_env, tmp_path):
     env.reset()
     env.set_episode_id("renamed.while_running")
     env.step({"action": 0})
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["before-reset.npz", "renamed.while_running.npz"]
+    names = sorted(path.name for path in tmp_path.iterdir())
+    assert names == ["before-reset.npz", "renamed.while_running.npz"]
     _play(env, [0])
     env.set_episode_id("before-reset")  # not in progress: names the next episode, whose file gets a suffix
     _play(env, [0])
