@@ -150,6 +150,8 @@ def delete_prefix(url: str, prefix: str, extra: BrokerCleanup | None = None) -> 
             while _queue_exists(connection, name := f"{states}.{index:0{width}d}"):
                 channel.queue_delete(name)
                 index += 1
+            if index:  # one topology uses one width
+                break
         queues = [topology.dead_letter_queue(prefix), *(extra.queues if extra else [])]
         exchanges = [states, topology.dead_letter_exchange(prefix), topology.events_exchange(prefix),
                      topology.control_exchange(prefix), topology.policies_exchange(prefix),

@@ -1,0 +1,358 @@
+"""The producer-side client: publish states to a maze-worker and receive its actions.
+
+``MazeClient.act`` is the simple blocking call. ``send`` with ``poll`` or ``wait`` lets one thread keep many
+episodes in flight at once, and ``client.episode()`` tracks an episode's ``seq`` for you::
+
+    with MazeClient(prefix="maze") as client:
+        episode = client.episode()
+        action = episode.step(first_state)                # seq 0, no reward yet
+        action = episode.step(next_state, reward=1.0)     # seq 1, reward for the previous action
+        episode.close(final_state, reward=1.0)            # done=True; the worker closes the episode
+
+A client owns one AMQP connection and is not thread-safe: use one client per thread. See docs/protocol.md.
+"""
+
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
+
+from worker import topology
+from worker.client_errors import (
+    BadMessage,
+    ClientTimeout,
+    ConnectionFailed,
+    ConnectionLost,
+    EpisodeLost,
+    InternalError,
+    MazeClientError,
+    OutOfOrder,
+    Overloaded,
+    ReplyError,
+    TopologyMissing,
+    UnknownEpisode,
+    Unroutable,
+    raise_for_error,
+)
+from worker.protocol import (
+    CONTENT_TYPE,
+    MAX_EPISODE_ID_LENGTH,
+    PROTOCOL_VERSION,
+    DecodeError,
+    ErrorCode,
+    ErrorInfo,
+    Reply,
+    StateMessage,
+    decode_reply,
+    encode_state,
+)
+
+PERSISTENT = 2
+
+
+@dataclass(frozen=True)
+class _Sent:
+    episode: str
+    seq: int
+
+
+class MazeClient:
+    """A connection to the broker for publishing states to ``<prefix>.states`` and collecting the replies.
+
+    The client never declares the worker's topology; it checks that ``<prefix>.states`` exists and fails with
+    ``TopologyMissing`` otherwise. Replies come to an exclusive, server-named queue of this client.
+    """
+
+    def __init__(self, url: str | None = None, prefix: str = topology.DEFAULT_PREFIX, timeout: float = 10.0,
+                 *, connection_name: str | None = None) -> None:
+        if not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout > 0:
+            raise ValueError(f"timeout: expected a positive number of seconds, got {timeout!r}")
+        self.url = topology.amqp_url(url)
+        self.prefix = prefix
+        self.timeout = float(timeout)
+        self.exchange = topology.states_exchange(prefix)
+        self._pending: dict[str, _Sent] = {}
+        self._ready: dict[str, Reply] = {}
+        self._returned: dict[str, str] = {}
+        self._ids = itertools.count()
+        self._id_base = uuid.uuid4().hex[:12]
+        self.stale_replies = 0
+        """Replies that arrived after their state was given up (timed out or forgotten)."""
+        self._connection = self._connect(connection_name or f"maze-client {self._id_base}")
+        try:
+            self._channel = self._open_channel()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------------------------------------- set-up
+
+    def _connect(self, connection_name: str) -> pika.BlockingConnection:
+        try:
+            parameters = pika.URLParameters(self.url)
+        except ValueError as err:
+            raise ConnectionFailed(f"url: expected an amqp:// or amqps:// URL, got "
+                                   f"{topology.mask_url(self.url)} ({self._scrub(str(err))})") from None
+        parameters.client_properties = {"connection_name": connection_name}
+        try:
+            return pika.BlockingConnection(parameters)
+        except pika.exceptions.AMQPError as err:
+            raise ConnectionFailed(f"cannot connect to the broker at {topology.mask_url(self.url)}: "
+                                   f"{self._describe(err)}") from None
+
+    def _open_channel(self) -> BlockingChannel:
+        channel = self._connection.channel()
+        try:
+            channel.exchange_declare(self.exchange, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code == 404:
+                raise TopologyMissing(f"no maze-worker has declared {self.exchange}; start maze-worker first "
+                                      f"(with broker.prefix={self.prefix})") from None
+            raise ConnectionLost(f"checking {self.exchange}: {self._describe(err)}") from None
+        channel = self._connection.channel()  # the passive check may have closed the first one
+        self._reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+        channel.basic_consume(self._reply_queue, self._on_reply, auto_ack=True)
+        channel.add_on_return_callback(self._on_return)
+        return channel
+
+    def _scrub(self, text: str) -> str:
+        """Remove the URL's password from ``text`` (pika errors normally have none, but be certain)."""
+        with contextlib.suppress(ValueError):
+            password = urlsplit(self.url).password
+            if password:
+                text = text.replace(password, "****").replace(unquote(password), "****")
+        return text
+
+    def _describe(self, err: BaseException) -> str:
+        detail = self._scrub(str(err))
+        return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+
+    @contextlib.contextmanager
+    def _translated(self, action: str) -> Iterator[None]:
+        """Turn pika's exceptions into the client's own, naming what was being done."""
+        try:
+            yield
+        except pika.exceptions.ChannelClosedByBroker as err:
+            if err.reply_code == 404:
+                raise TopologyMissing(f"{action}: {self.exchange} no longer exists; is maze-worker running "
+                                      f"with broker.prefix={self.prefix}?") from None
+            raise ConnectionLost(f"{action}: the broker closed the channel ({self._describe(err)})") from None
+        except pika.exceptions.AMQPError as err:
+            raise ConnectionLost(f"{action}: lost the connection to {topology.mask_url(self.url)} "
+                                 f"({self._describe(err)}); create a new client") from None
+
+    def __repr__(self) -> str:
+        url = topology.mask_url(self.url)
+        return f"MazeClient(url={url!r}, prefix={self.prefix!r}, timeout={self.timeout})"
+
+    def __enter__(self) -> "MazeClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (the reply queue goes with it); replies still on their way are lost."""
+        connection = getattr(self, "_connection", None)
+        if connection is not None and connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                connection.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._connection.is_open
+
+    @property
+    def pending(self) -> int:
+        """States sent whose replies have not arrived yet."""
+        return len(self._pending)
+
+    # ------------------------------------------------------------------------------------------- callbacks
+
+    def _on_reply(self, _channel: Any, _method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+        sent = self._pending.pop(properties.correlation_id, None)
+        if sent is None:
+            self.stale_replies += 1
+            return
+        try:
+            reply = decode_reply(body)
+        except DecodeError as err:
+            reply = Reply(sent.episode, sent.seq, None,
+                          ErrorInfo(ErrorCode.INTERNAL, f"the worker sent an undecodable reply: {err}"))
+        if reply.episode is None or reply.seq is None:  # a bad_message reply that could not read them
+            reply = replace(reply, episode=sent.episode, seq=sent.seq)
+        self._ready[properties.correlation_id] = reply
+
+    def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
+        if self._pending.pop(properties.correlation_id, None) is not None:
+            self._returned[properties.correlation_id] = f"{method.reply_code} {method.reply_text}"
+
+    # ---------------------------------------------------------------------------------------------- sending
+
+    def send(self, episode: str, seq: int, state: Any, reward: float | None = None, done: bool = False,
+             info: dict | None = None, actor: tuple[int | str, int] | None = None) -> str:
+        """Publish one state without waiting; returns its correlation id for ``wait`` (or use ``poll``)."""
+        if not isinstance(episode, str) or not 0 < len(episode) <= MAX_EPISODE_ID_LENGTH \
+                or len(episode.encode()) > 255:
+            raise ValueError(f"episode: expected a non-empty string of at most {MAX_EPISODE_ID_LENGTH} "
+                             f"characters (and 255 UTF-8 bytes), got {episode!r}")
+        if type(seq) is not int or seq < 0:
+            raise ValueError(f"seq: expected a non-negative integer, got {seq!r}")
+        body = encode_state(StateMessage(PROTOCOL_VERSION, episode, seq, state, reward, done, info, actor))
+        correlation_id = f"{self._id_base}-{next(self._ids)}"
+        properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=PERSISTENT,
+                                          reply_to=self._reply_queue, correlation_id=correlation_id)
+        self._pending[correlation_id] = _Sent(episode, seq)
+        try:
+            with self._translated(f"publishing episode {episode} seq {seq}"):
+                # mandatory: if no shard queue is bound the broker returns the state instead of dropping it
+                self._channel.basic_publish(self.exchange, episode, body, properties, mandatory=True)
+        except MazeClientError:
+            self._pending.pop(correlation_id, None)
+            raise
+        return correlation_id
+
+    def forget(self, correlation_id: str) -> None:
+        """Stop waiting for a reply; if it still arrives it is dropped (counted in ``stale_replies``)."""
+        self._pending.pop(correlation_id, None)
+        self._ready.pop(correlation_id, None)
+        self._returned.pop(correlation_id, None)
+
+    # ---------------------------------------------------------------------------------------------- waiting
+
+    def _process(self, finished: Any, timeout: float) -> bool:
+        """Handle broker events until ``finished()`` or the timeout; events are handled at least once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if finished():
+                return True
+            remaining = deadline - time.monotonic()
+            with self._translated("waiting for replies"):
+                self._connection.process_data_events(time_limit=max(0.0, remaining))
+            if remaining <= 0:
+                return bool(finished())
+
+    def _raise_returned(self, correlation_ids: Iterable[str]) -> None:
+        returned = {cid: self._returned.pop(cid) for cid in list(correlation_ids) if cid in self._returned}
+        if returned:
+            reason = next(iter(returned.values()))
+            raise Unroutable(f"the broker could not route {len(returned)} state(s) from {self.exchange} to "
+                             f"a shard queue ({reason}); is maze-worker running with "
+                             f"broker.prefix={self.prefix}?",
+                             list(returned))
+
+    def poll(self, timeout: float = 0.0) -> list[Reply]:
+        """Replies that have arrived, waiting up to ``timeout`` seconds for at least one.
+
+        Returns every reply received so far (in arrival order) to states sent with ``send``, from any
+        episode; match them by ``episode`` and ``seq``. Error replies are returned, not raised (see
+        ``raise_for_error``).
+        """
+        self._process(lambda: self._ready or self._returned, timeout)
+        self._raise_returned(list(self._returned))
+        replies = list(self._ready.values())
+        self._ready.clear()
+        return replies
+
+    def wait(self, correlation_ids: Iterable[str], timeout: float | None = None) -> dict[str, Reply]:
+        """Wait for the replies to the given states; raises ClientTimeout (holding those that did arrive).
+
+        Error replies are returned, not raised. After a timeout the missing replies can still be waited for.
+        """
+        wanted = list(correlation_ids)
+        unknown = [cid for cid in wanted if cid not in self._pending and cid not in self._ready
+                   and cid not in self._returned]
+        if unknown:
+            raise ValueError(f"correlation_ids: expected ids returned by send() and not yet collected, "
+                             f"got {unknown[:3]}")
+        limit = self.timeout if timeout is None else timeout
+        outstanding = [cid for cid in wanted if cid not in self._ready]
+
+        def finished() -> bool:
+            while outstanding and outstanding[-1] in self._ready:
+                outstanding.pop()
+            return not outstanding or any(cid in self._returned for cid in outstanding)
+
+        self._process(finished, limit)
+        self._raise_returned(wanted)
+        received = {cid: self._ready.pop(cid) for cid in wanted if cid in self._ready}
+        if len(received) < len(wanted):
+            missing = [cid for cid in wanted if cid not in received]
+            sent = self._pending.get(missing[0])
+            example = f" (e.g. episode {sent.episode} seq {sent.seq})" if sent else ""
+            raise ClientTimeout(f"no reply within {limit:g} s for {len(missing)} of {len(wanted)} state(s)"
+                                f"{example}; is maze-worker running and consuming {self.exchange}?",
+                                missing, received)
+        return received
+
+    def sleep(self, seconds: float) -> None:
+        """Pause while keeping the connection alive (heartbeats are only answered while the client runs)."""
+        with self._translated("sleeping"):
+            self._connection.sleep(seconds)
+
+    def act(self, episode: str, seq: int, state: Any, reward: float | None = None, done: bool = False,
+            info: dict | None = None, actor: tuple[int | str, int] | None = None,
+            timeout: float | None = None) -> Any:
+        """Send one state and wait for its action; error replies raise the matching ReplyError subclass.
+
+        After a ClientTimeout the same (episode, seq) may be sent again: the worker answers a repeated state
+        with the reply it already computed instead of stepping twice.
+        """
+        correlation_id = self.send(episode, seq, state, reward, done, info, actor)
+        try:
+            reply = self.wait([correlation_id], timeout)[correlation_id]
+        except MazeClientError:
+            self.forget(correlation_id)
+            raise
+        return raise_for_error(reply)
+
+    def episode(self, episode_id: str | None = None) -> "Episode":
+        """A helper that numbers the steps of one episode (a random id unless ``episode_id`` is given)."""
+        return Episode(self, episode_id or uuid.uuid4().hex)
+
+
+class Episode:
+    """One episode driven step by step through a client; ``seq`` advances after each successful step."""
+
+    def __init__(self, client: MazeClient, episode_id: str) -> None:
+        self.client = client
+        self.id = episode_id
+        self.seq = 0
+        """The seq the next step will carry."""
+        self.closed = False
+
+    def step(self, state: Any, reward: float | None = None, done: bool = False, info: dict | None = None,
+             actor: tuple[int | str, int] | None = None, timeout: float | None = None) -> Any:
+        """Send the next state (``reward`` is for the previous action) and return the action.
+
+        On an error reply or a timeout ``seq`` stays, so the same step can be retried.
+        """
+        if self.closed:
+            raise RuntimeError(f"episode {self.id} is closed; start a new one with client.episode()")
+        action = self.client.act(self.id, self.seq, state, reward, done, info, actor, timeout)
+        self.seq += 1
+        self.closed = done
+        return action
+
+    def close(self, final_state: Any, reward: float | None = None, info: dict | None = None,
+              timeout: float | None = None) -> None:
+        """Send the final state with done=True; the worker ends the episode and flushes its statistics."""
+        self.step(final_state, reward, done=True, info=info, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"Episode(id={self.id!r}, seq={self.seq}, closed={self.closed})"
+
+
+__all__ = [
+    "MazeClient", "Episode", "raise_for_error", "MazeClientError", "ConnectionFailed", "ConnectionLost",
+    "TopologyMissing", "Unroutable", "ClientTimeout", "ReplyError", "BadMessage", "OutOfOrder",
+    "UnknownEpisode", "Overloaded", "InternalError", "EpisodeLost",
+]
