@@ -153,6 +153,17 @@ class RolloutRunner(ABC):
             env = TrajectoryRecordingWrapper.wrap(env, output_dir=str(output_dir / TRAJECTORY_DIR))
         return env, log_stats
 
+    @staticmethod
+    def release_recorders(env: StructuredEnv) -> None:
+        """Close the event-log files of ``env``'s stack without closing the env (one the caller owns)."""
+        from maze_engine.wrappers.logging.event_log import EventLogWrapper
+        from maze_engine.wrappers.wrapper import Wrapper
+
+        if isinstance(env, Wrapper):
+            for wrapper in env.wrapper_stack():
+                if isinstance(wrapper, EventLogWrapper):
+                    wrapper.writer.close()
+
     def _publish(self, stats: Statistics, output_dir: Path) -> None:
         """Print the table, append to ``stats.tsv``; writers live for this call only, so reruns never echo."""
         writers: list[StatsWriter] = [TSVStatsWriter(output_dir / STATS_FILE)]

@@ -83,6 +83,8 @@ class SequentialRolloutRunner(RolloutRunner):
         finally:
             if owns_env:
                 stack.close()
+            else:
+                self.release_recorders(stack)
 
     def _run_rendered_episode(self, env: StructuredEnv, policy: StructuredPolicy, renderer: StepRenderer,
                               episode: int) -> None:

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from maze_engine import ActorID, ConfigError, GymMazeEnv, RandomPolicy
+from maze_engine import ActorID, ConfigError, EventRecord, GymCoreEnv, GymMazeEnv, RandomPolicy
 
 
 class EndlessEnv(gym.Env[Any, Any]):
@@ -49,6 +49,29 @@ class EndlessEnv(gym.Env[Any, Any]):
 def make_endless_env(render_mode: str | None = None) -> GymMazeEnv:
     """Config entry point: ``{_target_: rollout_helpers.make_endless_env}``."""
     return GymMazeEnv(EndlessEnv(render_mode=render_mode))
+
+
+class EventfulCoreEnv(GymCoreEnv):
+    """Raises one ``action_taken`` event per step, with the action and the reward."""
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        super().__init__(env)
+        self._events: list[EventRecord] = []
+
+    def step(self, maze_action: Any) -> tuple[Any, float, bool, dict[str, Any]]:
+        result = super().step(maze_action)
+        self._events = [EventRecord("action_taken", {"action": int(maze_action), "reward": result[1]})]
+        return result
+
+    def get_step_events(self) -> list[EventRecord]:
+        return self._events
+
+
+def make_eventful_env() -> GymMazeEnv:
+    """An EndlessEnv whose core env raises an event on every step."""
+    env = GymMazeEnv(EndlessEnv())
+    env.core_env = EventfulCoreEnv(env.gym_env)
+    return env
 
 
 def _in_worker() -> bool:

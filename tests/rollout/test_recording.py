@@ -6,10 +6,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from maze_engine import ParallelRolloutRunner, SequentialRolloutRunner, read_trajectories
+from maze_engine import ParallelRolloutRunner, SequentialRolloutRunner, read_event_logs, read_trajectories
 from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR, RolloutRunner
 
 ENDLESS = {"_target_": "rollout_helpers.make_endless_env"}
+EVENTFUL = {"_target_": "rollout_helpers.make_eventful_env"}
 CARTPOLE = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
 RANDOM = {"_target_": "maze_engine.RandomPolicy"}
 
@@ -51,3 +52,32 @@ def test_cartpole_trajectories_end_with_done(tmp_path: Path) -> None:
     assert sum(lengths) == stats["step_reward"]["count"]
     assert all(trajectory.dones[-1] and trajectory.terminated[-1]
                for trajectory in read_trajectories(tmp_path / TRAJECTORY_DIR))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+def test_event_logs_share_episode_ids_with_trajectories(tmp_path: Path, kind: str) -> None:
+    runner = make_runner(kind, n_episodes=4, max_episode_steps=5, seed=9, record_trajectory=True,
+                         record_event_logs=True)
+    runner.run(EVENTFUL, RANDOM, output_dir=tmp_path)
+    rows = read_event_logs(tmp_path / EVENT_LOG_DIR)["action_taken"]
+    assert len(rows) == 4 * 5
+    trajectories = {trajectory.episode_id: trajectory
+                    for trajectory in read_trajectories(tmp_path / TRAJECTORY_DIR)}
+    assert {row["episode_id"] for row in rows} == set(trajectories)
+    for row in rows:
+        trajectory = trajectories[row["episode_id"]]
+        assert row["action"] == trajectory.actions["action"][row["step"]]
+        assert row["reward"] == trajectory.rewards[row["step"]]
+
+
+def test_recording_with_a_reused_env_instance(tmp_path: Path) -> None:
+    from rollout_helpers import make_eventful_env
+
+    env = make_eventful_env()
+    runner = make_runner("sequential", n_episodes=2, max_episode_steps=3, record_trajectory=True,
+                         record_event_logs=True)
+    for run in ("first", "second"):
+        runner.run_with(env=env, wrappers=None, agent=RANDOM, output_dir=tmp_path / run)
+    for run in ("first", "second"):
+        assert len(read_event_logs(tmp_path / run / EVENT_LOG_DIR)["action_taken"]) == 6
+        assert len(list(read_trajectories(tmp_path / run / TRAJECTORY_DIR))) == 2
