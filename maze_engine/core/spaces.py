@@ -37,9 +37,18 @@ def _to_array(space: spaces.Space, value: Any, field: str) -> np.ndarray:
     if target.kind in "iub" and array.dtype.kind == "f":
         if not np.all(np.isfinite(array)) or not np.all(np.equal(np.mod(array, 1), 0)):
             raise SpaceMismatchError(field, f"integers (dtype {target})", _describe(value))
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise SpaceMismatchError(field, "finite numbers", _describe(value))
-    return array.astype(target, copy=False)
+    if target.kind in "iu" and array.size and array.dtype != target:
+        # A cast would wrap out-of-range integers silently (300 -> 44 for uint8).
+        limits = np.iinfo(target)
+        if array.min() < limits.min or array.max() > limits.max:
+            raise SpaceMismatchError(field, f"integers in [{limits.min}, {limits.max}] (dtype {target})",
+                                     _describe(value))
+    with np.errstate(over="ignore"):
+        result = array.astype(target, copy=False)
+    # Checked after the cast: a finite float64 may still overflow a float32 to inf.
+    if target.kind == "f" and not np.all(np.isfinite(result)):
+        raise SpaceMismatchError(field, f"finite numbers (dtype {target})", _describe(value))
+    return result
 
 
 def to_space_sample(space: spaces.Space, value: Any, field: str = "value") -> Any:
