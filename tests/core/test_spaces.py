@@ -83,7 +83,8 @@ def test_invalid_values_name_the_field(space, value, field, expected):
 
 
 def test_to_plain_gives_python_values():
-    sample = {"a": np.array([[1, 2]], dtype=np.int8), "b": (np.float32(0.5), np.bool_(True)), "c": [np.int64(3)]}
+    sample = {"a": np.array([[1, 2]], dtype=np.int8), "b": (np.float32(0.5), np.bool_(True)),
+              "c": [np.int64(3)]}
     plain = to_plain(sample)
     assert plain == {"a": [[1, 2]], "b": [0.5, True], "c": [3]}
     assert type(plain["b"][1]) is bool and type(plain["c"][0]) is int
