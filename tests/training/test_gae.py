@@ -48,7 +48,7 @@ def test_last_step_done_ignores_last_value() -> None:
 
 
 def test_truncation_bootstraps_from_final_value() -> None:
-    # Step 1 is truncated with V(final obs) = 6: its target becomes 2 + 0.5 * 6 = 5, and R0 = 4 + 0.5 * 5 = 6.5.
+    # Step 1 is truncated with V(final obs) = 6: its target is 2 + 0.5 * 6 = 5, and R0 = 4 + 0.5 * 5 = 6.5.
     rewards, values = _column([4, 2]), _column([1, 2])
     truncated = np.array([[False], [True]])
     final_values = _column([0, 6])

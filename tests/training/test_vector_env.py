@@ -49,7 +49,8 @@ def test_truncation_keeps_final_observation() -> None:
 def test_same_seed_same_observations() -> None:
     first = _run(InProcessVectorEnv.from_factory(_short_cartpole, 2), 3)
     second = _run(InProcessVectorEnv.from_factory(_short_cartpole, 2), 3)
-    np.testing.assert_array_equal(first[-1].observations["observation"], second[-1].observations["observation"])
+    np.testing.assert_array_equal(first[-1].observations["observation"],
+                                  second[-1].observations["observation"])
 
 
 def test_subprocess_matches_in_process() -> None:
@@ -58,7 +59,7 @@ def test_subprocess_matches_in_process() -> None:
         remote = _run(venv, 8)
         aggregates = venv.epoch_aggregates()
     local = _run(InProcessVectorEnv.from_factory(_short_cartpole, 3), 8)
-    for a, b in zip(remote, local):
+    for a, b in zip(remote, local, strict=True):
         np.testing.assert_array_equal(a.observations["observation"], b.observations["observation"])
         np.testing.assert_array_equal(a.dones, b.dones)
         assert set(a.final_observations) == set(b.final_observations)
