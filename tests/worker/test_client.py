@@ -5,9 +5,9 @@ import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 import pika
 import pytest
@@ -318,23 +318,17 @@ def test_repr_masks_the_password(client: MazeClient) -> None:
         assert f":{password}@" not in repr(client) and ":****@" in repr(client)
 
 
-def test_raw_pika_producer_from_the_docs_works(amqp_url: str, prefix: str, echo: EchoConsumer) -> None:
-    """The plain pika + msgpack producer shown in docs/protocol.md, kept honest here."""
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    channel = connection.channel()
-    reply_queue = channel.queue_declare("", exclusive=True).method.queue
-    replies: dict[str, dict] = {}
-    channel.basic_consume(reply_queue, auto_ack=True,
-                          on_message_callback=lambda ch, m, p, body: replies.update(
-                              {p.correlation_id: msgpack.unpackb(body)}))
-    state = {"v": 1, "episode": "raw-1", "seq": 0, "state": [0.0, 0.1], "reward": None, "done": False,
-             "info": None}
-    channel.basic_publish(f"{prefix}.states", "raw-1", msgpack.packb(state),
-                          pika.BasicProperties(reply_to=reply_queue, correlation_id="c-1",
-                                               content_type="application/msgpack", delivery_mode=2))
-    deadline = time.monotonic() + 10
-    while "c-1" not in replies and time.monotonic() < deadline:
-        connection.process_data_events(time_limit=0.1)
-    connection.close()
-    assert replies["c-1"] == {"v": 1, "episode": "raw-1", "seq": 0, "error": None,
-                              "action": {"episode": "raw-1", "seq": 0, "state": [0.0, 0.1]}}
+def test_plain_pika_producer_in_the_docs_works(amqp_url: str, prefix: str, echo: EchoConsumer) -> None:
+    """Runs the producer example of docs/protocol.md section 9 as written, with this test's URL and prefix."""
+    text = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = text[text.index("## 9. A minimal producer"):]
+    start = section.index("```python\n") + len("```python\n")
+    code = section[start:section.index("\n```", start)]
+    assert "amqp://guest:guest@localhost:5672/%2F" in code and '"maze.states"' in code
+    code = code.replace("amqp://guest:guest@localhost:5672/%2F", amqp_url)
+    code = code.replace('"maze.states"', f'"{prefix}.states"')
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/protocol.md", "exec"), namespace)
+    assert namespace["action"] == {"episode": "episode-1", "seq": 1, "state": [0.03, 0.18, 0.02, -0.26]}
+    assert [(episode, seq) for episode, seq, *_ in echo.seen] == [("episode-1", 0), ("episode-1", 1),
+                                                                   ("episode-1", 2)]
