@@ -22,4 +22,4 @@ class ShardOwnership:
 
     def owned_queues(self) -> list[str]:
         """Names of the shard queues to consume."""
-        return [topology.shard_queue(self.prefix, shard) for shard in self.owned_shards()]
+        return [topology.shard_queue(self.prefix, shard, self.shards) for shard in self.owned_shards()]
