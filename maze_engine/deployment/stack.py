@@ -137,9 +137,12 @@ def wrapper_layers(wrappers: WrappersLike) -> list[WrapperLayer]:
 def build_env(env: Any) -> StructuredEnv:
     """The env (maybe already wrapped) from an instance, a config, a class (path) or a factory function."""
     env = _plain(env)
-    if callable(env) and not isinstance(env, type | StructuredEnv):
-        env = env()
-    built = instantiate(env, StructuredEnv)
+    try:
+        if callable(env) and not isinstance(env, type | StructuredEnv):
+            env = env()
+        built = instantiate(env, StructuredEnv)
+    except ConfigError as err:
+        raise ConfigError(f"env: {err}") from err
     if not isinstance(built, StructuredEnv):
         raise ConfigError("env: expected a StructuredEnv (e.g. GymMazeEnv) or its config, "
                           f"got {type(built).__name__}")
@@ -179,8 +182,11 @@ def actor_id_source(env: StructuredEnv, core: ExternalCoreEnv) -> Callable[[], A
 
 def build_policy(policy: Any, env: StructuredEnv) -> Any:
     """The policy from an instance or config; configs receive the stack's spaces and the stack itself."""
-    built: Any = instantiate(_plain(policy), None, action_spaces_dict=env.action_spaces_dict,
-                        observation_spaces_dict=env.observation_spaces_dict, env=env)
+    try:
+        built: Any = instantiate(_plain(policy), None, action_spaces_dict=env.action_spaces_dict,
+                                 observation_spaces_dict=env.observation_spaces_dict, env=env)
+    except ConfigError as err:
+        raise ConfigError(f"policy: {err}") from err
     if not callable(getattr(built, "compute_action", None)):
         raise ConfigError(f"policy: expected a StructuredPolicy (with compute_action) or its config, "
                           f"got {type(built).__name__}")
