@@ -119,8 +119,9 @@ class ParallelRolloutRunner(RolloutRunner):
         seeds = self.worker_seeds() or derive_seeds(None, len(shares))
         context: Any = multiprocessing.get_context(_start_method())
         if _start_method() == "forkserver":
-            # Workers fork from a server that has already imported the engine: fast starts.
-            context.set_forkserver_preload([__name__])
+            # Workers fork from a server that has already imported the engine (and torch, when the policy
+            # needs it), so each worker skips those imports. Applies when this process starts the server.
+            context.set_forkserver_preload([__name__, *(["torch"] if "torch" in sys.modules else [])])
         processes: list[BaseProcess] = []
         connections: list[Connection] = []
         try:
