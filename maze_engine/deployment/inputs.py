@@ -38,7 +38,11 @@ def _box_check(space: spaces.Box, field: str) -> StateCheck:
             if not is_float:
                 return value
             # A finite sum proves every element finite; an overflowing sum falls through to the exact check.
-            total = sum(value.tolist()) if small else float(value.sum())
+            if small:
+                total = sum(value.tolist())
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    total = float(value.sum())
             if math.isfinite(total):
                 return value
         return to_space_sample(space, value, field)
