@@ -16,11 +16,11 @@ from maze_engine.core.stats.writers import read_stats_tsv
 SCRIPT = Path(sys.executable).with_name("maze-run")
 
 
-def maze_run(tmp_path: Path, *args: str, run_dir: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run ``maze-run args`` in ``tmp_path`` (output in ``tmp_path/run`` unless ``run_dir`` is False)."""
+def maze_run(tmp_path: Path, *args: str, run_dir: str | None = "run") -> subprocess.CompletedProcess[str]:
+    """Run ``maze-run args`` in ``tmp_path``; output goes to ``tmp_path/run_dir`` (None: Hydra's default)."""
     command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "maze_engine.cli"]
-    if run_dir:
-        args = (*args, f"hydra.run.dir={tmp_path / 'run'}")
+    if run_dir is not None:
+        args = (*args, f"hydra.run.dir={tmp_path / run_dir}")
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("DISPLAY", "WAYLAND_DISPLAY", "HYDRA_FULL_ERROR")}
     return subprocess.run([*command, *args], cwd=tmp_path, capture_output=True, text=True, timeout=180,
@@ -69,7 +69,7 @@ def test_seed_command_parallel_with_step_limit(tmp_path: Path) -> None:
 
 def test_output_directory_is_managed_by_hydra(tmp_path: Path) -> None:
     result = maze_run(tmp_path, "runner=sequential", "runner.n_episodes=1", "runner.record_trajectory=false",
-                      "runner.record_event_logs=false", run_dir=False)
+                      "runner.record_event_logs=false", run_dir=None)
     assert_ok(result)
     stats_files = list((tmp_path / "outputs").glob("*/*/stats.tsv"))
     assert len(stats_files) == 1
@@ -103,7 +103,7 @@ def test_engine_config_errors_are_one_line_with_exit_code_2(tmp_path: Path, args
 
 
 def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
-    result = maze_run(tmp_path, "--help", run_dir=False)
+    result = maze_run(tmp_path, "--help", run_dir=None)
     assert_ok(result)
     for text in ("maze-run", "== Config groups ==", "runner: ", "sequential", "parallel", "env: gym_env",
                  "policy: random_policy, torch_policy", "wrappers: ", "runner.n_processes=3",
@@ -125,3 +125,20 @@ def test_configs_without_an_algorithm_go_to_rollouts(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigError, match="policy: missing"):
         run_config(OmegaConf.create({"runner": {"_target_": "maze_engine.SequentialRolloutRunner"},
                                      "env": {"_target_": "maze_engine.make_gym_maze_env"}}))
+
+
+
+@pytest.mark.slow
+def test_train_then_roll_out_the_trained_policy(tmp_path: Path) -> None:
+    train = maze_run(tmp_path, "-cn", "conf_train", "env=gym_env", "env.name=CartPole-v1", "algorithm=a2c",
+                     "model=vector_obs", "critic=template_state", "runner=dev", "algorithm.n_epochs=1",
+                     "algorithm.epoch_length=2", "algorithm.eval_repeats=1", run_dir="train")
+    assert_ok(train)
+    assert (tmp_path / "train" / "state_dict.pt").is_file()
+    rollout = maze_run(tmp_path, "policy=torch_policy", "env=gym_env", "env.name=CartPole-v1",
+                       f"input_dir={tmp_path / 'train'}", "runner.n_episodes=2", "runner.n_processes=2",
+                       run_dir="rollout")
+    assert_ok(rollout)
+    counts = {row["metric"]: float(row["value"]) for row in read_stats_tsv(tmp_path / "rollout" / "stats.tsv")
+              if row["stat"] == "count"}
+    assert counts["episode_length"] == 2
