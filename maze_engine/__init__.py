@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "RandomPolicy": "maze_engine.policies.random_policy",
     "TorchPolicy": "maze_engine.policies.torch_policy",
     "load_torch_policy": "maze_engine.policies.torch_policy",
+    "save_torch_policy": "maze_engine.policies.torch_policy",
     # deployment
     "AgentDeployment": "maze_engine.deployment.agent_deployment",
     "ExternalCoreEnv": "maze_engine.deployment.external_core_env",
@@ -63,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "read_event_logs": "maze_engine.rollout.event_log",
     # perception
     "DistributionMapper": "maze_engine.perception.distributions.mapper",
+    "ProbabilityDistribution": "maze_engine.perception.distributions.base",
     "CategoricalProbabilityDistribution": "maze_engine.perception.distributions.categorical",
     "DiagonalGaussianProbabilityDistribution": "maze_engine.perception.distributions.gaussian",
     "SquashedGaussianProbabilityDistribution": "maze_engine.perception.distributions.gaussian",
@@ -75,6 +77,8 @@ _EXPORTS: dict[str, str] = {
     "ProbabilisticPolicyComposer": "maze_engine.perception.composers.policy",
     "SharedStateCriticComposer": "maze_engine.perception.composers.critic",
     "StateCriticComposer": "maze_engine.perception.composers.critic",
+    "TorchStateCritic": "maze_engine.perception.critic",
+    "build_model_composers": "maze_engine.perception.composers.model",
     # training
     "A2CAlgorithmConfig": "maze_engine.training.a2c",
     "PPOAlgorithmConfig": "maze_engine.training.ppo",
