@@ -44,6 +44,14 @@ def _compute(policy: Any, observations: list[dict[str, Any]], actor_id: ActorID,
     return actions
 
 
+def _compute_one(policy: Any, observation: dict[str, Any], actor_id: ActorID, deterministic: bool) -> Any:
+    """The action for one observation, or the exception the policy raised for it."""
+    try:
+        return policy.compute_action(observation, actor_id=actor_id, deterministic=deterministic)
+    except Exception as err:  # noqa: BLE001 - returned in the item's place, like every per-item failure
+        return err
+
+
 def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], policy: Any,
               deterministic: bool = False) -> list[Any]:
     """The maze_action for each ``(deployment, inputs)`` pair, with one policy call per actor id and round.
@@ -52,8 +60,9 @@ def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], pol
     [, actor_id]])`` or a mapping of them by name. Every item is observed, the requests are grouped by actor
     id, ``policy.compute_actions`` runs once per group and every deployment is resumed with its action (a
     stack that asks again before its next maze_action gets another round). An exception in one item (bad
-    input, a wrapper, the policy for its group) is returned in that item's place, with its traceback in
-    ``__traceback__``; the other items still get their actions. Each deployment may appear at most once.
+    input, a wrapper, the policy on its observation; a failed group call is retried one observation at a
+    time) is returned in that item's place, with its traceback in ``__traceback__``; the other items still
+    get their actions. Each deployment may appear at most once.
     """
     items = list(deployments_and_inputs)
     results: list[Any] = [None] * len(items)
@@ -88,14 +97,19 @@ def _round(pending: list[tuple[int, PolicyRequest]], policy: Any, deterministic:
         groups.setdefault(entry[1].actor_id, []).append(entry)
     following: list[tuple[int, PolicyRequest]] = []
     for actor_id, group in groups.items():
+        observations = [request.observation for _, request in group]
         try:
-            actions = _compute(policy, [request.observation for _, request in group], actor_id, deterministic)
+            actions: Sequence[Any] = _compute(policy, observations, actor_id, deterministic)
         except Exception as err:
-            for index, request in group:
-                request.deployment.abort(err)
-                results[index] = err
-            continue
+            # One observation the policy cannot handle must not fail the whole group: retry one at a time,
+            # so only the items that fail on their own are aborted.
+            actions = [err] if len(group) == 1 else \
+                [_compute_one(policy, observation, actor_id, deterministic) for observation in observations]
         for (index, request), action in zip(group, actions, strict=True):
+            if isinstance(action, Exception):
+                request.deployment.abort(action)
+                results[index] = action
+                continue
             try:
                 result = request.deployment.resume(action)
             except Exception as err:
