@@ -161,6 +161,13 @@ def test_episode_id_shared_with_trajectory_recording(counter_env, tmp_path, even
     assert trajectory_ids[1] == "chosen-id"
 
 
+def test_output_dir_exists_before_any_event(counter_env, tmp_path):
+    env = EventLogWrapper.wrap(counter_env(), output_dir=tmp_path / "events")
+    _play(env, 2)
+    env.close()
+    assert read_event_logs(tmp_path / "events") == {}
+
+
 def test_instantiate_from_config(counter_env, tmp_path):
     config = {"_target_": "maze_engine.EventLogWrapper", "output_dir": str(tmp_path)}
     env = instantiate(config, env=_event_env(counter_env, terminate_at=1))

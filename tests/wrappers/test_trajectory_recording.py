@@ -131,6 +131,11 @@ def test_invalid_episode_ids_are_rejected(counter_env, tmp_path, bad):
         env.set_episode_id(bad)
 
 
+def test_output_dir_exists_before_any_episode(counter_env, tmp_path):
+    TrajectoryRecordingWrapper.wrap(counter_env(), output_dir=tmp_path / "out")
+    assert list(read_trajectories(tmp_path / "out")) == []
+
+
 def test_instantiate_from_config(counter_env, tmp_path):
     config = {"_target_": "maze_engine.TrajectoryRecordingWrapper", "output_dir": str(tmp_path / "out")}
     env = instantiate(config, env=counter_env(terminate_at=1))

@@ -31,6 +31,8 @@ class EventLogWrapper(EpisodeIdWrapper):
         super().__init__(env)
         self.output_dir = output_dir
         self.writer = EventLogWriter(output_dir)
+        # Created up front: an empty directory reads back as "no events" rather than as a missing path.
+        self.writer.directory.mkdir(parents=True, exist_ok=True)
         self._step = 0
 
     def reset(self) -> dict[str, Any]:

@@ -33,6 +33,8 @@ class TrajectoryRecordingWrapper(EpisodeIdWrapper):
     def __init__(self, env: StructuredEnv, output_dir: str | os.PathLike[str] = "trajectory_data") -> None:
         super().__init__(env)
         self.output_dir = Path(output_dir)
+        # Created up front: an empty directory reads back as "no episodes" rather than as a missing path.
+        self.output_dir.mkdir(parents=True, exist_ok=True)
         self.last_written: Path | None = None
         self._buffer = TrajectoryBuffer()
         self._last_observation: dict[str, Any] | None = None
