@@ -58,9 +58,9 @@ def _action_converter(space: spaces.Space) -> Callable[[Any], Any]:
         low, high = space.low, space.high
         bounded = bool(np.any(np.isfinite(low)) or np.any(np.isfinite(high)))
         # Gaussian samples are unbounded; clip so the env only ever sees valid actions.
-        return lambda tensor: (np.clip(tensor.cpu().numpy(), low, high) if bounded
-                               else tensor.cpu().numpy()).astype(dtype, copy=False)
-    return lambda tensor: tensor.cpu().numpy().astype(dtype, copy=False)
+        return lambda tensor: (np.clip(tensor.detach().cpu().numpy(), low, high) if bounded
+                               else tensor.detach().cpu().numpy()).astype(dtype, copy=False)
+    return lambda tensor: tensor.detach().cpu().numpy().astype(dtype, copy=False)
 
 
 def _split_batch(tree: Any, index: int) -> Any:
@@ -222,6 +222,11 @@ class TorchPolicy(StructuredPolicy):
             tensors[key] = torch.from_numpy(array).to(self.device)
         return tensors
 
+    def actions_to_numpy(self, actions: Mapping[str, Any], actor_id: ActorID | None = None) -> dict[str, Any]:
+        """Batched action tensors (from ``distribution(...).sample()``) as numpy arrays that fit the action
+        space: Box actions clipped to their bounds, every key cast to its space's dtype."""
+        return self._converters[self._step_key(actor_id)](actions)
+
     def _act(self, observations: Sequence[Mapping[str, Any]], actor_id: ActorID | None, deterministic: bool,
              temperature: float) -> Any:
         step = self._step_key(actor_id)
@@ -232,7 +237,7 @@ class TorchPolicy(StructuredPolicy):
                 actions = distribution.deterministic_sample()
             else:
                 actions = distribution.sample(self._generator)
-        return self._converters[step](actions)
+        return self.actions_to_numpy(actions, actor_id)
 
     def compute_action(self, observation: dict[str, Any], actor_id: ActorID | None = None,
                        deterministic: bool = False, *, maze_state: Any = None, env: Any = None,

@@ -81,6 +81,17 @@ def test_gaussian_samples_are_clipped_to_the_box() -> None:
     assert np.any(np.isclose(np.abs(forces), 0.1))  # unit-scale noise exceeds the small bounds
 
 
+def test_actions_to_numpy_fits_raw_samples_into_the_space() -> None:
+    policy = _policy()
+    observations = _observations(64)
+    tensors = {key: torch.as_tensor(np.stack([o[key] for o in observations])) for key in OBSERVATION_SPACE}
+    raw = policy.distribution(tensors).sample()
+    actions = policy.actions_to_numpy(raw)
+    assert actions["force"].shape == (64, 2) and np.abs(actions["force"]).max() <= 0.1
+    for index in range(64):
+        assert ACTION_SPACE.contains({key: value[index] for key, value in actions.items()})
+
+
 def test_training_api() -> None:
     policy = _policy()
     observations = _observations(8)
