@@ -13,6 +13,7 @@ in one batched policy call.
 """
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -49,6 +50,11 @@ class PolicyRequest(NamedTuple):
     observation: dict[str, Any]
     actor_id: ActorID
     deployment: "AgentDeployment"
+
+
+# Builds a PolicyRequest without NamedTuple's Python-level __new__, which costs more than the rest of the
+# request's hand-off on the hot path.
+_new_request = partial(tuple.__new__, PolicyRequest)
 
 
 class EpisodeAbortedError(MazeError, RuntimeError):
@@ -197,7 +203,12 @@ class AgentDeployment:
         ``done=True`` or after ``close()``, the next call starts a new episode. The same as ``observe``, then
         ``policy.compute_action`` and ``resume``, with the policy called from inside the stack's greenlet.
         """
-        result = self._observe(maze_state, reward, done, info, events, actor_id, self.policy)
+        channel = self._channel
+        channel.policy = self.policy
+        try:
+            result = self.observe(maze_state, reward, done, info, events, actor_id)
+        finally:
+            channel.policy = None
         while type(result) is PolicyRequest:  # not reached while the loop calls the policy itself
             try:
                 action = self.policy.compute_action(result.observation, actor_id=result.actor_id,
@@ -225,8 +236,10 @@ class AgentDeployment:
                             "resume(action) first, or close() without a state to drop the request")
         state = self._state_check(maze_state)
         step = (state, check_reward(reward, first=False), check_done(done), check_info(info))
-        self._receive(state, check_events(events), self.core_env.current_actor_id)
-        self.core_env.closing = True
+        core = self.core_env
+        core.maze_state = state
+        core.events = check_events(events)
+        core.closing = True
         g, self._greenlet = self._greenlet, None
         # The episode loop steps the stack once more, sees ``closing`` and flushes; exceptions propagate.
         _switch(g, step)
@@ -246,11 +259,6 @@ class AgentDeployment:
         (wrappers that skip steps). Bad input raises SpaceMismatchError naming the field (``state``,
         ``reward``, ``done``, ``info``, ``events``, ``actor_id``) and leaves the deployment unchanged.
         """
-        return self._observe(maze_state, reward, done, info, events, actor_id, None)
-
-    def _observe(self, maze_state: Any, reward: Any, done: Any, info: Any, events: Any, actor_id: Any,
-                 policy: Any) -> Any:
-        """``observe``; with a ``policy`` the stack's loop computes the action itself (``act``)."""
         if self._awaiting_action:
             raise MazeError("observe: a PolicyRequest is pending; answer it with resume(action) first")
         if self._failure is not None:
@@ -267,15 +275,13 @@ class AgentDeployment:
         if type(actor_id) is not ActorID or actor_id.step_key not in self._step_keys:
             actor_id = check_actor_id(actor_id, self._step_keys)
         checked_events = () if events is None else check_events(events)
-        self._channel.policy = policy
-        if first:
-            if self._greenlet is not None:  # the previous episode ended with done=True: let wrappers flush it
-                self._end_episode()
-            self._receive(state, checked_events, actor_id)
-            result = self._start_episode()
-        else:
-            self._receive(state, checked_events, actor_id)
-            result = self._enter((state, reward, done, info))
+        if first and self._greenlet is not None:  # the previous episode ended with done=True: flush it
+            self._end_episode()
+        core = self.core_env
+        core.maze_state = state
+        core.events = checked_events
+        core.current_actor_id = actor_id
+        result = self._start_episode() if first else self._enter((state, reward, done, info))
         self._episode_done = done
         return result
 
@@ -300,12 +306,6 @@ class AgentDeployment:
             _kill(g, GreenletExit())
 
     # -- internals -------------------------------------------------------------------------------------------
-
-    def _receive(self, state: Any, events: Any, actor_id: ActorID) -> None:
-        core = self.core_env
-        core.maze_state = state
-        core.events = events
-        core.current_actor_id = actor_id
 
     def _start_episode(self) -> Any:
         """Start the episode's greenlet, which resets the stack on the state just received."""
@@ -341,7 +341,7 @@ class AgentDeployment:
         if channel.needs_action:
             channel.needs_action = False
             self._awaiting_action = True
-            return PolicyRequest(result, channel.actor_of(), self)
+            return _new_request((result, channel.actor_of(), self))
         self._awaiting_action = False
         return result
 

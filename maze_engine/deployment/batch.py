@@ -70,7 +70,10 @@ def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], pol
     try:
         for index, (deployment, inputs) in enumerate(items):
             try:
-                result = _observe(deployment, inputs)
+                if type(inputs) is tuple:  # the common case, without the dispatch below
+                    result = deployment.observe(*inputs)
+                else:
+                    result = _observe(deployment, inputs)
             except Exception as err:
                 results[index] = err
                 continue

@@ -34,7 +34,9 @@ def _box_check(space: spaces.Box, field: str) -> StateCheck:
     small = len(shape) == 1 and shape[0] <= _SMALL_ARRAY
 
     def check(value: Any) -> Any:
-        if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:
+        # ``is`` first: numpy's builtin dtypes are singletons, and identity is cheaper than equality.
+        if type(value) is np.ndarray and (value.dtype is dtype or value.dtype == dtype) \
+                and value.shape == shape:
             if not is_float:
                 return value
             # A finite sum proves every element finite; an overflowing sum falls through to the exact check.
