@@ -168,37 +168,52 @@ def dockerfile_parser() -> Callable[[str], Dockerfile]:
 
 
 class WorkerConfig:
-    """Composes conf/conf_worker.yaml with Hydra overrides, exactly as `maze-worker k=v ...` would."""
+    """Checks `maze-worker` command lines the way the worker does before it connects to a broker.
 
-    def __init__(self, conf_dir: Path) -> None:
-        self._conf_dir = conf_dir
+    The overrides are composed with conf/conf_worker.yaml by the project's own `compose_config` (unknown keys,
+    groups and types fail there), then `worker.cli.prepare` reads the settings (bounds such as
+    `broker.shards >= 1`) and builds the agent factory from env, wrappers and policy.
+    """
+
+    def __init__(self) -> None:
         self._base_keys: set[str] | None = None
 
     def compose(self, overrides: Sequence[str]) -> Any:
-        from hydra import compose, initialize_config_dir
+        from maze_engine.config import compose_config
 
-        with initialize_config_dir(config_dir=str(self._conf_dir), version_base=None):
-            return compose(config_name="conf_worker", overrides=list(overrides))
+        return compose_config("conf_worker", list(overrides))
 
     def problems(self, overrides: Sequence[str]) -> list[str]:
-        """Empty when the overrides compose; else Hydra's complaint (unknown key, bad type, missing group)."""
+        """Empty when `maze-worker <overrides>` would get past its config checks; else what it would print."""
+        import torch
+
+        from worker.cli import ConfigProblem, prepare
+
+        line = " ".join(overrides)
         try:
-            self.compose(overrides)
+            cfg = self.compose(overrides)
         except Exception as error:  # Hydra and OmegaConf raise several unrelated types; all mean "invalid"
-            return [f"{' '.join(overrides)}: {type(error).__name__}: {error}"]
+            return [f"{line}: {type(error).__name__}: {error}"]
+        if cfg.get("role", "agent") != "agent":
+            return []  # job workers build no agent; composing is all there is to check for them
+        threads = torch.get_num_threads()
+        try:
+            prepare(cfg)
+        except ConfigProblem as error:
+            return [f"{line}: {error}"]
+        finally:
+            torch.set_num_threads(threads)  # prepare() applies the worker's torch_threads to this process
         return []
 
     def skip_unless_supported(self, overrides: Sequence[str]) -> None:
         """`role=jobs` arrives with the job workers (issue 5); until then skip rather than fail on it."""
         uses_role = any(item.split("=", 1)[0].lstrip("+~") == "role" for item in overrides)
-        if not uses_role or (self._conf_dir / "role").is_dir():
+        if not uses_role or (CONF / "role").is_dir():
             return
         if self._base_keys is None:
             self._base_keys = set(self.compose([]).keys())
         if "role" not in self._base_keys:
-            pytest.skip(
-                "conf_worker.yaml has no `role` yet (job workers, issue 5): role=jobs cannot be checked"
-            )
+            pytest.skip("conf_worker.yaml has no `role` yet (job workers, issue 5): cannot check role=jobs")
 
 
 @pytest.fixture(scope="session")
@@ -208,4 +223,4 @@ def worker_config() -> WorkerConfig:
             "conf/conf_worker.yaml does not exist yet (written with the worker, issue 4): "
             "worker overrides cannot be checked against it"
         )
-    return WorkerConfig(CONF)
+    return WorkerConfig()

@@ -215,15 +215,6 @@ def test_worker_command_is_valid_worker_config(
     assert worker_config.problems(command) == []
 
 
-def test_agent_workers_play_a_registered_environment(services: Services) -> None:
-    import gymnasium
-
-    for name, service in agent_workers(services).items():
-        env_id = overrides(service["command"]).get("env.name")
-        assert env_id, f"{name}: no env.name"
-        gymnasium.spec(env_id)  # raises for an unknown id
-
-
 def test_producer_flags_exist_in_worker_demo(services: Services) -> None:
     """The producer's entrypoint flags are accepted by `python -m worker.demo` (its --help lists them)."""
     if not (ROOT / "worker" / "demo.py").is_file():

@@ -142,6 +142,19 @@ def test_deployment_args_are_valid_worker_config(
         assert worker_config.problems(args) == []
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("broker.shards", "0"), ("metrics.port", "http"), ("env.name", "NoSuchEnv-v0"), ("batch.max_size", "0")],
+)
+def test_bad_configmap_values_are_caught(key: str, value: str, objects: Objects, worker_config: Any) -> None:
+    """The worker-config check above would fail on a ConfigMap value the worker itself refuses."""
+    edited = copy.deepcopy(objects)
+    next(iter(edited["ConfigMap"].values()))["data"][key] = value
+    container = edited["Deployment"]["maze-agent-worker"]["spec"]["template"]["spec"]["containers"][0]
+    problems = worker_config.problems(effective_args(container, edited))
+    assert problems and key in problems[0], problems
+
+
 # ---------------------------------------------------------------- the checks can fail
 
 
