@@ -1,4 +1,4 @@
-"""``maze-worker``: the command line of the RabbitMQ agent worker (a Hydra app over ``conf/conf_worker.yaml``).
+"""``maze-worker``: the command line of the RabbitMQ agent worker, a Hydra app over ``conf/conf_worker.yaml``.
 
 ``maze-worker [overrides]`` composes the config, checks it and serves until SIGTERM or Ctrl-C (exit 0). A bad
 override or value prints one ``maze-worker: error: ...`` line and exits 2; a broker that cannot serve (missing
@@ -54,7 +54,7 @@ def prepare(cfg: DictConfig) -> tuple[Any, Any]:
         raise ConfigProblem(one_line(err)) from err
     assert isinstance(resolved, dict)
     try:
-        settings = WorkerSettings.from_config(resolved)
+        settings = WorkerSettings.from_config({str(key): value for key, value in resolved.items()})
     except ConfigError as err:
         raise ConfigProblem(str(err)) from err
     for key in ("env", "policy"):
@@ -64,7 +64,19 @@ def prepare(cfg: DictConfig) -> tuple[Any, Any]:
         factory = build_factory(resolved["policy"], resolved["env"], resolved.get("wrappers"))
     except (MazeError, ValueError, TypeError, ImportError, OSError) as err:
         raise ConfigProblem(f"cannot build the agent from env, wrappers and policy: {one_line(err)}") from err
+    limit_torch_threads(settings.torch_threads)
     return settings, factory
+
+
+def limit_torch_threads(threads: int) -> None:
+    """Cap torch's intra-op threads when a torch policy is loaded.
+
+    The worker is single-threaded and its batches are small: a thread pool mostly spins, and on a busy
+    machine it slows each forward pass down many times over.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
 
 
 def configure_logging(level_name: Any) -> None:

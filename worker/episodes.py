@@ -22,14 +22,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, NamedTuple, Protocol
 
-from maze_engine.core.actor_id import DEFAULT_ACTOR_ID, ActorID
+import msgpack
+import numpy as np
+
+from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import SpaceMismatchError
 from maze_engine.core.stats.running import RunningStats
 from maze_engine.deployment.agent_deployment import AgentDeployment
-from maze_engine.deployment.batch import StepInput, act_batch
+from maze_engine.deployment.batch import act_batch
 from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
 from maze_engine.wrappers.wrapper import find_wrapper
-from worker.protocol import ErrorCode, ErrorInfo, Reply, StateMessage, encode_reply, to_wire_action
+from worker.protocol import (
+    PROTOCOL_VERSION,
+    ErrorCode,
+    ErrorInfo,
+    Reply,
+    StateMessage,
+    encode_reply,
+    to_wire_action,
+)
 from worker.settings import EpisodeSettings
 
 logger = logging.getLogger(__name__)
@@ -94,6 +105,19 @@ class _Closed(NamedTuple):
 def error_answer(episode: str | None, seq: int | None, code: ErrorCode, message: str) -> Answer:
     """An encoded error reply."""
     return Answer(encode_reply(Reply(episode, seq, None, ErrorInfo(code, message))), code)
+
+
+_pack = msgpack.Packer(default=lambda value: to_wire_action(value)).pack
+
+
+def encode_action_reply(episode: str, seq: int, action: Any) -> bytes:
+    """``encode_reply(Reply(episode, seq, to_wire_action(action)))`` without building the Reply: the hot path.
+
+    The same bytes as the protocol's encoder (a test holds them equal); numpy values become plain numbers.
+    """
+    if type(action) is np.int64:  # Discrete actions, the common case
+        action = int(action)
+    return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None})
 
 
 class FinishedEpisodes:
@@ -195,37 +219,38 @@ class EpisodeTable:
 
     def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, _Episode]],
              answers: list[Answer | None], now: float) -> None:
-        items = []
+        items: list[tuple[AgentDeployment, tuple[Any, ...]]] = []
         for index, episode in acting:
             message = messages[index]
             actor = message.actor
-            items.append((episode.deployment, StepInput(
-                message.state, message.reward, False, message.info, None,
-                DEFAULT_ACTOR_ID if actor is None else ActorID(actor[0], actor[1]))))
+            # Plain tuples are act's positional arguments; the actor id only when the producer named one.
+            inputs = (message.state, message.reward, False, message.info) if actor is None else \
+                (message.state, message.reward, False, message.info, None, ActorID(actor[0], actor[1]))
+            items.append((episode.deployment, inputs))
         try:
             results = act_batch(items, self.factory.policy, self.deterministic)
         except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
             logger.exception("stepping a batch of %d states failed", len(items))
             results = [err] * len(items)
-        open_episodes = self._open
+        move_to_end = self._open.move_to_end
         window = self.settings.replay_window
         for (index, episode), result in zip(acting, results, strict=True):
             message = messages[index]
             if isinstance(result, BaseException):
                 answers[index] = self._failed(episode, message, result)
                 continue
+            seq = message.seq
             try:
-                body = encode_reply(Reply(message.episode, message.seq, to_wire_action(result)))
+                body = encode_action_reply(message.episode, seq, result)
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
-            seq = message.seq
             replies = episode.replies
             replies[seq] = body
             replies.pop(seq - window, None)
             episode.last_seq = seq
             episode.last_seen = now
-            open_episodes.move_to_end(message.episode)
+            move_to_end(message.episode)
             answers[index] = Answer(body, None)
 
     def _finish(self, episode: _Episode, message: StateMessage, now: float) -> Answer:
@@ -239,7 +264,7 @@ class EpisodeTable:
         return Answer(body, None)
 
     def _failed(self, episode: _Episode, message: StateMessage, err: BaseException) -> Answer:
-        if isinstance(err, SpaceMismatchError):
+        if isinstance(err, SpaceMismatchError) and episode.deployment.failure is None:
             # The deployment rejected the input before stepping anything: the episode stays as it was
             # (a first state that did not fit leaves no episode behind, so seq 0 can be sent again).
             if episode.last_seq < 0:

@@ -98,6 +98,8 @@ class WorkerSettings:
     """Ask the policy for its most likely action instead of sampling."""
     stats_interval_s: float = 30.0
     """How often the episode statistics line is logged (0: only at shutdown)."""
+    torch_threads: int = 1
+    """Intra-op threads of a torch policy; the worker is single-threaded and its batches are small."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "WorkerSettings":
@@ -147,6 +149,7 @@ class WorkerSettings:
             ),
             deterministic=_boolean(config, "deterministic", "deterministic", False),
             stats_interval_s=_number(stats, "interval_s", "stats.interval_s", 30.0),
+            torch_threads=_integer(config, "torch_threads", "torch_threads", 1, minimum=1, maximum=256),
         )
         backoff = settings.reconnect
         if backoff.max_backoff_s < backoff.initial_backoff_s:

@@ -1,0 +1,222 @@
+"""Test helpers for the worker: a policy whose action is a known function of the state, an in-process worker
+with a stop hook, a subprocess worker, and a raw producer that can send anything (malformed bodies included).
+
+Imported by the worker tests through their own folder on ``sys.path`` (pytest runs with importlib mode).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pika
+from gymnasium import spaces
+
+from maze_engine.core.actor_id import ActorID
+from maze_engine.policies.policy import StructuredPolicy
+from worker.service import WorkerService, build_factory
+from worker.settings import BrokerSettings, EpisodeSettings, ReconnectSettings, WorkerSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+CARTPOLE = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
+
+
+class SignPolicy(StructuredPolicy):
+    """Action 1 when the first observation value is >= 0, else 0: checkable per episode from the state."""
+
+    def __init__(self, action_spaces_dict: dict[Any, spaces.Dict] | None = None,
+                 fail_above: float = 1e9) -> None:
+        self.fail_above = fail_above
+        self.batch_sizes: list[int] = []
+
+    @staticmethod
+    def expected(state: Sequence[float]) -> int:
+        return 1 if state[0] >= 0 else 0
+
+    def compute_action(self, observation: dict[str, Any], actor_id: ActorID | None = None,
+                       deterministic: bool = False) -> dict[str, Any]:
+        value = float(observation["observation"][0])
+        if value > self.fail_above:
+            raise RuntimeError(f"policy failure on {value}")
+        return {"action": np.int64(1 if value >= 0 else 0)}
+
+    def compute_actions(self, observations: Sequence[dict[str, Any]], actor_id: ActorID | None = None,
+                        deterministic: bool = False) -> list[dict[str, Any]]:
+        self.batch_sizes.append(len(observations))
+        return [self.compute_action(observation, actor_id, deterministic) for observation in observations]
+
+
+def state(first: float, rng: np.random.Generator | None = None) -> list[float]:
+    """A CartPole state whose first value is ``first`` (the others small noise)."""
+    rest = (rng or np.random.default_rng()).normal(size=3) * 0.05
+    return [float(first), *map(float, rest)]
+
+
+def settings_for(amqp_url: str, prefix: str, shards: int = 4, **episodes: Any) -> WorkerSettings:
+    """Worker settings for tests: few shards, fast reconnects, no metrics port unless asked."""
+    return WorkerSettings(broker=BrokerSettings(url=amqp_url, prefix=prefix, shards=shards, prefetch=256),
+                          episodes=replace(EpisodeSettings(), **episodes),
+                          reconnect=ReconnectSettings(initial_backoff_s=0.2, max_backoff_s=1.0,
+                                                      healthy_after_s=5.0),
+                          stats_interval_s=0)
+
+
+@dataclass
+class InProcessWorker:
+    """A WorkerService running in a thread; ``stop()`` is the stop hook a signal would pull."""
+
+    service: WorkerService
+    thread: threading.Thread
+    errors: list[BaseException] = field(default_factory=list)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.service.stop()
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the worker did not stop"
+
+
+@contextmanager
+def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any = None,
+                   **service_kwargs: Any) -> Iterator[InProcessWorker]:
+    """Start a worker in a thread, wait until it consumes, stop it at the end."""
+    factory = build_factory(policy if policy is not None else SignPolicy(), CARTPOLE, wrappers)
+    service = WorkerService(settings, factory, **service_kwargs)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run()
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            errors.append(err)
+
+    thread = threading.Thread(target=target, name="test-worker", daemon=True)
+    worker = InProcessWorker(service, thread, errors)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not service.consuming.is_set():
+        assert not errors, f"the worker failed to start: {errors[0]!r}"
+        assert time.monotonic() < deadline, "the worker did not start consuming"
+        time.sleep(0.02)
+    try:
+        yield worker
+    finally:
+        if thread.is_alive():
+            worker.stop()
+    assert not errors, f"the worker raised: {errors[0]!r}"
+
+
+def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str,
+                            shards: int = 4) -> subprocess.Popen[str]:
+    """``maze-worker`` as a child process (for signals and kills); returns once it consumes."""
+    env = {**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", f"broker.shards={shards}",
+         "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        lines.append(line)
+        if "consuming" in line:
+            _drain_output(process)
+            return process
+        if not line and process.poll() is not None:
+            break
+    process.kill()
+    raise AssertionError("maze-worker did not start:\n" + "".join(lines))
+
+
+def _drain_output(process: subprocess.Popen[str]) -> None:
+    """Keep reading the child's output in the background (a full pipe would block it); kept on ``.output``."""
+    output: list[str] = []
+    process.output = output  # type: ignore[attr-defined]
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=read, daemon=True).start()
+
+
+def stop_subprocess(process: subprocess.Popen[str], timeout: float = 30) -> int:
+    """SIGTERM, then wait for the exit code."""
+    process.send_signal(signal.SIGTERM)
+    return process.wait(timeout=timeout)
+
+
+class Producer:
+    """A raw protocol v1 producer on its own connection: publish anything, collect replies by id."""
+
+    def __init__(self, amqp_url: str, prefix: str) -> None:
+        self.prefix = prefix
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self.channel = self.connection.channel()
+        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.replies: dict[str, dict[str, Any]] = {}
+        self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+
+    def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.replies[properties.correlation_id] = msgpack.unpackb(body)
+
+    def publish(self, body: bytes, routing_key: str, reply_to: str | None = "",
+                correlation_id: str | None = None, content_type: str | None = "application/msgpack",
+                headers: dict[str, Any] | None = None) -> str:
+        """Publish ``body`` to ``<prefix>.states``; ``reply_to=""`` means this producer's reply queue."""
+        correlation_id = correlation_id if correlation_id is not None else uuid.uuid4().hex
+        properties = pika.BasicProperties(reply_to=self.reply_queue if reply_to == "" else reply_to,
+                                          correlation_id=correlation_id or None, content_type=content_type,
+                                          headers=headers)
+        self.channel.basic_publish(f"{self.prefix}.states", routing_key, body, properties)
+        return correlation_id
+
+    def send(self, episode: str, seq: int, state_value: Any, reward: Any = 1.0, done: bool = False,
+             **extra: Any) -> str:
+        body = {"v": 1, "episode": episode, "seq": seq, "state": state_value,
+                "reward": None if seq == 0 and reward == 1.0 else reward, "done": done, "info": None, **extra}
+        return self.publish(msgpack.packb(body), episode)
+
+    def wait(self, correlation_ids: Sequence[str], timeout: float = 20.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while any(cid not in self.replies for cid in correlation_ids):
+            assert time.monotonic() < deadline, \
+                f"{sum(cid not in self.replies for cid in correlation_ids)} replies missing after {timeout} s"
+            self.connection.process_data_events(time_limit=0.05)
+        return [self.replies.pop(cid) for cid in correlation_ids]
+
+    def call(self, episode: str, seq: int, state_value: Any, **kwargs: Any) -> dict[str, Any]:
+        return self.wait([self.send(episode, seq, state_value, **kwargs)])[0]
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            self.connection.close()
+
+
+def connections_named(fragment: str) -> list[str]:
+    """Broker connection pids whose client-provided name contains ``fragment`` (via rabbitmqctl)."""
+    result = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
+                            capture_output=True, text=True, timeout=60, check=True)
+    return [line.split("\t", 1)[0] for line in result.stdout.splitlines() if fragment in line]
+
+
+def close_connections(fragment: str) -> int:
+    """Close the broker connections whose client-provided name contains ``fragment``; returns how many."""
+    pids = connections_named(fragment)
+    for pid in pids:
+        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: connection killed"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    return len(pids)
