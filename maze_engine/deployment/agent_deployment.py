@@ -12,6 +12,7 @@ caller holding many deployments uses ``observe``/``resume`` (or ``act_batch``) t
 in one batched policy call.
 """
 
+import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, NamedTuple
@@ -109,11 +110,20 @@ def _flush(channel: _Channel) -> None:
     channel.env.reset()
 
 
+def _adopt(g: greenlet, caller: greenlet) -> None:
+    """Make ``caller`` the greenlet ``g`` returns to; greenlets (so episodes) cannot cross threads."""
+    try:
+        g.parent = caller
+    except ValueError as err:
+        raise MazeError("an episode must be driven from the thread that started it; this call came from "
+                        f"thread {threading.current_thread().name!r}") from err
+
+
 def _switch(g: greenlet, *args: Any) -> Any:
     """Switch into ``g``; whatever greenlet calls this is where ``g`` comes back to."""
     current = getcurrent()
     if g.parent is not current:
-        g.parent = current
+        _adopt(g, current)
     return g.switch(*args)
 
 
@@ -121,7 +131,7 @@ def _kill(g: greenlet, exit_exception: GreenletExit) -> None:
     """End a suspended episode greenlet by raising ``exit_exception`` at its suspension point."""
     current = getcurrent()
     if g.parent is not current:
-        g.parent = current
+        _adopt(g, current)
     g.throw(exit_exception)
 
 
@@ -322,10 +332,10 @@ class AgentDeployment:
         an action); returns what it hands out next: an observation (as PolicyRequest) or a maze_action."""
         g = self._greenlet
         assert g is not None
+        current = getcurrent()
+        if g.parent is not current:  # called from another greenlet: come back there
+            _adopt(g, current)
         try:
-            current = getcurrent()
-            if g.parent is not current:  # called from another greenlet of this thread: come back there
-                g.parent = current
             result = g.switch(value)
         except BaseException as err:
             self._failure = err

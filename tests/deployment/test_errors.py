@@ -1,8 +1,10 @@
 """Bad input names its field; exceptions in wrappers or the policy reach the caller and abort the episode."""
 
+import threading
 import traceback
 from typing import Any
 
+import greenlet
 import numpy as np
 import pytest
 
@@ -189,3 +191,40 @@ def test_abort_from_a_caller_that_computes_actions_itself() -> None:
     assert aborted.value.cause is error
     deployment.reset()
     assert deployment.observe(STATE, None, False, {}).observation["observation"].shape == (4,)
+
+
+def test_an_episode_stays_on_its_thread_and_any_thread_can_start_one() -> None:
+    deployment = _deployment()
+    deployment.act(STATE, None, False, {})
+    errors: list[BaseException] = []
+
+    def act_elsewhere() -> None:
+        try:
+            deployment.act(STATE, 1.0, False, {})
+        except MazeError as err:
+            errors.append(err)
+
+    thread = threading.Thread(target=act_elsewhere)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and "driven from the thread that started it" in str(errors[0])
+    assert deployment.failure is None and deployment.episode_open
+    deployment.act(STATE, 1.0, False, {})  # the episode goes on in its own thread
+    deployment.close(STATE, 1.0, True, {})
+    assert deployment.env.last_episode_stats.episode_length == 2
+
+    def whole_episode() -> None:
+        deployment.act(STATE, None, False, {})
+        deployment.close(STATE, 1.0, True, {})
+
+    thread = threading.Thread(target=whole_episode)
+    thread.start()
+    thread.join()
+    assert deployment.env.get_stats()["episode_return"]["count"] == 2
+
+
+def test_a_caller_greenlet_gets_the_result_back() -> None:
+    deployment = _deployment()
+    outer = greenlet.greenlet(lambda: deployment.act(STATE, None, False, {}))
+    assert outer.switch() in (0, 1)
+    assert deployment.act(STATE, 1.0, False, {}) in (0, 1)  # now from the main greenlet
