@@ -2,6 +2,7 @@
 
 import gc
 import weakref
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +18,7 @@ from maze_engine import (
     MazeError,
     RandomPolicy,
     TimeLimitWrapper,
+    read_trajectories,
     stats_writers,
 )
 
@@ -202,3 +204,18 @@ def test_dict_state_space_and_actor_ids_of_a_custom_gym_env() -> None:
     action = deployment.act(state, None, False, None)
     assert action in (0, 1)
     assert deployment.env.maze_env.last_maze_state["position"].dtype == np.float32
+
+
+def test_trajectories_are_written_when_episodes_end(kit: Any, tmp_path: Path) -> None:
+    deployment = AgentDeployment(POLICY_CONFIG, ENV_CONFIG, wrappers=[
+        {"_target_": "maze_engine.TrajectoryRecordingWrapper", "output_dir": str(tmp_path)}])
+    episode = kit.drive_episode(deployment, seed=0)  # ends with done on the final state given to close
+    state = np.zeros(4, dtype=np.float32)
+    deployment.act(state, None, False, {})
+    deployment.act(state, 1.0, False, {})
+    deployment.close()  # cut short: written as incomplete
+    complete, cut_short = read_trajectories(tmp_path)
+    assert complete.complete and len(complete) == len(episode.actions)
+    assert complete.maze_actions.tolist() == [int(action) for action in episode.actions]
+    assert complete.rewards.tolist() == episode.rewards
+    assert not cut_short.complete and len(cut_short) == 1
