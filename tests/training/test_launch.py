@@ -3,11 +3,12 @@
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import yaml
 
-from maze_engine import ConfigError, GymMazeEnv, load_torch_policy
+from maze_engine import AgentDeployment, ConfigError, GymMazeEnv, load_torch_policy
 from maze_engine.config import compose_config
 from maze_engine.core.stats.writers import read_stats_tsv
 from maze_engine.training.launch import build_training, train_from_config
@@ -150,3 +151,18 @@ def test_continue_from_input_dir(tmp_path: Path) -> None:
         assert all(torch.equal(first[key], value) for key, value in run.policy.state_dict().items())
     finally:
         run.close()
+
+
+def test_trained_policy_drives_an_agent_deployment(tmp_path: Path) -> None:
+    train_from_config(_cfg("algorithm.n_epochs=1"), run_dir=tmp_path)
+    deployment = AgentDeployment(policy=load_torch_policy(tmp_path), env=GymMazeEnv("CartPole-v1"))
+    external = gym.make("CartPole-v1")
+    state, _ = external.reset(seed=1)
+    reward, done, steps = None, False, 0
+    while not done:
+        action = deployment.act(state, reward, done, {})
+        assert external.action_space.contains(action)
+        state, reward, terminated, truncated, _ = external.step(action)
+        done, steps = terminated or truncated, steps + 1
+    deployment.close(state, reward, done, {})
+    assert steps > 0
