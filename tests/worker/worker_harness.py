@@ -168,9 +168,11 @@ class Producer:
         self.channel = self.connection.channel()
         self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
         self.replies: dict[str, dict[str, Any]] = {}
+        self.received = 0
         self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
 
     def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self.received += 1
         self.replies[properties.correlation_id] = msgpack.unpackb(body)
 
     def publish(self, body: bytes, routing_key: str, reply_to: str | None = "",
@@ -200,6 +202,25 @@ class Producer:
 
     def call(self, episode: str, seq: int, state_value: Any, **kwargs: Any) -> dict[str, Any]:
         return self.wait([self.send(episode, seq, state_value, **kwargs)])[0]
+
+    def pump(self, until: Any, timeout: float = 30.0) -> None:
+        """Process replies until ``until()`` is true; fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+            self.connection.process_data_events(time_limit=0.05)
+
+    def dead_letters(self) -> list[tuple[Any, bytes]]:
+        """Take every message from ``<prefix>.dead``: (properties, body) pairs."""
+        taken: list[tuple[Any, bytes]] = []
+        while True:
+            method, properties, body = self.channel.basic_get(f"{self.prefix}.dead", auto_ack=True)
+            if method is None:
+                return taken
+            taken.append((properties, body))
+
+    def dead_letter_count(self) -> int:
+        return int(self.channel.queue_declare(f"{self.prefix}.dead", passive=True).method.message_count)
 
     def close(self) -> None:
         if self.connection.is_open:
