@@ -1,8 +1,10 @@
 """DeploymentFactory: many AgentDeployments (one per episode) from one env template and one shared policy."""
 
+import copy
 from typing import Any
 
 from maze_engine.core.env.structured_env import StructuredEnv
+from maze_engine.core.errors import ConfigError
 from maze_engine.deployment.agent_deployment import AgentDeployment
 from maze_engine.deployment.external_core_env import ExternalCoreEnv
 from maze_engine.deployment.inputs import compile_state_check
@@ -47,6 +49,12 @@ class DeploymentFactory:
         self.template_env = stack
         self._state_check = compile_state_check(self._template_core.maze_state_space)
         self._shared = shared_objects(stack)
+        try:  # fail here, not on the first episode, if a layer given as an instance cannot be copied
+            self.create()
+        except (TypeError, copy.Error, AttributeError) as err:
+            reason = f"{type(err).__name__}: {err}"
+            raise ConfigError("env/wrappers: a layer given as an instance cannot be copied for each "
+                              f"deployment ({reason}); give it as a config instead") from err
 
     @property
     def observation_spaces_dict(self) -> Any:

@@ -142,3 +142,15 @@ def test_env_without_a_maze_env_is_reported() -> None:
 
     with pytest.raises(ValueError, match="no MazeEnv at its bottom"):
         DeploymentFactory(POLICY_CONFIG, NotAMazeEnv(GymMazeEnv("CartPole-v1")))
+
+
+def test_an_instance_layer_that_cannot_be_copied_is_reported_at_once() -> None:
+    class LockedWrapper(LogStatsWrapper):
+        def __init__(self, env: Any) -> None:
+            super().__init__(env)
+            self.lock = threading.Lock()
+
+    with pytest.raises(ValueError, match="cannot be copied for each deployment.*give it as a config"):
+        DeploymentFactory(POLICY_CONFIG, ENV_CONFIG, wrappers=[LockedWrapper(GymMazeEnv("CartPole-v1"))])
+    factory = DeploymentFactory(POLICY_CONFIG, ENV_CONFIG, wrappers=[LockedWrapper])  # as a config: rebuilt
+    assert factory.create().env.lock is not factory.create().env.lock
