@@ -3,9 +3,10 @@
 Prints one JSON line with, per batch of observations:
 - ``batched_us``: ``TorchPolicy.compute_actions`` (numpy dicts in, numpy action dicts out, one forward pass);
 - ``per_item_us``: the same observations through ``compute_action`` one at a time;
-- ``bare_torch_us``: a hand-written floor (np.stack, from_numpy, the same net, Gumbel-max sampling, numpy
-  out) with none of the policy's checks or conversions;
-and the ratios ``speedup_vs_per_item`` (higher is better) and ``overhead_vs_bare_torch`` (target <= 1.5x).
+- ``bare_torch_us``: a hand-written floor (one np.array call, from_numpy, the same net, Gumbel-max
+  sampling, numpy out) with none of the policy's checks or conversions;
+the ratios ``speedup_vs_per_item`` (higher is better) and ``overhead_vs_bare_torch`` (target <= 1.5x), and
+``single_us`` / ``single_bare_us``: one ``compute_action`` against the bare floor for one observation.
 
     .venv/bin/python benchmarks/torch_policy_batch.py [--batch 256] [--rounds 300] [--threads 1]
 """
@@ -56,23 +57,39 @@ def main() -> None:
 
     def bare_torch() -> None:
         with torch.inference_mode():
-            array = np.stack([observation["observation"] for observation in observations]).astype(np.float32)
+            array = np.array([observation["observation"] for observation in observations], dtype=np.float32)
             logits = net({"observation": torch.from_numpy(array)})["action"]
             gumbel = -torch.log(-torch.log(torch.rand_like(logits)))
             actions = torch.argmax(logits + gumbel, dim=-1).numpy()
         [{"action": action} for action in actions]
 
-    for function in (batched, per_item, bare_torch):  # warm up
+    single_observation = observations[0]
+
+    def single() -> None:
+        policy.compute_action(single_observation)
+
+    def single_bare() -> None:
+        with torch.inference_mode():
+            tensor = torch.from_numpy(np.asarray(single_observation["observation"], dtype=np.float32))
+            logits = net({"observation": tensor.unsqueeze(0)})["action"]
+            gumbel = -torch.log(-torch.log(torch.rand_like(logits)))
+            {"action": torch.argmax(logits + gumbel, dim=-1).numpy()[0]}
+
+    for function in (batched, per_item, bare_torch, single, single_bare):  # warm up
         function()
     batched_us = _median_us(batched, args.rounds)
     per_item_us = _median_us(per_item, max(args.rounds // 10, 5))
     bare_us = _median_us(bare_torch, args.rounds)
+    single_us = _median_us(single, args.rounds)
+    single_bare_us = _median_us(single_bare, args.rounds)
     print(json.dumps({
         "benchmark": "torch_policy_batch", "batch": args.batch, "torch_threads": torch.get_num_threads(),
         "batched_us": round(batched_us, 1), "per_item_us": round(per_item_us, 1),
         "bare_torch_us": round(bare_us, 1), "batched_us_per_observation": round(batched_us / args.batch, 3),
         "speedup_vs_per_item": round(per_item_us / batched_us, 1),
         "overhead_vs_bare_torch": round(batched_us / bare_us, 2),
+        "single_us": round(single_us, 1), "single_bare_us": round(single_bare_us, 1),
+        "single_overhead_vs_bare_torch": round(single_us / single_bare_us, 2),
     }))
 
 

@@ -63,10 +63,14 @@ def _action_converter(space: spaces.Space) -> Callable[[Any], Any]:
     return lambda tensor: tensor.detach().cpu().numpy().astype(dtype, copy=False)
 
 
-def _split_batch(tree: Any, index: int) -> Any:
-    if isinstance(tree, dict):
-        return {key: _split_batch(value, index) for key, value in tree.items()}
-    return tree[index]
+def _split_batch(tree: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
+    """Batched action arrays -> one action dict per batch entry (column by column: the fast way in Python)."""
+    items: list[dict[str, Any]] = [{} for _ in range(count)]
+    for key, value in tree.items():
+        column = _split_batch(value, count) if isinstance(value, Mapping) else list(value)
+        for item, entry in zip(items, column, strict=True):
+            item[key] = entry
+    return items
 
 
 class TorchPolicy(StructuredPolicy):
@@ -207,8 +211,8 @@ class TorchPolicy(StructuredPolicy):
         space = self.observation_spaces_dict.get(step) if self.observation_spaces_dict else None
         for key in self._observation_keys(step, observations[0]):
             try:
-                array = np.stack([np.asarray(observation[key], dtype=np.float32)
-                                  for observation in observations])
+                # One np.array call over the list is several times faster than per-item asarray + stack.
+                array = np.array([observation[key] for observation in observations], dtype=np.float32)
             except KeyError as err:
                 raise SpaceMismatchError(f"observation.{key}", "a value (key is missing)", "nothing") from err
             except (TypeError, ValueError) as err:
@@ -243,15 +247,14 @@ class TorchPolicy(StructuredPolicy):
                        deterministic: bool = False, *, maze_state: Any = None, env: Any = None,
                        temperature: float = 1.0) -> dict[str, Any]:
         """The action for one observation; ``maze_state`` and ``env`` are accepted and ignored."""
-        return _split_batch(self._act([observation], actor_id, deterministic, temperature), 0)
+        return _split_batch(self._act([observation], actor_id, deterministic, temperature), 1)[0]
 
     def compute_actions(self, observations: Sequence[dict[str, Any]], actor_id: ActorID | None = None,
                         deterministic: bool = False, *, temperature: float = 1.0) -> list[dict[str, Any]]:
         """Actions for many observations of the same actor, in one forward pass."""
         if not observations:
             return []
-        batch = self._act(observations, actor_id, deterministic, temperature)
-        return [_split_batch(batch, index) for index in range(len(observations))]
+        return _split_batch(self._act(observations, actor_id, deterministic, temperature), len(observations))
 
 
 # -- run directory ------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Categorical distribution for Discrete action spaces."""
 
+from functools import cached_property
+
 import torch
 import torch.nn.functional as F
 from gymnasium import spaces
@@ -7,11 +9,11 @@ from gymnasium import spaces
 from maze_engine.perception.distributions.base import ProbabilityDistribution, expect_space
 
 
-def gumbel_max_sample(log_probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_max_sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Sample category indices along the last dimension; one vectorised op, unlike multinomial per row."""
-    uniform = torch.rand(log_probs.shape, generator=generator, device=log_probs.device, dtype=log_probs.dtype)
+    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
     gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
-    return torch.argmax(log_probs + gumbel, dim=-1)
+    return torch.argmax(logits + gumbel, dim=-1)
 
 
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -31,8 +33,12 @@ class CategoricalProbabilityDistribution(ProbabilityDistribution):
         super().__init__(logits, action_space, temperature)
         assert isinstance(action_space, spaces.Discrete)
         self.start = int(action_space.start)
-        scaled = logits if temperature == 1.0 else logits / temperature
-        self.log_probs = F.log_softmax(scaled, dim=-1)
+        self.scaled_logits = logits if temperature == 1.0 else logits / temperature
+
+    @cached_property
+    def log_probs(self) -> torch.Tensor:
+        """Normalised log-probabilities, computed on first use (acting by sampling never needs them)."""
+        return F.log_softmax(self.scaled_logits, dim=-1)
 
     @classmethod
     def required_logits_shape(cls, action_space: spaces.Space) -> tuple[int, ...]:
@@ -46,10 +52,11 @@ class CategoricalProbabilityDistribution(ProbabilityDistribution):
         return self.log_probs.exp()
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        return gumbel_max_sample(self.log_probs, generator) + self.start
+        # Gumbel-max is invariant to the normalising constant, so the raw logits suffice.
+        return gumbel_max_sample(self.scaled_logits, generator) + self.start
 
     def deterministic_sample(self) -> torch.Tensor:
-        return torch.argmax(self.log_probs, dim=-1) + self.start
+        return torch.argmax(self.scaled_logits, dim=-1) + self.start
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         index = (actions.long() - self.start).unsqueeze(-1)
