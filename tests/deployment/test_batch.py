@@ -106,11 +106,11 @@ def test_a_failing_wrapper_fails_only_its_item(kit: Any) -> None:
     built: list[Any] = []
 
     def failing_for_the_third(env: Any) -> Any:
-        # Call 0 builds the factory's template; calls 1.. build the deployments' stacks.
-        built.append(kit.FailingWrapper(env, fail_at=1 if len(built) == 3 else 10**9))
+        built.append(kit.FailingWrapper(env, fail_at=1 if len(built) == 2 else 10**9))
         return built[-1]
 
     factory = _factory(policy, wrappers=[failing_for_the_third, LogStatsWrapper])
+    built.clear()  # count only the stacks of the deployments below
     deployments = [factory.create() for _ in range(4)]
     states = _states(4)
     results = act_batch([(d, (s, None, False, {})) for d, s in zip(deployments, states, strict=True)], policy)
