@@ -89,8 +89,8 @@ class InProcessWorker:
 
 @contextmanager
 def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any = None,
-                   **service_kwargs: Any) -> Iterator[InProcessWorker]:
-    """Start a worker in a thread, wait until it consumes, stop it at the end."""
+                   start_timeout: float = 30.0, **service_kwargs: Any) -> Iterator[InProcessWorker]:
+    """Start a worker in a thread, wait until it consumes, stop it at the end (also when the start fails)."""
     factory = build_factory(policy if policy is not None else SignPolicy(), CARTPOLE, wrappers)
     service = WorkerService(settings, factory, **service_kwargs)
     errors: list[BaseException] = []
@@ -104,12 +104,12 @@ def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any =
     thread = threading.Thread(target=target, name="test-worker", daemon=True)
     worker = InProcessWorker(service, thread, errors)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not service.consuming.is_set():
-        assert not errors, f"the worker failed to start: {errors[0]!r}"
-        assert time.monotonic() < deadline, "the worker did not start consuming"
-        time.sleep(0.02)
     try:
+        deadline = time.monotonic() + start_timeout
+        while not service.consuming.is_set():
+            assert not errors, f"the worker failed to start: {errors[0]!r}"
+            assert time.monotonic() < deadline, "the worker did not start consuming"
+            time.sleep(0.02)
         yield worker
     finally:
         if thread.is_alive():
