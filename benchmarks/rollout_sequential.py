@@ -34,13 +34,16 @@ def bare_loop(steps: int, seed: int) -> float:
     return steps / elapsed
 
 
-def runner_loop(steps: int, seed: int, output_dir: str) -> float:
-    """Steps per second of the sequential runner (statistics on, no recording), about ``steps`` steps."""
+def runner_loop(steps: int, seed: int, output_dir: str, max_episode_steps: int | None = None) -> float:
+    """Steps per second of the sequential runner (statistics on, no recording), about ``steps`` steps.
+
+    ``max_episode_steps`` adds the runner's TimeLimitWrapper (the CLI default is 200).
+    """
     env = GymMazeEnv("CartPole-v1")
     policy = RandomPolicy(env.action_spaces_dict)
     # Random CartPole episodes last about 22 steps; the runner reports the exact count it took.
-    runner = SequentialRolloutRunner(n_episodes=max(1, steps // 22), max_episode_steps=None, seed=seed,
-                                     silent=True)
+    runner = SequentialRolloutRunner(n_episodes=max(1, steps // 22), max_episode_steps=max_episode_steps,
+                                     seed=seed, silent=True)
     start = time.perf_counter()
     stats = runner.run_with(env=env, wrappers=None, agent=policy, output_dir=output_dir)
     elapsed = time.perf_counter() - start
@@ -52,11 +55,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    bare, runner = [], []
+    bare, runner, limited = [], [], []
     with tempfile.TemporaryDirectory() as output_dir:
         for round_index in range(args.rounds):
             bare.append(bare_loop(args.steps, seed=round_index))
             runner.append(runner_loop(args.steps, seed=round_index, output_dir=output_dir))
+            limited.append(runner_loop(args.steps, seed=round_index, output_dir=output_dir,
+                                       max_episode_steps=200))
     result = {
         "benchmark": "rollout_sequential",
         "env": "CartPole-v1",
@@ -65,6 +70,8 @@ def main() -> None:
         "bare_gym_steps_per_s": round(max(bare)),
         "runner_steps_per_s": round(max(runner)),
         "ratio": round(max(runner) / max(bare), 3),
+        "runner_with_time_limit_steps_per_s": round(max(limited)),
+        "ratio_with_time_limit": round(max(limited) / max(bare), 3),
         "target_ratio": TARGET_RATIO,
     }
     print(json.dumps(result))

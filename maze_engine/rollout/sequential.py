@@ -19,8 +19,14 @@ def run_episode(env: StructuredEnv, policy: StructuredPolicy, deterministic: boo
     # Bound methods looked up once: attribute lookups through the wrapper stack are the loop's main overhead.
     step = env.step
     compute_action = policy.compute_action
-    actor_id = env.actor_id
     done = False
+    if list(env.agent_counts_dict.values()) == [1]:
+        # One step key, one agent: the actor never changes, so skip asking the whole stack every step.
+        actor = env.actor_id()
+        while not done:
+            observation, _, done, _ = step(compute_action(observation, actor, deterministic))
+        return
+    actor_id = env.actor_id
     while not done:
         observation, _, done, _ = step(compute_action(observation, actor_id(), deterministic))
 
