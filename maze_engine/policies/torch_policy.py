@@ -10,7 +10,7 @@ docs/models.md. ``load_torch_policy`` rebuilds the nets from those files and nev
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +45,29 @@ def network_name(key: NetworkKey) -> str:
     return str(key)
 
 
-def _action_converter(space: spaces.Space) -> Callable[[Any], Any]:
-    """A function turning a batched action tensor into a numpy array that fits ``space`` (clipped, cast)."""
-    if isinstance(space, spaces.Dict):
-        converters = {key: _action_converter(sub) for key, sub in space.spaces.items()}
+class ActionConverter:
+    """Turns batched action tensors into numpy arrays that fit ``space`` (Box clipped, dtypes cast).
 
-        def convert_dict(tree: Any) -> dict[str, Any]:
-            return {key: convert(tree[key]) for key, convert in converters.items()}
-        return convert_dict
-    dtype = np.dtype(space.dtype) if space.dtype is not None else np.dtype(np.float32)
-    if isinstance(space, spaces.Box):
-        low, high = space.low, space.high
-        bounded = bool(np.any(np.isfinite(low)) or np.any(np.isfinite(high)))
+    A plain class rather than closures, so a TorchPolicy stays picklable for subprocess rollouts.
+    """
+
+    def __init__(self, space: spaces.Space) -> None:
+        self.children = ({key: ActionConverter(sub) for key, sub in space.spaces.items()}
+                         if isinstance(space, spaces.Dict) else None)
+        self.dtype = np.dtype(space.dtype) if space.dtype is not None else np.dtype(np.float32)
+        self.bounds: tuple[np.ndarray, np.ndarray] | None = None
         # Gaussian samples are unbounded; clip so the env only ever sees valid actions.
-        return lambda tensor: (np.clip(tensor.detach().cpu().numpy(), low, high) if bounded
-                               else tensor.detach().cpu().numpy()).astype(dtype, copy=False)
-    return lambda tensor: tensor.detach().cpu().numpy().astype(dtype, copy=False)
+        if isinstance(space, spaces.Box):
+            unbounded = bool(np.isinf(space.low).all() and np.isinf(space.high).all())
+            self.bounds = None if unbounded else (space.low, space.high)
+
+    def __call__(self, actions: Any) -> Any:
+        if self.children is not None:
+            return {key: convert(actions[key]) for key, convert in self.children.items()}
+        array = actions.detach().cpu().numpy()
+        if self.bounds is not None:
+            array = np.clip(array, *self.bounds)
+        return array.astype(self.dtype, copy=False)
 
 
 def _split_batch(tree: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
@@ -108,7 +115,7 @@ class TorchPolicy(StructuredPolicy):
                 raise ConfigError(f"distribution_mapper: no mapper for step {missing[0]!r}")
             self.distribution_mappers = {step: distribution_mapper[step] for step in self.step_keys}
         self.observation_spaces_dict = dict(observation_spaces_dict) if observation_spaces_dict else None
-        self._converters = {step: _action_converter(mapper.action_space)
+        self._converters = {step: ActionConverter(mapper.action_space)
                             for step, mapper in self.distribution_mappers.items()}
         self.device = torch.device(device)
         self._generator: torch.Generator | None = None
@@ -187,6 +194,15 @@ class TorchPolicy(StructuredPolicy):
     def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
         """Load weights saved by ``state_dict``."""
         self.networks.load_state_dict(state_dict, strict=strict)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch generators do not pickle; the copy re-creates one from the stored seed.
+        return {**self.__dict__, "_generator": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if self._seed is not None:
+            self.seed(self._seed)
 
     # -- acting ---------------------------------------------------------------------------------------------
 

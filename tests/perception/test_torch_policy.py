@@ -1,5 +1,7 @@
 """TorchPolicy: batched acting equals per-item acting, actions fit their spaces, the training-side API."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -124,6 +126,16 @@ def test_observation_mistakes_are_named() -> None:
         policy.compute_actions([observation, {**observation, "position": np.zeros(2)}])
     with pytest.raises(ConfigError, match="actor_id.step_key"):
         policy.compute_action(observation, ActorID(1, 0))
+
+
+def test_policy_pickles_for_subprocess_rollouts() -> None:
+    policy = _policy()
+    policy.seed(11)
+    copy = pickle.loads(pickle.dumps(policy))
+    observations = _observations(16)
+    policy.seed(11)
+    for a, b in zip(policy.compute_actions(observations), copy.compute_actions(observations), strict=True):
+        _assert_same_actions(a, b)
 
 
 def test_extra_observation_keys_are_ignored() -> None:
