@@ -15,6 +15,7 @@ import multiprocessing as mp
 import os
 import sys
 import traceback
+import types
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
@@ -229,21 +230,55 @@ def _importable_elsewhere(module_name: str) -> bool:
     return importlib.machinery.PathFinder.find_spec(top_level) is not None
 
 
+def _referenced_modules(obj: Any, depth: int = 4) -> set[str]:
+    """Modules of the functions and classes ``obj`` is made of: itself, its attributes, closure cells,
+    ``functools.partial`` parts and container items, a few levels deep."""
+    found: set[str] = set()
+    seen: set[int] = set()
+
+    def visit(item: Any, level: int) -> None:
+        if level < 0 or id(item) in seen or isinstance(item, str | bytes | int | float | bool | type(None)):
+            return
+        seen.add(id(item))
+        module = getattr(item, "__module__", None)
+        if isinstance(module, str) and (callable(item) or isinstance(item, type)):
+            found.add(module)
+        children: list[Any] = []
+        if isinstance(item, dict):
+            children.extend(item.keys())
+            children.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            children.extend(item)
+        else:
+            children.extend(cell.cell_contents for cell in getattr(item, "__closure__", None) or ()
+                            if cell.cell_contents is not None)
+            for name in ("func", "args", "keywords"):  # functools.partial
+                if hasattr(item, name) and not isinstance(item, type):
+                    children.append(getattr(item, name))
+            if not isinstance(item, type | types.ModuleType) and hasattr(item, "__dict__"):
+                children.extend(vars(item).values())
+        for child in children:
+            visit(child, level - 1)
+
+    visit(obj, depth)
+    return found
+
+
 def pickle_factory(env_factory: EnvFactory) -> bytes:
-    """``env_factory`` as cloudpickle bytes; code from modules a worker could not import travels by value."""
+    """``env_factory`` as cloudpickle bytes; code from modules a worker could not import (test modules loaded
+    by file path, notebook cells) travels by value."""
     import cloudpickle
 
-    module = sys.modules.get(getattr(env_factory, "__module__", None) or "")
-    by_value = (module is not None and module.__name__ != "__main__"
-                and not _importable_elsewhere(module.__name__))
-    if by_value:
+    by_value = [sys.modules[name] for name in _referenced_modules(env_factory)
+                if name in sys.modules and name != "__main__" and not _importable_elsewhere(name)]
+    for module in by_value:
         cloudpickle.register_pickle_by_value(module)
     try:
         return cloudpickle.dumps(env_factory)
     except Exception as err:
         raise ConfigError(f"env: the env factory cannot be sent to worker processes ({err})") from err
     finally:
-        if by_value:
+        for module in by_value:
             cloudpickle.unregister_pickle_by_value(module)
 
 
