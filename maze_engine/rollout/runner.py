@@ -11,7 +11,6 @@ so statistics see every step, cut episodes count as truncated, and trajectories 
 saw and did.
 """
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -172,8 +171,3 @@ class RolloutRunner(ABC):
         with stats_writers(*writers):
             write_stats(stats, 0, STATS_PREFIX)
 
-
-def episode_count(stats: Statistics) -> int:
-    """Number of finished episodes in ``stats`` (0 when none finished)."""
-    count = stats.get("episode_length", {}).get("count", 0)
-    return 0 if isinstance(count, float) and math.isnan(count) else int(count)
