@@ -38,7 +38,7 @@ def _composer(networks: object, **kwargs: object) -> ProbabilisticPolicyComposer
     arguments = {"action_spaces_dict": ACTION_SPACES, "observation_spaces_dict": OBSERVATION_SPACES,
                  "distribution_mapper": None, "networks": networks, "substeps_with_separate_agent_nets": [],
                  "agent_counts_dict": AGENT_COUNTS, **kwargs}
-    return ProbabilisticPolicyComposer(**arguments)  # type: ignore[arg-type]
+    return ProbabilisticPolicyComposer(**arguments)
 
 
 def _instance_nets() -> list[nn.Module]:

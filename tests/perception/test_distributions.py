@@ -12,6 +12,7 @@ from maze_engine import (
     DiagonalGaussianProbabilityDistribution,
     DictProbabilityDistribution,
     MultiCategoricalProbabilityDistribution,
+    ProbabilityDistribution,
     SquashedGaussianProbabilityDistribution,
 )
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
@@ -19,7 +20,7 @@ from maze_engine.core.errors import ConfigError, SpaceMismatchError
 BATCH = (3, 5)
 
 
-def _logits(distribution: type, space: spaces.Space, seed: int = 0) -> torch.Tensor:
+def _logits(distribution: type[ProbabilityDistribution], space: spaces.Space, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(BATCH + distribution.required_logits_shape(space), generator=generator)
 
@@ -159,7 +160,8 @@ def test_dict_distribution_sums_over_keys() -> None:
     (MultiCategoricalProbabilityDistribution, spaces.MultiBinary(2)),
     (DiagonalGaussianProbabilityDistribution, spaces.Discrete(2)),
 ])
-def test_distribution_rejects_foreign_space(distribution: type, space: spaces.Space) -> None:
+def test_distribution_rejects_foreign_space(distribution: type[ProbabilityDistribution],
+                                            space: spaces.Space) -> None:
     with pytest.raises(ConfigError, match=distribution.__name__):
         distribution.required_logits_shape(space)
 

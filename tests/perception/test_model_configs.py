@@ -33,7 +33,7 @@ def test_config_groups_build_composers_that_act(model: str, hidden: int, critic:
     env = GymMazeEnv(env_name)
     policy_composer, critic_composer = build_model_composers(config, env)
     assert isinstance(policy_composer, ProbabilisticPolicyComposer)
-    assert isinstance(critic_composer, critic_type)
+    assert isinstance(critic_composer, critic_type) and critic_composer is not None
     assert policy_composer.policy.network().body.mlp[0].out_features == hidden
     observation = env.reset()
     assert env.action_space.contains(policy_composer.policy.compute_action(observation))

@@ -37,7 +37,7 @@ def test_round_trip_through_strict_json(space: spaces.Space) -> None:
     assert restored == space
     assert type(restored) is type(space)
     if isinstance(space, spaces.Dict):
-        assert list(restored.spaces) == list(space.spaces)
+        assert isinstance(restored, spaces.Dict) and list(restored.spaces) == list(space.spaces)
 
 
 def test_spaces_dict_keeps_step_key_types() -> None:
