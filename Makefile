@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 demo: install
-	$(PY) -m maze_engine.examples.engine_demo
+	$(PY) -m worker.demo
 
 demo-engine: install
 	$(PY) -m maze_engine.examples.engine_demo
