@@ -162,6 +162,13 @@ def compose_problems(services: Services, image_has_healthcheck: bool) -> list[st
         if url.scheme not in ("amqp", "amqps") or url.hostname not in services:
             problems.append(f"{name}: MAZE_AMQP_URL must default to an amqp URL of a compose service")
 
+    for name, service in producers(services).items():
+        entrypoint = [str(item) for item in service["entrypoint"]]
+        prefix = entrypoint[entrypoint.index("--prefix") + 1] if "--prefix" in entrypoint else "maze"
+        for worker_name, worker in agent_workers(services).items():
+            if overrides(worker.get("command") or []).get("broker.prefix", "maze") != prefix:
+                problems.append(f"{name}: publishes to prefix {prefix!r}, {worker_name} serves another")
+
     for name, service in workers(services).items():
         command = service.get("command") or []
         port = overrides(command).get("metrics.port")
@@ -261,6 +268,10 @@ MUTATIONS: dict[str, tuple[Callable[[Services], object], str]] = {
         "MAZE_AMQP_URL",
     ),
     "one agent worker": (lambda s: s.pop("agent-worker-2"), "expected two agent workers"),
+    "producer on another prefix": (
+        lambda s: s["agent-worker-2"].update(command=["broker.prefix=prod", "metrics.port=9100"]),
+        "serves another",
+    ),
     "short stop grace": (lambda s: s["job-worker"].update(stop_grace_period="5s"), "stop_grace_period"),
     "missing mounted file": (
         lambda s: s["rabbitmq"]["volumes"].append("./rabbitmq/absent.conf:/etc/rabbitmq/conf.d/30.conf"),
