@@ -47,6 +47,18 @@ def _box_check(space: spaces.Box, field: str) -> StateCheck:
                     total = float(value.sum())
             if math.isfinite(total):
                 return value
+        elif small and is_float and type(value) is list and len(value) == shape[0]:
+            # States off the wire (msgpack, JSON) are lists of plain numbers: one conversion, same checks.
+            for item in value:
+                if type(item) is not float and type(item) is not int:
+                    break
+            else:
+                try:
+                    finite = math.isfinite(sum(value))
+                except OverflowError:  # an integer too large for a float
+                    finite = False
+                if finite:
+                    return np.array(value, dtype=dtype)
         return to_space_sample(space, value, field)
 
     return check
