@@ -4,7 +4,8 @@
 deployment's wrapper stack (with LogStatsWrapper), one forward pass of an untrained 64-64 MLP TorchPolicy for
 the whole batch, and the encoded replies. The baseline, measured in the same run, steps the same deployments
 one state at a time with ``AgentDeployment.act`` (a policy call per state). Prints one JSON line: microseconds
-per state for both, the speed-up, and whether the batch path meets the target of <= 10 us per state.
+per state for both, the speed-up, and whether the batch path meets the target of <= 10 us per state; a bare
+gymnasium CartPole step is timed too, to tell a slow machine from a slow worker.
 Times are CPU time of this process (torch on one thread, as in the worker), so other processes on a shared
 machine do not inflate them.
 
@@ -91,6 +92,21 @@ def one_by_one(episodes: int, rounds: int) -> float:
     return elapsed / (episodes * rounds) * 1e6
 
 
+def bare_gym_step(steps: int = 20000) -> float:
+    """Calibration: CPU microseconds of a bare gymnasium CartPole step with a sampled action."""
+    import gymnasium as gym
+
+    env = gym.make("CartPole-v1")
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    start = time.process_time()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if terminated or truncated:
+            env.reset()
+    return (time.process_time() - start) / steps * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=256)
@@ -100,11 +116,13 @@ def main() -> None:
     torch.set_num_threads(1)  # as maze-worker does (torch_threads: 1)
     batched = min(batch_path(args.episodes, args.rounds) for _ in range(args.repeats))
     single = min(one_by_one(args.episodes, max(args.rounds // 4, 5)) for _ in range(args.repeats))
+    gym_step = min(bare_gym_step() for _ in range(args.repeats))
     print(json.dumps({
         "benchmark": "worker_batch_step", "episodes_per_batch": args.episodes,
         "batch_us_per_state": round(batched, 2), "one_by_one_us_per_state": round(single, 2),
-        "speedup": round(single / batched, 2), "target_us_per_state": TARGET_US_PER_STATE,
-        "meets_target": batched <= TARGET_US_PER_STATE,
+        "speedup": round(single / batched, 2), "bare_gym_step_us": round(gym_step, 2),
+        "batch_state_in_gym_steps": round(batched / gym_step, 2),
+        "target_us_per_state": TARGET_US_PER_STATE, "meets_target": batched <= TARGET_US_PER_STATE,
     }))
 
 

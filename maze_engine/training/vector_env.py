@@ -129,6 +129,9 @@ class InProcessVectorEnv(VectorEnv):
         self._seed_offset = seed_offset
         self._observation_keys = list(self.observation_space.spaces)
         self._action_keys = list(self.action_space.spaces)
+        # Discrete actions reach the envs as Python ints: gymnasium checks those faster than numpy scalars.
+        self._as_python = {key: isinstance(space, spaces.Discrete)
+                           for key, space in self.action_space.spaces.items()}
 
     @classmethod
     def from_factory(cls, env_factory: EnvFactory, n_envs: int, seed_offset: int = 0) -> "InProcessVectorEnv":
@@ -156,9 +159,11 @@ class InProcessVectorEnv(VectorEnv):
         truncated = np.zeros(self.n_envs, dtype=bool)
         final_observations: dict[int, dict[str, np.ndarray]] = {}
         finished: list[EpisodeStats] = []
-        keys = self._action_keys
+        columns = {key: actions[key].tolist() if self._as_python[key] else actions[key]
+                   for key in self._action_keys}
         for index, env in enumerate(self.envs):
-            observation, reward, done, info = env.step({key: actions[key][index] for key in keys})
+            action = {key: column[index] for key, column in columns.items()}
+            observation, reward, done, info = env.step(action)
             rewards[index] = reward
             if done:
                 dones[index] = True

@@ -15,6 +15,7 @@ from maze_engine.core.errors import ConfigError
 from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
 from worker import cli as worker_cli
 from worker.cli import WORKER_CONFIG, main, prepare
+from worker.metrics import MetricsServer, WorkerMetrics
 from worker.service import Backoff, WorkerService, with_log_stats
 from worker.settings import BrokerSettings, TLSSettings, WorkerSettings
 from worker.transport import connection_parameters
@@ -131,6 +132,27 @@ def test_backoff_doubles_up_to_the_cap_and_resets() -> None:
 def test_log_stats_is_added_outermost(wrappers: Any, count: int) -> None:
     items = with_log_stats(wrappers)
     assert len(items) == count and items[-1]["logging_prefix"] == "worker"
+
+
+def test_health_is_503_until_the_worker_consumes() -> None:
+    import urllib.error
+    import urllib.request
+
+    metrics = WorkerMetrics()
+    server = MetricsServer(metrics, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url, timeout=5)
+        assert refused.value.code == 503
+        metrics.set_healthy(True)
+        with urllib.request.urlopen(url, timeout=5) as response:
+            assert response.status == 200
+        metrics.set_healthy(False)
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url, timeout=5)
+    finally:
+        server.stop()
 
 
 def test_a_service_can_be_built_without_a_broker() -> None:
