@@ -3,6 +3,7 @@
 from setuptools import find_packages, setup
 
 setup(
-    packages=find_packages(include=["maze_engine", "maze_engine.*", "worker", "worker.*"]) + ["maze_engine.conf"],
+    packages=[*find_packages(include=["maze_engine", "maze_engine.*", "worker", "worker.*"]),
+              "maze_engine.conf"],
     package_dir={"maze_engine.conf": "conf"},
 )

@@ -75,7 +75,8 @@ def main() -> None:
         "benchmark": "train_a2c_throughput", "env": "CartPole-v1", "n_envs": N_ENVS,
         "n_rollout_steps": N_STEPS, "updates_per_round": args.updates, "rounds": args.rounds,
         "ours_steps_per_s": round(ours_median), "sb3_steps_per_s": round(peer_median),
-        "ours_rounds": [round(rate) for rate in ours_rates], "sb3_rounds": [round(rate) for rate in peer_rates],
+        "ours_rounds": [round(rate) for rate in ours_rates],
+        "sb3_rounds": [round(rate) for rate in peer_rates],
         "ratio": round(ours_median / peer_median, 3), "target_ratio": 1.5,
         "meets_target": ours_median / peer_median >= 1.5, "torch_threads": torch.get_num_threads()}))
 

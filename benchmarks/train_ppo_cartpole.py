@@ -24,9 +24,11 @@ SOLVED_RETURN = 475.0
 WINDOW = 20
 
 OUR_SETTINGS = [
-    "algorithm=ppo", "runner=dev", "runner.n_envs=8", "algorithm.n_rollout_steps=32", "algorithm.batch_size=256",
+    "algorithm=ppo", "runner=dev", "runner.n_envs=8", "algorithm.n_rollout_steps=32",
+    "algorithm.batch_size=256",
     "algorithm.n_optimization_epochs=10", "algorithm.lr=0.002", "algorithm.lr_schedule=linear",
-    "algorithm.gamma=0.98", "algorithm.gae_lambda=0.8", "algorithm.clip_range=0.2", "algorithm.entropy_coef=0.0",
+    "algorithm.gamma=0.98", "algorithm.gae_lambda=0.8", "algorithm.clip_range=0.2",
+    "algorithm.entropy_coef=0.0",
     "algorithm.max_grad_norm=0.5", "algorithm.eval_repeats=0", "algorithm.patience=0", "model=flatten_concat",
     "model.critic.networks.0.hidden_units=[64,64]", "silent=true"]
 
@@ -41,7 +43,8 @@ def ours(seed: int, max_steps: int) -> tuple[float, int]:
     from maze_engine.training.launch import build_training
 
     updates = max_steps // (8 * 32)
-    cfg = compose_config("conf_train", [*OUR_SETTINGS, "algorithm.n_epochs=1", f"algorithm.epoch_length={updates}",
+    cfg = compose_config("conf_train", [*OUR_SETTINGS, "algorithm.n_epochs=1",
+                                        f"algorithm.epoch_length={updates}",
                                         f"seeding.env_base_seed={seed}", f"seeding.agent_base_seed={seed}"])
     with tempfile.TemporaryDirectory() as run_dir:
         run = build_training(cfg, run_dir=run_dir)
@@ -107,7 +110,8 @@ def main() -> None:
     peer_median = statistics.median(seconds for seconds, _ in peer_runs)
     ratio = ours_median / peer_median
     print(json.dumps({
-        "benchmark": "train_ppo_cartpole", "env": "CartPole-v1", "solved": f"mean of last {WINDOW} returns >= "
+        "benchmark": "train_ppo_cartpole", "env": "CartPole-v1",
+        "solved": f"mean of last {WINDOW} returns >= "
         f"{SOLVED_RETURN}", "seeds": args.seeds,
         "ours_median_s": round(ours_median, 2), "sb3_median_s": round(peer_median, 2),
         "ours_runs": [{"seconds": round(s, 2), "steps": n} for s, n in ours_runs],

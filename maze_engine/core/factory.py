@@ -29,9 +29,13 @@ def _plain_config(config: Any) -> Any:
 
 
 def resolve_target(path: str) -> Any:
-    """Import the object named by a dotted ``path``; ``maze.*`` paths fall back to our public name of the same class."""
+    """Import the object named by a dotted ``path``.
+
+    ``maze.*`` paths fall back to our public name of the same class.
+    """
     if not isinstance(path, str) or "." not in path:
-        raise ConfigError(f"{TARGET_KEY}: expected a dotted import path like 'package.module.Class', got {path!r}")
+        raise ConfigError(f"{TARGET_KEY}: expected a dotted import path like 'package.module.Class', "
+                          f"got {path!r}")
     module_name, _, attribute = path.rpartition(".")
     try:
         return getattr(importlib.import_module(module_name), attribute)
@@ -59,7 +63,8 @@ def accepted_kwargs(factory: Any, kwargs: Mapping[str, Any]) -> dict[str, Any]:
 def instantiate(config: Any, expected_type: type[T] | None = None, **context: Any) -> T:
     """Build an object from ``config``.
 
-    ``config`` may be an instance (returned as is), a class or dotted class path (called with the context), or a
+    ``config`` may be an instance (returned as is), a class or dotted class path (called with the context),
+    or a
     mapping with ``_target_`` whose other keys are constructor arguments. ``context`` offers extra arguments
     (``action_spaces_dict``, ``env``...) that are passed only where the constructor takes them; keys in the
     config win over the context.
@@ -73,7 +78,8 @@ def instantiate(config: Any, expected_type: type[T] | None = None, **context: An
         name = config.__qualname__
     elif isinstance(config, Mapping):
         if TARGET_KEY not in config:
-            raise ConfigError(f"{TARGET_KEY}: missing in config with keys {sorted(config)}; expected a class path")
+            raise ConfigError(f"{TARGET_KEY}: missing in config with keys {sorted(config)}; "
+                              "expected a class path")
         name = str(config[TARGET_KEY])
         factory = resolve_target(name)
         arguments = {key: value for key, value in config.items() if key != TARGET_KEY}
@@ -88,5 +94,6 @@ def instantiate(config: Any, expected_type: type[T] | None = None, **context: An
     except TypeError as err:
         raise ConfigError(f"{TARGET_KEY}: {name} rejected its arguments {sorted(arguments)}: {err}") from err
     if expected_type is not None and not isinstance(instance, expected_type):
-        raise ConfigError(f"{TARGET_KEY}: {name} built a {type(instance).__name__}, expected a {expected_type.__name__}")
+        raise ConfigError(f"{TARGET_KEY}: {name} built a {type(instance).__name__}, "
+                          f"expected a {expected_type.__name__}")
     return instance

@@ -28,15 +28,16 @@ def _to_array(space: spaces.Space, value: Any, field: str) -> np.ndarray:
     try:
         array = np.asarray(value)
     except (ValueError, TypeError) as err:  # ragged nested lists
-        raise SpaceMismatchError(field, f"an array of shape {space.shape}", f"{_describe(value)} ({err})") from err
+        raise SpaceMismatchError(field, f"an array of shape {space.shape}",
+                                 f"{_describe(value)} ({err})") from err
     if array.dtype.kind not in _NUMERIC_KINDS:
         raise SpaceMismatchError(field, f"numbers of dtype {space.dtype}", _describe(value))
     if array.shape != space.shape:
         raise SpaceMismatchError(field, f"shape {space.shape}", f"shape {array.shape}")
     target = np.dtype(space.dtype)
-    if target.kind in "iub" and array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.all(np.equal(np.mod(array, 1), 0)):
-            raise SpaceMismatchError(field, f"integers (dtype {target})", _describe(value))
+    if target.kind in "iub" and array.dtype.kind == "f" and (
+            not np.all(np.isfinite(array)) or not np.all(np.equal(np.mod(array, 1), 0))):
+        raise SpaceMismatchError(field, f"integers (dtype {target})", _describe(value))
     if target.kind in "iu" and array.size and array.dtype != target:
         # A cast would wrap out-of-range integers silently (300 -> 44 for uint8).
         limits = np.iinfo(target)
@@ -52,21 +53,25 @@ def _to_array(space: spaces.Space, value: Any, field: str) -> np.ndarray:
 
 
 def to_space_sample(space: spaces.Space, value: Any, field: str = "value") -> Any:
-    """Convert ``value`` into a sample of ``space``; raise SpaceMismatchError naming ``field`` if it cannot fit."""
+    """Convert ``value`` into a sample of ``space``; raise SpaceMismatchError naming ``field`` if it cannot
+    fit."""
     if isinstance(space, spaces.Box):
         return _to_array(space, value, field)
     if isinstance(space, spaces.Discrete):
         if isinstance(value, np.ndarray) and value.shape == ():
             value = value.item()
         if isinstance(value, bool) or not isinstance(value, int | np.integer):
-            raise SpaceMismatchError(field, f"an integer in [{space.start}, {space.start + space.n})", _describe(value))
+            raise SpaceMismatchError(field, f"an integer in [{space.start}, {space.start + space.n})",
+                                     _describe(value))
         if not space.start <= int(value) < space.start + space.n:
-            raise SpaceMismatchError(field, f"an integer in [{space.start}, {space.start + space.n})", str(value))
+            raise SpaceMismatchError(field, f"an integer in [{space.start}, {space.start + space.n})",
+                                     str(value))
         return np.int64(value)
     if isinstance(space, spaces.MultiDiscrete):
         array = _to_array(space, value, field)
         if np.any(array < space.start) or np.any(array >= space.start + space.nvec):
-            raise SpaceMismatchError(field, f"values below {(space.start + space.nvec).tolist()}", _describe(value))
+            raise SpaceMismatchError(field, f"values below {(space.start + space.nvec).tolist()}",
+                                     _describe(value))
         return array
     if isinstance(space, spaces.MultiBinary):
         array = _to_array(space, value, field)
@@ -81,13 +86,17 @@ def to_space_sample(space: spaces.Space, value: Any, field: str = "value") -> An
             raise SpaceMismatchError(f"{field}.{missing[0]}", "a value (key is missing)", "nothing")
         extra = [key for key in value if key not in space.spaces]
         if extra:
-            raise SpaceMismatchError(field, f"only the keys {sorted(space.spaces)}", f"unexpected key {extra[0]!r}")
+            raise SpaceMismatchError(field, f"only the keys {sorted(space.spaces)}",
+                                     f"unexpected key {extra[0]!r}")
         return {key: to_space_sample(sub, value[key], f"{field}.{key}") for key, sub in space.spaces.items()}
     if isinstance(space, spaces.Tuple):
-        if not isinstance(value, Sequence) or isinstance(value, str | bytes) or len(value) != len(space.spaces):
+        if (not isinstance(value, Sequence) or isinstance(value, str | bytes)
+                or len(value) != len(space.spaces)):
             raise SpaceMismatchError(field, f"a list of {len(space.spaces)} items", _describe(value))
-        return tuple(to_space_sample(sub, item, f"{field}[{i}]") for i, (sub, item) in enumerate(zip(space.spaces, value)))
-    raise SpaceMismatchError(field, "a supported space (Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple)",
+        pairs = enumerate(zip(space.spaces, value, strict=True))
+        return tuple(to_space_sample(sub, item, f"{field}[{i}]") for i, (sub, item) in pairs)
+    raise SpaceMismatchError(field,
+                             "a supported space (Box, Discrete, MultiDiscrete, MultiBinary, Dict, Tuple)",
                              type(space).__name__)
 
 

@@ -53,7 +53,7 @@ def _compute_one(policy: Any, observation: dict[str, Any], actor_id: ActorID, de
 
 
 def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], policy: Any,
-              deterministic: bool = False) -> list[Any]:
+              deterministic: bool = False, actions_out: list[list[Any]] | None = None) -> list[Any]:
     """The maze_action for each ``(deployment, inputs)`` pair, with one policy call per actor id and round.
 
     ``inputs`` are the arguments of ``act``: a StepInput, a tuple ``(maze_state, reward, done, info[, events
@@ -63,9 +63,14 @@ def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], pol
     input, a wrapper, the policy on its observation; a failed group call is retried one observation at a
     time) is returned in that item's place, with its traceback in ``__traceback__``; the other items still
     get their actions. Each deployment may appear at most once.
+
+    ``actions_out``, when given, receives one list per item of the policy actions passed to ``resume`` (empty
+    when the stack needed no policy): what a replay of the same inputs must feed to reproduce the step.
     """
     items = list(deployments_and_inputs)
     results: list[Any] = [None] * len(items)
+    if actions_out is not None:
+        actions_out[:] = [[] for _ in items]
     pending: list[tuple[int, PolicyRequest]] = []
     try:
         for index, (deployment, inputs) in enumerate(items):
@@ -82,7 +87,7 @@ def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], pol
             else:
                 results[index] = result
         while pending:
-            pending = _round(pending, policy, deterministic, results)
+            pending = _round(pending, policy, deterministic, results, actions_out)
     except BaseException:
         # KeyboardInterrupt and friends: leave no deployment of this batch waiting for an action.
         for deployment, _ in items:
@@ -93,7 +98,7 @@ def act_batch(deployments_and_inputs: Iterable[tuple[AgentDeployment, Any]], pol
 
 
 def _round(pending: list[tuple[int, PolicyRequest]], policy: Any, deterministic: bool,
-           results: list[Any]) -> list[tuple[int, PolicyRequest]]:
+           results: list[Any], actions_out: list[list[Any]] | None = None) -> list[tuple[int, PolicyRequest]]:
     """Answer every pending request (one policy call per actor id); returns the requests that follow."""
     groups: dict[ActorID, list[tuple[int, PolicyRequest]]] = {}
     for entry in pending:
@@ -113,6 +118,8 @@ def _round(pending: list[tuple[int, PolicyRequest]], policy: Any, deterministic:
                 request.deployment.abort(action)
                 results[index] = action
                 continue
+            if actions_out is not None:
+                actions_out[index].append(action)
             try:
                 result = request.deployment.resume(action)
             except Exception as err:

@@ -17,7 +17,8 @@ class StructuredPolicy(ABC):
 
     def compute_actions(self, observations: Sequence[dict[str, Any]], actor_id: ActorID | None = None,
                         deterministic: bool = False) -> list[dict[str, Any]]:
-        """Actions for many observations of the same actor; batched policies override this with one forward pass."""
+        """Actions for many observations of the same actor; batched policies override this with one forward
+        pass."""
         return [self.compute_action(observation, actor_id, deterministic) for observation in observations]
 
     def seed(self, seed: int | None) -> None:

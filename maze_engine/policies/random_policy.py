@@ -22,7 +22,8 @@ class RandomPolicy(StructuredPolicy):
 
     def __init__(self, action_spaces_dict: dict[int | str, spaces.Dict], seed: int | None = None) -> None:
         if not action_spaces_dict:
-            raise ConfigError("action_spaces_dict: expected at least one step's action space, got an empty mapping")
+            raise ConfigError("action_spaces_dict: expected at least one step's action space, "
+                              "got an empty mapping")
         self.action_spaces_dict = action_spaces_dict
         # Sampling the sub-spaces directly skips gymnasium's Dict.sample overhead on the hot path.
         # Copies, so seeding the policy never touches the env's own spaces.

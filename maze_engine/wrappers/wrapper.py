@@ -89,7 +89,8 @@ W = TypeVar("W", bound=Wrapper[Any])
 
 
 class ObservationWrapper(Wrapper[EnvType]):
-    """Changes observations: override ``observation`` (and ``observation_spaces_dict`` if the space changes)."""
+    """Changes observations: override ``observation`` (and ``observation_spaces_dict`` if the space
+    changes)."""
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
@@ -103,7 +104,8 @@ class ObservationWrapper(Wrapper[EnvType]):
 
 
 class ActionWrapper(Wrapper[EnvType]):
-    """Changes actions on their way down: override ``action`` (and ``action_spaces_dict`` if the space changes)."""
+    """Changes actions on their way down: override ``action`` (and ``action_spaces_dict`` if the space
+    changes)."""
 
     def action(self, action: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError

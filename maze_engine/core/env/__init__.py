@@ -1,1 +1,2 @@
-"""The env hierarchy: CoreEnv (simulation in maze_state/maze_action) -> MazeEnv (policy spaces) -> wrappers."""
+"""The env hierarchy: CoreEnv (simulation in maze_state/maze_action) -> MazeEnv (policy spaces) -> wrappers.
+"""

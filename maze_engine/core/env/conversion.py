@@ -1,4 +1,5 @@
-"""Conversion interfaces between a CoreEnv's maze_state/maze_action and a policy's observation/action spaces."""
+"""Conversion interfaces between a CoreEnv's maze_state/maze_action and a policy's observation/action
+spaces."""
 
 from abc import ABC, abstractmethod
 from typing import Any

@@ -45,7 +45,8 @@ class MazeEnv(StructuredEnv):
         self.last_maze_action = maze_action
         maze_state, reward, done, info = self.core_env.step(maze_action)
         self.last_maze_state = maze_state
-        observation = self.observation_conversion_dict[self.core_env.actor_id().step_key].maze_to_space(maze_state)
+        conversion = self.observation_conversion_dict[self.core_env.actor_id().step_key]
+        observation = conversion.maze_to_space(maze_state)
         return observation, reward, done, info
 
     def reset(self) -> dict[str, Any]:

@@ -24,7 +24,8 @@ class EpisodeStats:
 
 
 class LogStatsWrapper(Wrapper[StructuredEnv]):
-    """Records statistics; ``write_epoch_stats`` publishes them to the registered writers and starts a new epoch.
+    """Records statistics; ``write_epoch_stats`` publishes them to the registered writers and starts a new
+    epoch.
 
     >>> from maze_engine import GymMazeEnv
     >>> env = LogStatsWrapper.wrap(GymMazeEnv("CartPole-v1"), logging_prefix="eval")
@@ -95,7 +96,8 @@ class LogStatsWrapper(Wrapper[StructuredEnv]):
         self._lengths = RunningStats()
 
     def write_epoch_stats(self) -> dict[str, dict[str, float]]:
-        """Publish this epoch's statistics to the registered writers, start the next epoch, return what was written."""
+        """Publish this epoch's statistics to the registered writers, start the next epoch, return what was
+        written."""
         stats = self.get_stats()
         write_stats(stats, self.epoch, self.logging_prefix or "stats")
         self.epoch += 1
