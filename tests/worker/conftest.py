@@ -21,6 +21,8 @@ from worker import topology
 LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CONTAINER_IMAGE = "rabbitmq:3.13"
 PLUGIN = "rabbitmq_consistent_hash_exchange"
+REQUIRE_BROKER_ENV = "MAZE_REQUIRE_BROKER"
+"""When set (CI sets it), a missing broker or plugin fails the integration tests instead of skipping them."""
 START_HINT = ("set MAZE_AMQP_URL, start Docker (tests then start a RabbitMQ container), or start a local "
               "broker: docker compose -f deploy/docker-compose.yml up rabbitmq")
 
@@ -94,6 +96,8 @@ def amqp_url() -> Iterator[str]:
             url = stack.enter_context(_container_broker()) if _docker_answers() else LOCAL_AMQP_URL
         reason = _check_broker(url)
         if reason is not None:
+            if os.environ.get(REQUIRE_BROKER_ENV):
+                pytest.fail(f"{REQUIRE_BROKER_ENV} is set and no usable broker was found: {reason}")
             pytest.skip(reason)
         yield url
 
