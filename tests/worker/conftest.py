@@ -2,7 +2,8 @@
 
 ``amqp_url`` finds a real RabbitMQ: ``$MAZE_AMQP_URL`` when set, else a throwaway testcontainers broker when a
 Docker engine answers, else the local broker at 127.0.0.1:5672. Tests are skipped, with the reason, when none
-is reachable or it lacks the consistent-hash exchange plugin. ``prefix`` gives each test its own topology
+is reachable or it lacks the consistent-hash exchange plugin (they fail instead when ``MAZE_REQUIRE_BROKER``
+is set, as in CI). ``prefix`` gives each test its own topology
 prefix and deletes what was declared under it afterwards.
 """
 
