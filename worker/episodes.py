@@ -10,6 +10,11 @@ answered recently (within ``replay_window``) gets the very same reply again, nev
 seq is ``out_of_order``, seq > 0 of an episode not held is ``unknown_episode``. A state with done=true closes
 the episode and is answered with action nil; an idle episode is closed after ``idle_timeout_s``. Closing
 flushes the deployment's statistics into ``FinishedEpisodes``.
+
+Moving episodes (``worker/handoff.py``): every open episode records its steps, ``export`` takes episodes out
+with their histories and ``adopt`` puts a replayed one in. A seq > 0 of an episode not held that
+``lost_check`` explains by a failover (its shard came from a crashed worker) is handled per
+``episodes.on_lost``: resumed from that state (reply flagged ``resumed``) or answered ``episode_lost``.
 """
 
 from __future__ import annotations
@@ -26,14 +31,17 @@ import msgpack
 import numpy as np
 
 from maze_engine.core.actor_id import ActorID
-from maze_engine.core.errors import SpaceMismatchError
+from maze_engine.core.errors import MazeError, SpaceMismatchError
 from maze_engine.core.stats.running import RunningStats
 from maze_engine.deployment.agent_deployment import AgentDeployment
 from maze_engine.deployment.batch import act_batch
 from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
 from maze_engine.wrappers.wrapper import find_wrapper
+from worker.handoff import EpisodeRecord, Step
 from worker.protocol import (
     PROTOCOL_VERSION,
+    RESUMED_FIELD,
+    WORKER_FIELD,
     ErrorCode,
     ErrorInfo,
     Reply,
@@ -86,7 +94,7 @@ class ClosedEpisode:
 class _Episode:
     """One open episode: its deployment, the last seq stepped and the replies kept for redeliveries."""
 
-    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen")
+    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen", "history", "resumed_seq")
 
     def __init__(self, episode: str, deployment: AgentDeployment, now: float) -> None:
         self.episode = episode
@@ -94,6 +102,10 @@ class _Episode:
         self.last_seq = -1
         self.replies: dict[int, bytes] = {}
         self.last_seen = now
+        self.history: list[Step] = []
+        """Every step so far (inputs and policy actions): what a new owner replays."""
+        self.resumed_seq = -1
+        """The seq this episode was resumed at after a lost state (its reply says so), else -1."""
 
 
 class _Closed(NamedTuple):
@@ -110,14 +122,18 @@ def error_answer(episode: str | None, seq: int | None, code: ErrorCode, message:
 _pack = msgpack.Packer(default=lambda value: to_wire_action(value)).pack
 
 
-def encode_action_reply(episode: str, seq: int, action: Any) -> bytes:
+def encode_action_reply(episode: str, seq: int, action: Any, worker: str | None = None) -> bytes:
     """``encode_reply(Reply(episode, seq, to_wire_action(action)))`` without building the Reply: the hot path.
 
     The same bytes as the protocol's encoder (a test holds them equal); numpy values become plain numbers.
+    ``worker`` adds the answering worker's id (the ``worker`` key).
     """
     if type(action) is np.int64:  # Discrete actions, the common case
         action = int(action)
-    return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None})
+    if worker is None:
+        return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None})
+    return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None,
+                  WORKER_FIELD: worker})
 
 
 class FinishedEpisodes:
@@ -160,6 +176,10 @@ class EpisodeTable:
         # Least recently stepped first, so idle eviction only looks at the front.
         self._open: OrderedDict[str, _Episode] = OrderedDict()
         self._closed: OrderedDict[str, _Closed] = OrderedDict()
+        self.worker_id: str | None = None
+        """Named in every action reply (``worker`` key) when set."""
+        self.lost_check: Callable[[StateMessage], bool] | None = None
+        """Whether a seq > 0 of an episode not held is explained by a failover (then ``on_lost`` applies)."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -185,12 +205,18 @@ class EpisodeTable:
             message = messages[index]
             episode = self._open.get(message.episode)
             if episode is None:
-                if message.seq != 0:
+                lost = message.seq != 0 and self._is_lost(message)
+                if message.seq != 0 and not lost:
                     answers[index] = self._unknown(message)
+                    continue
+                if lost and self.settings.on_lost == "error":
+                    answers[index] = error_answer(
+                        message.episode, message.seq, ErrorCode.EPISODE_LOST,
+                        "episode: its state was lost with a crashed worker; start a new episode with seq 0")
                     continue
                 if len(self._open) >= self.settings.max_open:
                     answers[index] = error_answer(
-                        message.episode, 0, ErrorCode.OVERLOADED,
+                        message.episode, message.seq, ErrorCode.OVERLOADED,
                         f"episode: the worker holds its maximum of {self.settings.max_open} open episodes; "
                         "retry later or on another worker")
                     continue
@@ -202,6 +228,11 @@ class EpisodeTable:
                                                   f"creating the episode's deployment failed: {_brief(err)}")
                     continue
                 episode = _Episode(message.episode, deployment, now)
+                if lost:
+                    logger.warning("episode %s: resuming at seq %d, its earlier state was lost with a "
+                                   "crashed worker", message.episode, message.seq)
+                    episode.last_seq = message.seq - 1
+                    episode.resumed_seq = message.seq
                 self._open[message.episode] = episode
                 self._closed.pop(message.episode, None)
             elif message.seq != episode.last_seq + 1:
@@ -227,24 +258,31 @@ class EpisodeTable:
             inputs = (message.state, message.reward, False, message.info) if actor is None else \
                 (message.state, message.reward, False, message.info, None, ActorID(actor[0], actor[1]))
             items.append((episode.deployment, inputs))
+        actions: list[list[Any]] = []
         try:
-            results = act_batch(items, self.factory.policy, self.deterministic)
+            results = act_batch(items, self.factory.policy, self.deterministic, actions)
         except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
             logger.exception("stepping a batch of %d states failed", len(items))
             results = [err] * len(items)
         move_to_end = self._open.move_to_end
         window = self.settings.replay_window
-        for (index, episode), result in zip(acting, results, strict=True):
+        worker = self.worker_id
+        for number, ((index, episode), result) in enumerate(zip(acting, results, strict=True)):
             message = messages[index]
             if isinstance(result, BaseException):
                 answers[index] = self._failed(episode, message, result)
                 continue
             seq = message.seq
             try:
-                body = encode_action_reply(message.episode, seq, result)
+                if seq == episode.resumed_seq:
+                    body = self._resumed_reply(message, to_wire_action(result))
+                else:
+                    body = encode_action_reply(message.episode, seq, result, worker)
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
+            episode.history.append(Step(message.state, message.reward, message.info, message.actor,
+                                        actions[number]))
             replies = episode.replies
             replies[seq] = body
             replies.pop(seq - window, None)
@@ -259,7 +297,10 @@ class EpisodeTable:
             episode.deployment.close(message.state, message.reward, True, message.info)
         except Exception as err:  # noqa: BLE001 - bad final states and failing wrappers are answered
             return self._failed(episode, message, err)
-        body = encode_reply(Reply(message.episode, message.seq, None))
+        if message.seq == episode.resumed_seq:
+            body = self._resumed_reply(message, None)
+        else:
+            body = encode_reply(Reply(message.episode, message.seq, None))
         self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
         return Answer(body, None)
 
@@ -275,6 +316,16 @@ class EpisodeTable:
         self._close(episode, CloseReason.ERROR, episode.last_seq, None, flush=True)
         return error_answer(message.episode, message.seq, ErrorCode.INTERNAL,
                             f"{_brief(err)}; the episode was closed, start a new one")
+
+    def _resumed_reply(self, message: StateMessage, action: Any) -> bytes:
+        extra: dict[str, Any] = {RESUMED_FIELD: True}
+        if self.worker_id is not None:
+            extra[WORKER_FIELD] = self.worker_id
+        return encode_reply(Reply(message.episode, message.seq, action, extra=extra))
+
+    def _is_lost(self, message: StateMessage) -> bool:
+        check = self.lost_check
+        return check is not None and message.episode not in self._closed and check(message)
 
     def _repeat_or_reject(self, episode: _Episode, message: StateMessage) -> Answer:
         cached = episode.replies.get(message.seq)
@@ -320,6 +371,41 @@ class EpisodeTable:
         self.finished.add(closed)
         if self.on_closed is not None:
             self.on_closed(closed)
+
+    # -- moving episodes -------------------------------------------------------------------------------------
+
+    def export(self, episodes: Sequence[str]) -> list[EpisodeRecord]:
+        """Take the open ``episodes`` out of the table (statistics not flushed: they go on elsewhere) and
+        return their records; ids not held are skipped."""
+        records: list[EpisodeRecord] = []
+        for episode_id in episodes:
+            episode = self._open.pop(episode_id, None)
+            if episode is None:
+                continue
+            records.append(EpisodeRecord(episode_id, episode.last_seq, dict(episode.replies),
+                                         episode.history))
+            episode.deployment.abort(MazeError("the episode was handed off to another worker"))
+        return records
+
+    def adopt(self, record: EpisodeRecord, deployment: AgentDeployment) -> bool:
+        """Hold ``record``'s episode with ``deployment`` (already replayed to it); False (nothing changed)
+        when the table holds the episode at the same or a later seq."""
+        held = self._open.get(record.episode)
+        if held is not None and held.last_seq >= record.last_seq:
+            return False
+        if held is not None:
+            held.deployment.abort(MazeError("replaced by a newer hand-off of the episode"))
+        episode = _Episode(record.episode, deployment, self.clock())
+        episode.last_seq = record.last_seq
+        episode.replies = dict(record.replies)
+        episode.history = list(record.steps)
+        self._open[record.episode] = episode
+        self._closed.pop(record.episode, None)
+        return True
+
+    def create_deployment(self) -> AgentDeployment:
+        """A fresh deployment from the table's factory (for replaying a hand-off record)."""
+        return self.factory.create()
 
     def evict_idle(self, now: float | None = None) -> int:
         """Close the episodes idle for longer than ``idle_timeout_s``; returns how many."""

@@ -24,6 +24,11 @@ MAX_EPISODE_ID_LENGTH = 128
 
 STATE_FIELDS = ("v", "episode", "seq", "state", "reward", "done", "info", "actor")
 REPLY_FIELDS = ("v", "episode", "seq", "action", "error")
+RESUMED_FIELD = "resumed"
+"""Optional reply key: true when the worker resumed an episode whose earlier state was lost with a crashed
+worker (a fresh wrapper stack from this state on); absent otherwise."""
+WORKER_FIELD = "worker"
+"""Optional reply key: the id of the worker that answered (which worker holds the episode)."""
 
 
 class ErrorCode(StrEnum):
@@ -40,7 +45,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     """A wrapper or the policy raised; the worker keeps going, the episode is closed."""
     EPISODE_LOST = "episode_lost"
-    """The episode's deployment was lost (worker restart or shard hand-off without its state)."""
+    """The episode's state was lost with a crashed worker (``episodes.on_lost: error``)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,17 @@ class Reply:
     error: ErrorInfo | None = None
     v: int = PROTOCOL_VERSION
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def resumed(self) -> bool:
+        """Whether the worker resumed this episode after its earlier state was lost (``resumed`` key)."""
+        return self.extra.get(RESUMED_FIELD) is True
+
+    @property
+    def worker(self) -> str | None:
+        """The id of the worker that answered, when the reply names it (``worker`` key)."""
+        value = self.extra.get(WORKER_FIELD)
+        return value if isinstance(value, str) else None
 
 
 class DecodeError(Exception):

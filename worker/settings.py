@@ -42,8 +42,9 @@ class BrokerSettings:
     """Number of shard queues; every worker and producer of one prefix must agree on it."""
     prefetch: int = 1024
     """Unacknowledged deliveries the broker may push ahead; the batch is drawn from these."""
-    heartbeat_s: int = 30
-    """AMQP heartbeat; a silent broker is detected after about twice this."""
+    heartbeat_s: int = 5
+    """AMQP heartbeat; a silent peer is detected after about twice this (the broker hands the shards of a
+    worker on a lost node to its stand-bys only once it notices the dead connection)."""
     tls: TLSSettings = field(default_factory=TLSSettings)
 
 
@@ -57,6 +58,12 @@ class EpisodeSettings:
     """A new episode beyond this many open ones is refused with ``overloaded``."""
     replay_window: int = 8
     """Replies kept per episode, so a redelivered state gets the same reply again instead of a second step."""
+    on_lost: str = "resume"
+    """An episode whose state was lost with a crashed worker: ``resume`` it from its current state (reply
+    flagged ``resumed``) or answer ``error`` (``episode_lost``)."""
+
+
+ON_LOST_CHOICES = ("resume", "error")
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,16 @@ class ReconnectSettings:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How agent workers of one prefix find each other and split the shards (docs/operations.md)."""
+
+    heartbeat_interval_s: float = 1.0
+    """Seconds between a worker's heartbeats on ``<prefix>.workers``."""
+    liveness_timeout_s: float = 4.0
+    """A worker silent for this long is taken for dead and its shards are given to the others."""
+
+
+@dataclass(frozen=True)
 class WorkerSettings:
     """Everything ``maze-worker`` reads from its config apart from the env, wrappers and policy."""
 
@@ -94,6 +111,7 @@ class WorkerSettings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     deterministic: bool = False
     """Ask the policy for its most likely action instead of sampling."""
     stats_interval_s: float = 30.0
@@ -112,6 +130,7 @@ class WorkerSettings:
         metrics = _section(config, "metrics")
         reconnect = _section(config, "reconnect")
         stats = _section(config, "stats")
+        cluster = _section(config, "cluster")
         url = _string(broker, "url", "broker.url", DEFAULT_URL)
         check_url(url)
         settings = cls(
@@ -120,7 +139,7 @@ class WorkerSettings:
                 prefix=_prefix(broker),
                 shards=_integer(broker, "shards", "broker.shards", 16, minimum=1, maximum=999),
                 prefetch=_integer(broker, "prefetch", "broker.prefetch", 1024, minimum=1, maximum=65535),
-                heartbeat_s=_integer(broker, "heartbeat_s", "broker.heartbeat_s", 30, minimum=0),
+                heartbeat_s=_integer(broker, "heartbeat_s", "broker.heartbeat_s", 5, minimum=0),
                 tls=TLSSettings(
                     ca_file=_optional_string(tls, "ca_file", "broker.tls.ca_file"),
                     cert_file=_optional_string(tls, "cert_file", "broker.tls.cert_file"),
@@ -133,6 +152,7 @@ class WorkerSettings:
                                        positive=True),
                 max_open=_integer(episodes, "max_open", "episodes.max_open", 10_000, minimum=1),
                 replay_window=_integer(episodes, "replay_window", "episodes.replay_window", 8, minimum=1),
+                on_lost=_choice(episodes, "on_lost", "episodes.on_lost", "resume", ON_LOST_CHOICES),
             ),
             batch=BatchSettings(max_size=_integer(batch, "max_size", "batch.max_size", 256, minimum=1)),
             metrics=MetricsSettings(
@@ -147,10 +167,21 @@ class WorkerSettings:
                 healthy_after_s=_number(reconnect, "healthy_after_s", "reconnect.healthy_after_s", 30.0,
                                         positive=True),
             ),
+            cluster=ClusterSettings(
+                heartbeat_interval_s=_number(cluster, "heartbeat_interval_s", "cluster.heartbeat_interval_s",
+                                             1.0, positive=True),
+                liveness_timeout_s=_number(cluster, "liveness_timeout_s", "cluster.liveness_timeout_s", 4.0,
+                                           positive=True),
+            ),
             deterministic=_boolean(config, "deterministic", "deterministic", False),
             stats_interval_s=_number(stats, "interval_s", "stats.interval_s", 30.0),
             torch_threads=_integer(config, "torch_threads", "torch_threads", 1, minimum=1, maximum=256),
         )
+        beat = settings.cluster
+        if beat.liveness_timeout_s < 2 * beat.heartbeat_interval_s:
+            raise ConfigError(f"cluster.liveness_timeout_s: expected at least twice "
+                              f"cluster.heartbeat_interval_s ({2 * beat.heartbeat_interval_s:g}), "
+                              f"got {beat.liveness_timeout_s:g}")
         backoff = settings.reconnect
         if backoff.max_backoff_s < backoff.initial_backoff_s:
             raise ConfigError(f"reconnect.max_backoff_s: expected a value >= reconnect.initial_backoff_s "
@@ -209,6 +240,14 @@ def _number(section: Mapping[str, Any], name: str, key: str, default: float, pos
     if value < 0 or positive and value == 0:
         raise ConfigError(f"{key}: expected a number {'> 0' if positive else '>= 0'}, got {value}")
     return float(value)
+
+
+def _choice(section: Mapping[str, Any], name: str, key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = section.get(name, default)
+    if value not in choices:
+        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, "
+                          f"got {type(value).__name__} {value!r}")
+    return str(value)
 
 
 def _boolean(section: Mapping[str, Any], name: str, key: str, default: bool) -> bool:

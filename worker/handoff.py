@@ -1,0 +1,179 @@
+"""Moving open episodes between workers: the history of an episode, its encoding, and its replay.
+
+An episode's wrapper stack holds state no message carries (frame stacks, time-limit counters, statistics).
+Rather than serialising wrappers, each open episode records its *inputs*: every state it stepped, with its
+reward, info and actor, and the policy actions that step was resumed with. A new owner rebuilds the stack by
+replaying the history through a fresh deployment (``observe``, then ``resume`` with the recorded actions
+instead of asking the policy), which leaves every wrapper exactly where the old one was. The last replies
+travel too, so redelivered states are answered from the replay window on the new owner as on the old.
+
+Records of one shard travel together in a hand-off message on ``<prefix>.handoff.NN``. Encoding keeps
+numpy values exact (arrays, scalars and tuples have their own msgpack extensions) and refuses anything
+else it cannot represent, so a record is either faithful or not sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+import numpy as np
+
+from maze_engine.core.actor_id import ActorID
+from maze_engine.deployment.agent_deployment import AgentDeployment, PolicyRequest
+from worker.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+
+HANDOFF_VERSION = 1
+SCALAR_EXT_TYPE = 43
+"""A numpy scalar: the 0-d ndarray encoding of its value, decoded back to the scalar type."""
+TUPLE_EXT_TYPE = 44
+"""A tuple: its items as a msgpack array (plain msgpack would turn it into a list)."""
+
+
+class HandoffError(ValueError):
+    """A record that cannot be encoded, decoded or replayed; the message says which episode and why."""
+
+
+class Step(NamedTuple):
+    """One stepped state of an episode and the policy actions its stack was resumed with."""
+
+    state: Any
+    reward: Any
+    info: dict | None
+    actor: tuple[int | str, int] | None
+    actions: list[Any]
+
+
+@dataclass
+class EpisodeRecord:
+    """What a new owner needs to continue an episode: its steps, last seq and recent replies."""
+
+    episode: str
+    last_seq: int
+    replies: dict[int, bytes] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------------- encoding
+
+def _default(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return encode_ndarray(value)
+    if isinstance(value, np.generic):
+        return msgpack.ExtType(SCALAR_EXT_TYPE, encode_ndarray(np.asarray(value)).data)
+    if isinstance(value, tuple):
+        return msgpack.ExtType(TUPLE_EXT_TYPE, _packb(list(value)))
+    raise TypeError(f"cannot encode {type(value).__name__} in a hand-off record")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == NDARRAY_EXT_TYPE:
+        return decode_ndarray(data)
+    if code == SCALAR_EXT_TYPE:
+        return decode_ndarray(data)[()]
+    if code == TUPLE_EXT_TYPE:
+        return tuple(_unpackb(data))
+    raise HandoffError(f"body: unknown msgpack extension type {code}")
+
+
+def _packb(value: Any) -> bytes:
+    return msgpack.packb(value, default=_default, use_bin_type=True, strict_types=True)
+
+
+def _unpackb(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
+
+
+def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) -> bytes:
+    """One hand-off message body for ``records`` of ``shard``, sent by ``worker``.
+
+    Raises HandoffError naming the episode whose history holds a value the encoding cannot carry.
+    """
+    episodes = []
+    for record in records:
+        wire = {"episode": record.episode, "last_seq": record.last_seq,
+                "replies": [[seq, body] for seq, body in sorted(record.replies.items())],
+                "steps": [[step.state, step.reward, step.info,
+                           None if step.actor is None else list(step.actor), step.actions]
+                          for step in record.steps]}
+        try:
+            _packb(wire)
+        except (TypeError, ValueError, OverflowError, NdarrayCodecError) as err:
+            raise HandoffError(f"episode {record.episode}: its history cannot be encoded ({err})") from err
+        episodes.append(wire)
+    return _packb({"v": HANDOFF_VERSION, "shard": shard, "worker": worker, "episodes": episodes})
+
+
+@dataclass(frozen=True)
+class HandoffMessage:
+    """A decoded hand-off message."""
+
+    shard: int
+    worker: str
+    records: list[EpisodeRecord]
+
+
+def decode_records(body: bytes) -> HandoffMessage:
+    """Decode a hand-off message body; raises HandoffError naming the field that is wrong."""
+    try:
+        obj = _unpackb(body)
+    except HandoffError:
+        raise
+    except Exception as err:  # msgpack raises several unrelated types for corrupt input
+        raise HandoffError(f"body: expected a msgpack map, got undecodable bytes ({err})") from None
+    if type(obj) is not dict or obj.get("v") != HANDOFF_VERSION:
+        raise HandoffError(f"v: expected hand-off version {HANDOFF_VERSION}")
+    shard, worker, episodes = obj.get("shard"), obj.get("worker"), obj.get("episodes")
+    if type(shard) is not int or shard < 0:
+        raise HandoffError(f"shard: expected a non-negative integer, got {shard!r:.60}")
+    if type(worker) is not str or type(episodes) is not list:
+        raise HandoffError("worker, episodes: expected a string and an array")
+    records = []
+    for index, wire in enumerate(episodes):
+        try:
+            replies = {int(seq): bytes(reply) for seq, reply in wire["replies"]}
+            steps = [Step(state, reward, info, None if actor is None else (actor[0], int(actor[1])),
+                          list(actions)) for state, reward, info, actor, actions in wire["steps"]]
+            record = EpisodeRecord(str(wire["episode"]), int(wire["last_seq"]), replies, steps)
+        except (KeyError, TypeError, ValueError) as err:
+            raise HandoffError(f"episodes[{index}]: expected episode, last_seq, replies and steps "
+                               f"({err!r})") from None
+        records.append(record)
+    return HandoffMessage(shard, worker, records)
+
+
+# --------------------------------------------------------------------------------------------------- replay
+
+def step_inputs(state: Any, reward: Any, info: dict | None, actor: tuple[int | str, int] | None) -> tuple:
+    """The positional arguments of ``AgentDeployment.observe`` for one step (not done)."""
+    if actor is None:
+        return (state, reward, False, info)
+    return (state, reward, False, info, None, ActorID(actor[0], actor[1]))
+
+
+def replay(record: EpisodeRecord, deployment: AgentDeployment) -> AgentDeployment:
+    """Step ``deployment`` (a fresh one) through ``record``'s history, resuming with the recorded actions.
+
+    Raises HandoffError when the history does not fit (a stack that asks for more actions than recorded,
+    or a wrapper or state check that raises).
+    """
+    for number, step in enumerate(record.steps):
+        actions = iter(step.actions)
+        try:
+            result = deployment.observe(*step_inputs(step.state, step.reward, step.info, step.actor))
+            while type(result) is PolicyRequest:
+                action = next(actions, None)
+                if action is None:
+                    raise HandoffError(f"episode {record.episode}: step {number} needs more policy actions "
+                                       f"than the {len(step.actions)} recorded")
+                result = deployment.resume(action)
+        except HandoffError:
+            deployment.reset()
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure means the stack cannot be rebuilt
+            deployment.reset()
+            raise HandoffError(f"episode {record.episode}: replaying step {number} failed "
+                               f"({type(err).__name__}: {err})") from err
+    return deployment
