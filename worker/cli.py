@@ -23,7 +23,19 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG_ERROR = 2
 
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {}
+def _submit(args: list[str]) -> int:
+    from worker.jobs.submit import submit_command
+
+    return submit_command(args)
+
+
+def _jobs(args: list[str]) -> int:
+    from worker.jobs.submit import jobs_command
+
+    return jobs_command(args)
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"submit": _submit, "jobs": _jobs}
 """``maze-worker <name> args...`` -> ``SUBCOMMANDS[name](args)``, whose return value is the exit code."""
 
 logger = logging.getLogger("worker.cli")
@@ -43,20 +55,31 @@ def one_line(err: BaseException) -> str:
     return text
 
 
-def prepare(cfg: DictConfig) -> tuple[Any, Any]:
-    """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
-    from worker.service import build_factory
-    from worker.settings import WorkerSettings
-
+def _resolved(cfg: DictConfig) -> dict[str, Any]:
     try:
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - omegaconf raises several types for bad interpolations
         raise ConfigProblem(one_line(err)) from err
     assert isinstance(resolved, dict)
+    return {str(key): value for key, value in resolved.items()}
+
+
+def settings_of(cfg: DictConfig) -> Any:
+    """The checked WorkerSettings of a composed config; raises ConfigProblem naming the key."""
+    from worker.settings import WorkerSettings
+
     try:
-        settings = WorkerSettings.from_config({str(key): value for key, value in resolved.items()})
+        return WorkerSettings.from_config(_resolved(cfg))
     except ConfigError as err:
         raise ConfigProblem(str(err)) from err
+
+
+def prepare(cfg: DictConfig) -> tuple[Any, Any]:
+    """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
+    from worker.service import build_factory
+
+    resolved = _resolved(cfg)
+    settings = settings_of(cfg)
     for key in ("env", "policy"):
         if resolved.get(key) is None:
             raise ConfigProblem(f"{key}: expected a config (pick one: {key}=...), got nothing")
@@ -93,6 +116,10 @@ def serve(cfg: DictConfig) -> int:
     from worker.service import WorkerService
     from worker.transport import TransportError
 
+    if cfg.get("role", "agent") == "jobs":
+        from worker.jobs.app import serve_jobs
+
+        return serve_jobs(cfg)
     try:
         configure_logging(cfg.get("log_level", "INFO"))
         settings, factory = prepare(cfg)
@@ -100,12 +127,20 @@ def serve(cfg: DictConfig) -> int:
         return _fail(str(err), EXIT_CONFIG_ERROR)
     service = WorkerService(settings, factory)
     service.install_signal_handlers()
+    jobs = None
+    if settings.role == "all":  # the job service on its own thread and connection, metrics in one registry
+        from worker.jobs.app import JobThread
+
+        jobs = JobThread(settings, service.metrics.registry).start()
     try:
         service.run()
     except TransportError as err:
         return _fail(str(err), EXIT_FAILURE)
     except OSError as err:  # e.g. the metrics port is taken
         return _fail(one_line(err), EXIT_FAILURE)
+    finally:
+        if jobs is not None:
+            jobs.stop()
     logger.info("maze-worker stopped")
     return EXIT_OK
 

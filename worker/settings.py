@@ -102,6 +102,26 @@ class ClusterSettings:
     """A worker silent for this long is taken for dead and its shards are given to the others."""
 
 
+ROLES = ("agent", "jobs", "all")
+JOB_KINDS = topology.JOB_KINDS
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How a job worker (``role=jobs`` or ``all``) takes and runs training and rollout jobs (docs/jobs.md)."""
+
+    kinds: tuple[str, ...] = JOB_KINDS
+    """Job queues this worker takes jobs from: ``train``, ``rollout`` or both."""
+    delivery_limit: int = 3
+    """Attempts of a job whose process crashes before it is dead-lettered (the queues' x-delivery-limit)."""
+    cancel_grace_s: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when a job is cancelled, times out or the worker stops."""
+    lease_ttl_s: float = 60.0
+    """Lifetime of a running job's lease copy; renewed every third of it, back on its queue when it lapses."""
+    poll_interval_s: float = 0.5
+    """How often an idle job worker looks for a job."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything ``maze-worker`` reads from its config apart from the env, wrappers and policy."""
@@ -112,6 +132,11 @@ class WorkerSettings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    jobs: JobSettings = field(default_factory=JobSettings)
+    role: str = "agent"
+    """``agent`` serves states, ``jobs`` runs jobs, ``all`` does both (two threads, two connections)."""
+    artifact_root: str = "artifacts"
+    """Shared directory of job outputs, job records and published policies."""
     deterministic: bool = False
     """Ask the policy for its most likely action instead of sampling."""
     stats_interval_s: float = 30.0
@@ -176,6 +201,9 @@ class WorkerSettings:
             deterministic=_boolean(config, "deterministic", "deterministic", False),
             stats_interval_s=_number(stats, "interval_s", "stats.interval_s", 30.0),
             torch_threads=_integer(config, "torch_threads", "torch_threads", 1, minimum=1, maximum=256),
+            jobs=_job_settings(_section(config, "jobs")),
+            role=_role(config),
+            artifact_root=_string(config, "artifact_root", "artifact_root", "artifacts"),
         )
         beat = settings.cluster
         if beat.liveness_timeout_s < 2 * beat.heartbeat_interval_s:
@@ -187,6 +215,32 @@ class WorkerSettings:
             raise ConfigError(f"reconnect.max_backoff_s: expected a value >= reconnect.initial_backoff_s "
                               f"({backoff.initial_backoff_s}), got {backoff.max_backoff_s}")
         return settings
+
+
+def _role(config: Mapping[str, Any]) -> str:
+    value = config.get("role", "agent")
+    if value not in ROLES:
+        raise ConfigError(f"role: expected one of {', '.join(ROLES)}, got {type(value).__name__} {value!r}")
+    return str(value)
+
+
+def _job_settings(jobs: Mapping[str, Any]) -> JobSettings:
+    kinds = jobs.get("kinds", list(JOB_KINDS))
+    if (not isinstance(kinds, list | tuple) or not kinds or any(kind not in JOB_KINDS for kind in kinds)
+            or len(set(kinds)) != len(kinds)):
+        raise ConfigError(f"jobs.kinds: expected a non-empty list of distinct kinds from {list(JOB_KINDS)}, "
+                          f"got {kinds!r}")
+    settings = JobSettings(
+        kinds=tuple(str(kind) for kind in kinds),
+        delivery_limit=_integer(jobs, "delivery_limit", "jobs.delivery_limit", 3, minimum=1, maximum=100),
+        cancel_grace_s=_number(jobs, "cancel_grace_s", "jobs.cancel_grace_s", 10.0, positive=True),
+        lease_ttl_s=_number(jobs, "lease_ttl_s", "jobs.lease_ttl_s", 60.0, positive=True),
+        poll_interval_s=_number(jobs, "poll_interval_s", "jobs.poll_interval_s", 0.5, positive=True),
+    )
+    if settings.lease_ttl_s < 3:
+        raise ConfigError(f"jobs.lease_ttl_s: expected at least 3 seconds (it is renewed every third), "
+                          f"got {settings.lease_ttl_s:g}")
+    return settings
 
 
 def check_url(url: str, key: str = "broker.url") -> None:

@@ -99,6 +99,10 @@ class DeadReason(StrEnum):
     """The body is not a protocol v1 message (not msgpack, not a map, or a field that cannot be read)."""
     BAD_PROPERTIES = "bad_properties"
     """A property is unusable, e.g. an unsupported ``content_type``."""
+    BAD_JOB = "bad_job"
+    """A job that cannot run: undecodable, an unknown kind or config, overrides that do not compose."""
+    JOB_FAILED = "job_failed"
+    """A job that failed on every attempt up to the delivery limit (its child process kept crashing)."""
 
 
 def dead_letter_exchange(prefix: str) -> str:
@@ -129,13 +133,79 @@ def dead_letter_headers(reason: str, field: str, detail: str = "") -> dict[str, 
     return headers
 
 
-# ------------------------------------------------------------------------------ names for the jobs issue
+# ------------------------------------------------------------------------------------------------------ jobs
 
 def jobs_queue(prefix: str, kind: str) -> str:
     """Queue of training or rollout jobs of one ``kind``."""
     if not isinstance(kind, str) or not _TOKEN_PATTERN.fullmatch(kind):
         raise ValueError(f"kind: expected 1-64 letters, digits, '_' or '-', got {kind!r}")
     return f"{_checked(prefix)}.jobs.{kind}"
+
+
+JOB_KIND_HEADER = "x-maze-job-kind"
+"""Header of a job lease copy: its kind, by which the return exchange routes it back to its job queue."""
+JOB_ATTEMPTS_HEADER = "x-maze-job-attempts"
+"""Header of a job message: how many times a job worker has started it (absent: never)."""
+
+
+def jobs_queue_arguments(prefix: str, delivery_limit: int) -> dict[str, Any]:
+    """A quorum job queue: after ``delivery_limit`` returned deliveries the broker dead-letters the job."""
+    if type(delivery_limit) is not int or delivery_limit < 1:
+        raise ValueError(f"delivery_limit: expected an integer >= 1, got {delivery_limit!r}")
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": dead_letter_exchange(prefix),
+    }
+
+
+def jobs_return_exchange(prefix: str) -> str:
+    """Headers exchange that routes an expired job lease back to the job queue of its kind."""
+    return f"{_checked(prefix)}.jobs.return"
+
+
+def lease_queue(prefix: str, worker_id: str) -> str:
+    """A job worker's own lease queue: a copy of the job it runs, which expires back to the job queue."""
+    if not isinstance(worker_id, str) or not _TOKEN_PATTERN.fullmatch(worker_id):
+        raise ValueError(f"worker_id: expected 1-64 letters, digits, '_' or '-', got {worker_id!r}")
+    return f"{_checked(prefix)}.jobs.lease.{worker_id}"
+
+
+def lease_queue_arguments(prefix: str, ttl_s: float) -> dict[str, Any]:
+    """Classic durable queue whose messages expire after ``ttl_s`` into the jobs return exchange.
+
+    The queue itself is deleted once unused for ten lease periods (at least 5 minutes), long after its last
+    copy has expired and gone back to its job queue, so the queues of dead workers do not pile up.
+    """
+    if isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s <= 0:
+        raise ValueError(f"ttl_s: expected a number of seconds > 0, got {ttl_s!r}")
+    ttl_ms = max(int(ttl_s * 1000), 1)
+    return {
+        "x-queue-type": "classic",
+        "x-message-ttl": ttl_ms,
+        "x-dead-letter-exchange": jobs_return_exchange(prefix),
+        "x-expires": max(10 * ttl_ms, 300_000),
+    }
+
+
+def events_exchange_type() -> str:
+    """Topic: routing keys ``job.<job_id>.<event>`` let a client follow one job (``job.<id>.*``) or all."""
+    return "topic"
+
+
+def control_exchange_type() -> str:
+    """Fanout: every job worker gets every control message on its own exclusive queue."""
+    return "fanout"
+
+
+def policies_exchange_type() -> str:
+    """Fanout: every agent worker hears every policy announcement."""
+    return "fanout"
+
+
+def job_event_routing_key(job_id: str, event: str) -> str:
+    """``job.<job_id>.<event>`` on the events exchange."""
+    return f"job.{job_id}.{event}"
 
 
 def events_exchange(prefix: str) -> str:
@@ -151,6 +221,43 @@ def control_exchange(prefix: str) -> str:
 def policies_exchange(prefix: str) -> str:
     """Exchange announcing newly trained policy versions."""
     return f"{_checked(prefix)}.policies"
+
+
+# --------------------------------------------------------------------------------- cluster of agent workers
+
+def workers_exchange(prefix: str) -> str:
+    """Fanout exchange on which agent workers announce themselves (heartbeats) to each other."""
+    return f"{_checked(prefix)}.workers"
+
+
+def workers_exchange_type() -> str:
+    """Fanout: every agent worker hears every heartbeat on its own queue."""
+    return "fanout"
+
+
+def worker_queue(prefix: str, worker_id: str) -> str:
+    """An agent worker's own heartbeat queue (exclusive, auto-delete: it goes with its connection)."""
+    if not isinstance(worker_id, str) or not _TOKEN_PATTERN.fullmatch(worker_id):
+        raise ValueError(f"worker_id: expected 1-64 letters, digits, '_' or '-', got {worker_id!r}")
+    return f"{_checked(prefix)}.workers.{worker_id}"
+
+
+def handoff_queue(prefix: str, index: int, shards: int | None = None) -> str:
+    """Queue of shard ``index``'s hand-off records: ``<prefix>.handoff.NN``, numbered like the shards."""
+    name = shard_queue(prefix, index, shards)
+    return f"{_checked(prefix)}.handoff.{name.rsplit('.', 1)[1]}"
+
+
+def handoff_queues(prefix: str, shards: int = DEFAULT_SHARDS) -> list[str]:
+    """Names of all hand-off queues, in shard order."""
+    if type(shards) is not int or shards < 1:
+        raise ValueError(f"shards: expected a positive integer, got {shards!r}")
+    return [handoff_queue(prefix, index, shards) for index in range(shards)]
+
+
+def handoff_queue_arguments() -> dict[str, Any]:
+    """Quorum: hand-off records (the moving episodes' histories) survive a broker restart."""
+    return {"x-queue-type": "quorum"}
 
 
 # ------------------------------------------------------------------------- the whole topology, declaratively
@@ -181,6 +288,8 @@ class BindingSpec:
     queue: str
     exchange: str
     routing_key: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    """Binding arguments (a headers exchange matches on them)."""
 
 
 @dataclass(frozen=True)
@@ -206,6 +315,42 @@ def worker_topology(prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) 
                    ExchangeSpec(states, states_exchange_type())),
         queues=tuple(queues),
         bindings=tuple(bindings),
+    )
+
+
+JOB_KINDS = ("train", "rollout")
+
+
+def jobs_topology(prefix: str = DEFAULT_PREFIX, delivery_limit: int = 3,
+                  kinds: tuple[str, ...] = JOB_KINDS) -> Topology:
+    """The job queues of ``kinds``, the return exchange of expired leases, the events, control and
+    policies exchanges, and the dead-letter exchange and queue (shared with the agent workers)."""
+    dead = dead_letter_exchange(prefix)
+    back = jobs_return_exchange(prefix)
+    queues = [QueueSpec(dead_letter_queue(prefix), arguments=dead_letter_queue_arguments())]
+    bindings = [BindingSpec(dead_letter_queue(prefix), dead, "")]
+    for kind in kinds:
+        name = jobs_queue(prefix, kind)
+        queues.append(QueueSpec(name, arguments=jobs_queue_arguments(prefix, delivery_limit)))
+        bindings.append(BindingSpec(name, back, "", {"x-match": "all", JOB_KIND_HEADER: kind}))
+    return Topology(
+        exchanges=(ExchangeSpec(dead, dead_letter_exchange_type()),
+                   ExchangeSpec(back, "headers"),
+                   ExchangeSpec(events_exchange(prefix), events_exchange_type()),
+                   ExchangeSpec(control_exchange(prefix), control_exchange_type()),
+                   ExchangeSpec(policies_exchange(prefix), policies_exchange_type())),
+        queues=tuple(queues),
+        bindings=tuple(bindings),
+    )
+
+
+def cluster_topology(prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) -> Topology:
+    """What agent workers share besides the shards: the heartbeat exchange and the hand-off queues."""
+    return Topology(
+        exchanges=(ExchangeSpec(workers_exchange(prefix), workers_exchange_type()),),
+        queues=tuple(QueueSpec(name, arguments=handoff_queue_arguments())
+                     for name in handoff_queues(prefix, shards)),
+        bindings=(),
     )
 
 

@@ -73,6 +73,8 @@ class Delivery:
     """``time.perf_counter()`` when the worker got it, for the handling-latency metric."""
     properties: Any
     """The original properties, kept opaque so a dead-letter carries them unchanged."""
+    consumer_tag: str = ""
+    """The consumer it came through (one per shard queue), for passing a shard on."""
 
 
 def connection_parameters(settings: BrokerSettings, connection_name: str) -> pika.URLParameters:
@@ -126,6 +128,10 @@ def _translated(action: str) -> Iterator[None]:
         raise ConnectionLost(f"{action}: {err!r}") from err
 
 
+translated_errors = _translated
+"""Public name of the pika error translation, for the other transports of the worker (worker/jobs/)."""
+
+
 class Transport:
     """A blocking connection with one channel that consumes every owned shard queue.
 
@@ -142,6 +148,8 @@ class Transport:
         self._publish: Any = None
         self._consumers: dict[str, str] = {}
         self._inbox: list[Delivery] = []
+        self._control: BlockingChannel | None = None
+        self._heartbeats: list[bytes] = []
 
     # -- connection ------------------------------------------------------------------------------------
 
@@ -171,8 +179,10 @@ class Transport:
     def close(self) -> None:
         """Close the connection if open; never raises. Deliveries not yet acked go back to their queues."""
         connection, self._connection, self._channel = self._connection, None, None
+        self._control = None
         self._consumers.clear()
         self._inbox.clear()
+        self._heartbeats.clear()
         if connection is not None and connection.is_open:
             try:
                 connection.close()
@@ -221,7 +231,8 @@ class Transport:
             tag=method.delivery_tag, body=body, reply_to=properties.reply_to,
             correlation_id=properties.correlation_id, content_type=properties.content_type,
             queue=self._consumers.get(method.consumer_tag, ""), routing_key=method.routing_key,
-            redelivered=method.redelivered, received=time.perf_counter(), properties=properties))
+            redelivered=method.redelivered, received=time.perf_counter(), properties=properties,
+            consumer_tag=method.consumer_tag))
 
     def poll(self, timeout: float) -> list[Delivery]:
         """Wait up to ``timeout`` seconds for deliveries, then take everything that has arrived meanwhile."""
@@ -287,3 +298,106 @@ class Transport:
             raise ConnectionLost("not connected")
         with _translated("sending"):
             connection.process_data_events(time_limit=0)
+
+    # -- the cluster of agent workers: per-shard consumers, heartbeats, hand-off records ----------------
+
+    def consume_queue(self, queue: str) -> str:
+        """Subscribe to one shard queue (at the back of its single-active-consumer line); returns the tag."""
+        channel = self._require_channel()
+        with _translated(f"subscribing to {queue}"):
+            channel.basic_qos(prefetch_count=self.settings.prefetch)
+            tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
+        self._consumers[tag] = queue
+        return tag
+
+    def cancel_consumer(self, tag: str) -> list[Delivery]:
+        """Cancel one consumer; returns its deliveries handed over but not yet taken by ``poll`` (the caller
+        settles them, e.g. with ``nack``). Deliveries pika still holds go back to the queue."""
+        channel = self._require_channel()
+        with _translated(f"cancelling the consumer of {self._consumers.get(tag, tag)}"):
+            channel.basic_cancel(tag)
+        self._consumers.pop(tag, None)
+        held = [delivery for delivery in self._inbox if delivery.consumer_tag == tag]
+        if held:
+            self._inbox = [delivery for delivery in self._inbox if delivery.consumer_tag != tag]
+        return held
+
+    def nack(self, tag: int) -> None:
+        """Give one delivery back to its queue unanswered (the broker delivers it to the active consumer)."""
+        channel = self._require_channel()
+        with _translated("returning a delivery"):
+            getattr(channel, "_impl", channel).basic_nack(delivery_tag=tag, multiple=False, requeue=True)
+
+    def declare_cluster(self, worker_id: str) -> None:
+        """Open the control channel (publisher confirms): declare the heartbeat exchange, the hand-off
+        queues and this worker's own heartbeat queue, and start receiving heartbeats."""
+        connection = self._connection
+        if connection is None:
+            raise ConnectionLost("not connected")
+        prefix, shards = self.settings.prefix, self.settings.shards
+        spec = topology.cluster_topology(prefix, shards)
+        with _translated("opening the control channel"):
+            control = connection.channel()
+            control.confirm_delivery()
+        for exchange in spec.exchanges:
+            with _translated(f"declaring exchange {exchange.name}"):
+                control.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable)
+        for queue in spec.queues:
+            with _translated(f"declaring queue {queue.name}"):
+                control.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
+        own = topology.worker_queue(prefix, worker_id)
+        with _translated(f"declaring queue {own}"):
+            control.queue_declare(own, exclusive=True, auto_delete=True)
+            control.queue_bind(own, topology.workers_exchange(prefix), routing_key="")
+            control.basic_consume(own, self._on_heartbeat, auto_ack=True)
+        self._control = control
+
+    def _on_heartbeat(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        self._heartbeats.append(body)
+
+    def _require_control(self) -> BlockingChannel:
+        if self._control is None or self._connection is None:
+            raise ConnectionLost("not connected")
+        return self._control
+
+    def publish_heartbeat(self, body: bytes) -> None:
+        """Announce this worker on ``<prefix>.workers`` (transient; waits for the broker's confirm)."""
+        control = self._require_control()
+        with _translated("publishing a heartbeat"):
+            control.basic_publish(topology.workers_exchange(self.settings.prefix), "", body,
+                                  pika.BasicProperties(content_type=CONTENT_TYPE))
+
+    def take_heartbeats(self) -> list[bytes]:
+        """The heartbeat bodies received since the last call."""
+        taken, self._heartbeats = self._heartbeats, []
+        return taken
+
+    def publish_handoff(self, queue: str, body: bytes) -> None:
+        """Publish a hand-off message persistently to ``queue``; returns once the broker confirmed it."""
+        control = self._require_control()
+        properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2)
+        try:
+            with _translated(f"publishing hand-off records to {queue}"):
+                control.basic_publish("", queue, body, properties, mandatory=True)
+        except ConnectionLost:
+            raise
+        except TransportError as err:
+            raise ConnectionLost(str(err)) from err
+
+    def get_handoffs(self, queue: str) -> list[tuple[int, bytes]]:
+        """Every message now in hand-off ``queue``: (delivery tag, body) pairs, to ``ack_handoff`` once
+        imported."""
+        control = self._require_control()
+        taken: list[tuple[int, bytes]] = []
+        with _translated(f"reading hand-off records from {queue}"):
+            while True:
+                method, _properties, body = control.basic_get(queue, auto_ack=False)
+                if method is None:
+                    return taken
+                taken.append((method.delivery_tag, body))
+
+    def ack_handoff(self, tag: int) -> None:
+        """Remove an imported hand-off message (and every earlier one read on the control channel)."""
+        control = self._require_control()
+        with _translated("acknowledging hand-off records"):
+            control.basic_ack(delivery_tag=tag, multiple=True)

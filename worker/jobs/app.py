@@ -1,0 +1,87 @@
+"""Starting job workers: ``maze-worker role=jobs`` (the job service alone) and ``role=all`` (beside the agent
+service, on a thread and a connection of its own)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from omegaconf import DictConfig
+
+from worker.jobs.metrics import JobMetrics
+from worker.jobs.service import JobService
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def serve_jobs(cfg: DictConfig) -> int:
+    """Run the job service for a composed ``conf_worker`` config until SIGTERM or Ctrl-C; the exit code."""
+    from worker.cli import (
+        EXIT_CONFIG_ERROR,
+        EXIT_FAILURE,
+        EXIT_OK,
+        ConfigProblem,
+        _fail,
+        configure_logging,
+        one_line,
+        settings_of,
+    )
+    from worker.metrics import MetricsServer, WorkerMetrics
+    from worker.transport import TransportError
+
+    try:
+        configure_logging(cfg.get("log_level", "INFO"))
+        settings = settings_of(cfg)
+    except ConfigProblem as err:
+        return _fail(str(err), EXIT_CONFIG_ERROR)
+    health = WorkerMetrics()
+    service = JobService(settings, JobMetrics(health.registry), health=health)
+    server = None
+
+    def handle(signum: int, frame: Any) -> None:
+        logger.info("%s received: stopping; a running job is stopped and put back on its queue",
+                    signal.Signals(signum).name)
+        service.stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    try:
+        if settings.metrics.port:
+            server = MetricsServer(health, settings.metrics.host, settings.metrics.port).start()
+        service.run()
+    except TransportError as err:
+        return _fail(str(err), EXIT_FAILURE)
+    except OSError as err:
+        return _fail(one_line(err), EXIT_FAILURE)
+    finally:
+        if server is not None:
+            server.stop()
+    logger.info("maze-worker jobs stopped")
+    return EXIT_OK
+
+
+class JobThread:
+    """The job service of ``role=all`` on a daemon thread; its metrics join the agent worker's registry."""
+
+    def __init__(self, settings: WorkerSettings, registry: Any = None) -> None:
+        self.service = JobService(settings, JobMetrics(registry))
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, name="maze-worker-jobs", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as err:  # noqa: BLE001 - logged; the agent service keeps serving
+            logger.error("the job service stopped: %s", err)
+            self.errors.append(err)
+
+    def start(self) -> JobThread:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 120.0) -> None:
+        self.service.stop()
+        self._thread.join(timeout)

@@ -1,0 +1,150 @@
+"""The child process of a job: ``python -m worker.jobs.child <job_dir>`` runs one training or rollout.
+
+It runs ``maze-run``'s code path (``compose_config`` then ``build_training``/``rollout_from_config``) on the
+spec the job worker wrote to ``<job_dir>/spec.json``, with the output in ``<job_dir>/output``. Progress goes
+to ``progress.jsonl`` (one JSON line per training epoch), the outcome to ``outcome.json``: the statistics
+summary, or an error ``{code, message}``. Exit status 0: done; 2: a config error (never retried); 1: any other
+failure. Whatever else happens to the process (a signal, the OOM killer) the parent sees as a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from worker.jobs.records import PROGRESS_FILE, SPEC_FILE, write_json_atomic
+
+OUTCOME_FILE = "outcome.json"
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG_ERROR = 2
+
+EPOCH_SECTIONS = ("train", "eval", "time")
+"""Sections of a training epoch's statistics sent as progress (the learner's losses stay in stats.tsv)."""
+
+
+class ProgressTee:
+    """A TrainingReporter stand-in that passes everything on and appends each epoch to the progress file."""
+
+    def __init__(self, reporter: Any, stream: IO[str], n_epochs: int) -> None:
+        self._reporter = reporter
+        self._stream = stream
+        self._n_epochs = n_epochs
+
+    def write_epoch(self, epoch: int, sections: Mapping[str, Any]) -> None:
+        self._reporter.write_epoch(epoch, sections)
+        stats = {name: sections[name] for name in EPOCH_SECTIONS if name in sections}
+        line = {"event": "epoch", "epoch": epoch + 1, "epochs": self._n_epochs, "stats": _finite(stats)}
+        self._stream.write(json.dumps(line, allow_nan=False) + "\n")
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reporter, name)
+
+
+def run_training(cfg: Any, output_dir: Path, progress: IO[str]) -> dict[str, Any]:
+    """Train as ``maze-run -cn conf_train`` would, reporting epochs; returns the summary."""
+    from maze_engine.training.launch import build_training
+
+    run = build_training(cfg, output_dir, silent=True)
+    run.trainer.reporter = ProgressTee(run.trainer.reporter, progress,  # type: ignore[assignment]
+                                       int(run.trainer.config.n_epochs))
+    try:
+        last = run.train()
+    finally:
+        run.close()
+    section = "eval" if "eval" in last else "train"
+    last_return = last.get(section, {}).get("episode_return", {}).get("mean")
+    best = run.model_selection.best_score
+    return {"epochs": int(run.trainer.epoch), "selected_by": section,
+            "last_eval_return": _number(last_return),
+            "best_eval_return": _number(best),
+            "last_train_return": _number(last.get("train", {}).get("episode_return", {}).get("mean"))}
+
+
+def run_rollout(cfg: Any, output_dir: Path) -> dict[str, Any]:
+    """Roll out as ``maze-run`` would (console output off); returns the summary."""
+    from omegaconf import OmegaConf
+
+    from maze_engine.rollout.launch import rollout_from_config
+
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    if isinstance(config.get("runner"), dict):
+        config["runner"]["silent"] = True
+    statistics = rollout_from_config({str(key): value for key, value in config.items()}, output_dir)
+    return {"statistics": _finite(statistics)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m worker.jobs.child <job_dir>", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    job_dir = Path(args[0])
+    # The parent stops a job with SIGTERM: end through Python's exit path so files are closed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    spec = json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8"))
+    output_dir = Path(spec["output_dir"])
+    output_dir.mkdir(parents=True, exist_ok=True)
+    from maze_engine.config import compose_config
+    from maze_engine.core.errors import ConfigError, MazeError, SpaceMismatchError
+
+    try:
+        _limit_threads(spec.get("torch_threads"))
+        cfg = compose_config(spec["config"], spec["overrides"])
+        with open(job_dir / PROGRESS_FILE, "a", encoding="utf-8") as progress:
+            summary = (run_training(cfg, output_dir, progress) if spec["kind"] == "train"
+                       else run_rollout(cfg, output_dir))
+    except (ConfigError, SpaceMismatchError) as err:
+        return _outcome(job_dir, EXIT_CONFIG_ERROR, error={"code": "config", "message": str(err)})
+    except MazeError as err:
+        return _outcome(job_dir, EXIT_FAILED, error={"code": "crashed", "message": str(err)})
+    except Exception as err:  # noqa: BLE001 - whatever the engine raises becomes the job's error
+        traceback.print_exc()
+        return _outcome(job_dir, EXIT_FAILED, error={"code": "crashed",
+                                                     "message": f"{type(err).__name__}: {err}"})
+    return _outcome(job_dir, EXIT_OK, summary=summary)
+
+
+def _outcome(job_dir: Path, code: int, summary: dict[str, Any] | None = None,
+             error: dict[str, str] | None = None) -> int:
+    write_json_atomic(job_dir / OUTCOME_FILE, {"exit": code, "summary": summary or {}, "error": error})
+    return code
+
+
+def _limit_threads(threads: Any) -> None:
+    if isinstance(threads, int) and threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return _finite(value.item())
+    return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Checking a job message before anything runs: decode, reply address, stored result, cancellation, attempts
+and the config itself (composed here, cheaply, so a bad override is answered at once and never retried).
+
+``JobIntake.check`` returns ``Accepted`` (run it, or split it) or ``Rejected`` (answer and/or dead-letter it,
+then acknowledge). It touches the artifact root but not the broker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.jobs import split
+from worker.jobs.messages import (
+    JobDecodeError,
+    JobError,
+    JobErrorCode,
+    JobKind,
+    JobMessage,
+    JobResult,
+    JobStatus,
+    best_effort_job_id,
+    decode_job,
+)
+from worker.jobs.records import JobRecords
+from worker.jobs.transport import JobDelivery
+from worker.topology import JOB_ATTEMPTS_HEADER, DeadReason
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """Run ``job`` (attempt number ``attempts``), or publish ``split``'s chunk jobs instead."""
+
+    job: JobMessage
+    attempts: int
+    split: split.ChunkPlan | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """Do not run: answer with ``result`` (when not None; ``store``: keep it as the job's final result) and
+    dead-letter the message when ``dead_reason`` is set."""
+
+    result: JobResult | None
+    store: bool = False
+    dead_reason: str | None = None
+    field: str = ""
+    detail: str = ""
+
+
+class ConfigCheckError(Exception):
+    """The job's config does not compose; ``field`` is ``config`` or ``overrides``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def attempts_of(headers: dict[str, Any]) -> int:
+    """Starts recorded in the job's attempts header (0 when absent or unreadable)."""
+    value = headers.get(JOB_ATTEMPTS_HEADER, 0)
+    return value if type(value) is int and value >= 0 else 0
+
+
+def check_config(job: JobMessage) -> Any:
+    """Compose the job's config like ``maze-run`` would; returns it (resolved) or raises ConfigCheckError."""
+    from omegaconf import OmegaConf
+
+    from maze_engine.config import compose_config
+
+    try:
+        compose_config(job.config, [])
+    except Exception as err:  # noqa: BLE001 - Hydra raises several types for an unknown config
+        raise ConfigCheckError("config", f"config: cannot compose {job.config!r} "
+                                         f"({_first_line(err)})") from err
+    try:
+        cfg = compose_config(job.config, list(job.overrides))
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - Hydra and omegaconf raise many types for bad overrides
+        raise ConfigCheckError("overrides", f"overrides: {_first_line(err)}") from err
+    assert isinstance(resolved, dict)
+    trains = resolved.get("algorithm") is not None
+    if job.kind is JobKind.TRAIN and not trains:
+        raise ConfigCheckError("config", f"config: a train job needs a training config (with an algorithm), "
+                                         f"got {job.config!r}")
+    if job.kind is JobKind.ROLLOUT and trains:
+        raise ConfigCheckError("config", f"config: a rollout job needs a rollout config, got the training "
+                                         f"config {job.config!r}")
+    return resolved
+
+
+def _first_line(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    text = lines[0] if lines else type(err).__name__
+    cause = err.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).strip().splitlines()[0]})"
+    return text
+
+
+class JobIntake:
+    """The checks of the module docstring, against the job records of one artifact root."""
+
+    def __init__(self, records: JobRecords) -> None:
+        self.records = records
+
+    def check(self, delivery: JobDelivery, delivery_limit: int) -> Accepted | Rejected:
+        try:
+            job = decode_job(delivery.body)
+        except JobDecodeError as err:
+            job_id = err.job_id or best_effort_job_id(delivery.body)
+            result = None
+            if job_id is not None and delivery.reply_to:
+                result = _failed(job_id, "", JobErrorCode.BAD_JOB, err.message)
+            return Rejected(result, dead_reason=DeadReason.BAD_JOB, field=err.field, detail=err.message)
+        if not delivery.reply_to and job.chunk_of is None:
+            return Rejected(None, dead_reason=DeadReason.NO_REPLY_TO, field="reply_to",
+                            detail="the job has no reply_to property, so its result cannot be sent")
+        stored = self.records.result(job.job_id)
+        if stored is not None:
+            return Rejected(stored)
+        record = self.records.record(job.job_id) or {}
+        if job.chunks and job.chunk_of is None and record.get("chunks"):
+            return Rejected(None)  # split already (the split was redelivered); the chunks answer it
+        mark = self.records.cancellation(job.job_id)
+        if mark is None and job.chunk_of is not None:
+            mark = self.records.cancellation(job.chunk_of.parent)
+        if mark is not None:
+            reason = str(mark.get("reason") or "cancelled by request")
+            result = JobResult(job.job_id, str(job.kind), JobStatus.CANCELLED,
+                               str(self.records.output_dir(job.job_id)), error=JobError("cancelled", reason))
+            return Rejected(result, store=True)
+        attempts = attempts_of(delivery.headers) + 1
+        if attempts > delivery_limit:
+            last = record.get("last_error") or {}
+            message = (f"failed on all {attempts - 1} attempts (delivery limit {delivery_limit}); last: "
+                       f"{last.get('message', 'the worker running it was lost')}")
+            return Rejected(_failed(job.job_id, str(job.kind), JobErrorCode.CRASHED, message,
+                                    str(self.records.output_dir(job.job_id)), attempts - 1),
+                            store=True, dead_reason=DeadReason.JOB_FAILED, field="job", detail=message)
+        try:
+            config = check_config(job)
+        except ConfigCheckError as err:
+            return Rejected(_failed(job.job_id, str(job.kind), JobErrorCode.CONFIG, err.message),
+                            dead_reason=DeadReason.BAD_JOB, field=err.field, detail=err.message)
+        if job.kind is JobKind.ROLLOUT and job.chunks and job.chunks > 1 and job.chunk_of is None:
+            runner = config.get("runner") or {}
+            episodes = runner.get("n_episodes")
+            if type(episodes) is not int or episodes < 1:
+                return Rejected(_failed(job.job_id, str(job.kind), JobErrorCode.CONFIG,
+                                        f"runner.n_episodes: expected a positive integer to split, "
+                                        f"got {episodes!r}"),
+                                dead_reason=DeadReason.BAD_JOB, field="overrides", detail="runner.n_episodes")
+            seed = config.get("seed")
+            plan = split.plan_chunks(job, episodes, seed if type(seed) is int else None)
+            return Accepted(job, attempts, plan)
+        return Accepted(job, attempts)
+
+
+def _failed(job_id: str, kind: str, code: str, message: str, output_dir: str = "",
+            attempts: int = 0) -> JobResult:
+    return JobResult(job_id, kind, JobStatus.FAILED, output_dir, error=JobError(str(code), message),
+                     attempts=attempts)

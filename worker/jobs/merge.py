@@ -1,0 +1,72 @@
+"""Completing a split rollout from its chunks, by whichever job worker finishes the last one.
+
+The chunks' results live in the shared artifact root. The worker that stores the last finished chunk result
+sees all of them there, wins the parent's ``reply.claim`` (``O_CREAT | O_EXCL``: one winner however many
+finish at once), merges the statistics exactly (``split.merge_statistics``), moves every chunk's
+trajectories under ``<artifact_root>/jobs/<parent>/trajectories/chunk-<i>`` and answers the parent. A chunk
+that fails or is cancelled answers the parent at once, through the same claim.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR
+from worker.jobs.messages import JobError, JobErrorCode, JobMessage, JobResult, JobStatus
+from worker.jobs.records import JobRecords, claim
+from worker.jobs.split import merge_statistics
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORIES = "trajectories"
+EVENT_LOGS = "event_logs"
+REPLY_CLAIM = "reply.claim"
+
+
+def failed_parent(parent: str, chunk: JobMessage, result: JobResult, records: JobRecords) -> JobResult | None:
+    """The parent's result after chunk ``chunk`` ended as ``result`` (failed or cancelled); None when the
+    parent was answered already."""
+    if not claim(records.job_dir(parent) / REPLY_CLAIM, chunk.job_id):
+        return None
+    if result.status is JobStatus.CANCELLED:
+        error = result.error or JobError("cancelled", "cancelled by request")
+        parent_result = JobResult(parent, "rollout", JobStatus.CANCELLED, str(records.job_dir(parent)),
+                                  error=error)
+    else:
+        reason = result.error.message if result.error else "failed"
+        parent_result = JobResult(parent, "rollout", JobStatus.FAILED, str(records.job_dir(parent)),
+                                  error=JobError(JobErrorCode.CHUNK_FAILED,
+                                                 f"chunk {chunk.job_id}: {reason}"))
+    return records.store_result(parent_result)
+
+
+def merge_chunks(parent: str, results: Sequence[JobResult], records: JobRecords) -> JobResult | None:
+    """The merged result of all finished chunks of ``parent``; None when another worker merges or merged."""
+    directory = records.job_dir(parent)
+    if not claim(directory / REPLY_CLAIM, "merge"):
+        return None
+    trajectories = directory / TRAJECTORIES
+    trajectories.mkdir(parents=True, exist_ok=True)
+    for index, result in enumerate(sorted(results, key=lambda item: item.job_id)):
+        _move(records.output_dir(result.job_id) / TRAJECTORY_DIR, trajectories / f"chunk-{index + 1}")
+        _move(records.output_dir(result.job_id) / EVENT_LOG_DIR,
+              directory / EVENT_LOGS / f"chunk-{index + 1}")
+    statistics = merge_statistics([dict(result.summary.get("statistics") or {}) for result in results])
+    summary = {"statistics": statistics, "chunks": len(results), "trajectories": str(trajectories),
+               "chunk_ids": sorted(result.job_id for result in results)}
+    merged = JobResult(parent, "rollout", JobStatus.FINISHED, str(directory), summary=summary,
+                       attempts=max((result.attempts for result in results), default=1))
+    logger.info("job %s: merged %d chunks", parent, len(results))
+    return records.store_result(merged)
+
+
+def _move(source: os.PathLike[str] | str, target: os.PathLike[str] | str) -> None:
+    try:
+        os.makedirs(os.path.dirname(os.fspath(target)), exist_ok=True)
+        os.replace(source, target)
+    except FileNotFoundError:
+        pass  # the chunk recorded nothing of this kind
+    except OSError as err:
+        logger.warning("could not move %s to %s: %s", source, target, err)

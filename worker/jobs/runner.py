@@ -1,0 +1,165 @@
+"""Supervising one job's child process: start it, read its progress, stop it (cancel, time limit), collect
+its outcome.
+
+The child runs in a session of its own, so stopping it reaches the processes it started too (the parallel
+rollout runner's workers): SIGTERM to the whole group, then SIGKILL after the grace period. Nothing here
+blocks for long: the job service calls ``poll`` from its loop between broker round trips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worker.jobs.child import EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE
+from worker.jobs.records import LOG_FILE, PROGRESS_FILE, SPEC_FILE, read_json, write_json_atomic
+
+
+@dataclass(frozen=True)
+class ChildSpec:
+    """What the child runs: a job kind with a config name and overrides, into ``output_dir``."""
+
+    kind: str
+    config: str
+    overrides: Sequence[str]
+    output_dir: Path
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a child ended."""
+
+    exit_code: int | None
+    """The exit status; negative: killed by that signal (Popen's convention); None: never started."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, str] | None = None
+    stopped: str | None = None
+    """Why the supervisor stopped it (``cancelled``, ``time_limit``, ``shutdown``); None: it ended itself."""
+
+    @property
+    def succeeded(self) -> bool:
+        return self.exit_code == EXIT_OK and self.stopped is None and self.error is None
+
+    @property
+    def config_error(self) -> bool:
+        return self.exit_code == EXIT_CONFIG_ERROR and self.stopped is None
+
+
+class ChildProcess:
+    """One running job child; see the module docstring."""
+
+    def __init__(self, job_dir: Path, spec: ChildSpec, python: str = sys.executable,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.job_dir = job_dir
+        self.spec = spec
+        self.clock = clock
+        for stale in (OUTCOME_FILE, PROGRESS_FILE):  # from an earlier attempt
+            (job_dir / stale).unlink(missing_ok=True)
+        write_json_atomic(job_dir / SPEC_FILE, {"kind": spec.kind, "config": spec.config,
+                                                "overrides": list(spec.overrides),
+                                                "output_dir": str(spec.output_dir),
+                                                "torch_threads": spec.torch_threads})
+        self._log = open(job_dir / LOG_FILE, "ab")  # noqa: SIM115 - closed in _finish
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([python, "-m", "worker.jobs.child", str(job_dir)], stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                        start_new_session=True)
+        self.started = clock()
+        self._progress_offset = 0
+        self._stop_reason: str | None = None
+        self._term_sent: float | None = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def elapsed(self) -> float:
+        return self.clock() - self.started
+
+    def read_progress(self) -> list[dict[str, Any]]:
+        """Progress lines appended since the last call (complete lines only)."""
+        path = self.job_dir / PROGRESS_FILE
+        try:
+            with open(path, "rb") as file:
+                file.seek(self._progress_offset)
+                data = file.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1
+        self._progress_offset += end
+        lines = []
+        for raw in data[:end].splitlines():
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                lines.append(value)
+        return lines
+
+    def stop(self, reason: str, grace_s: float) -> None:
+        """Ask the child (and its process group) to stop; ``poll`` escalates to SIGKILL after ``grace_s``."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._grace_s = grace_s
+            self._term_sent = self.clock()
+            self._signal(signal.SIGTERM)
+
+    def _signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signum)
+
+    def poll(self) -> Outcome | None:
+        """None while the child runs; its Outcome once it (and, after a stop, its group) has ended."""
+        if self._outcome is not None:
+            return self._outcome
+        code = self.process.poll()
+        if code is None:
+            if self._term_sent is not None and self.clock() - self._term_sent >= self._grace_s:
+                self._signal(signal.SIGKILL)
+            return None
+        if self._stop_reason is not None:
+            self._signal(signal.SIGKILL)  # whatever of its group is left
+        return self._finish(code)
+
+    def wait(self, timeout: float) -> Outcome | None:
+        deadline = self.clock() + timeout
+        while self.clock() < deadline:
+            outcome = self.poll()
+            if outcome is not None:
+                return outcome
+            time.sleep(0.05)
+        return self.poll()
+
+    def _finish(self, code: int) -> Outcome:
+        self._log.close()
+        reported = read_json(self.job_dir / OUTCOME_FILE) if self._stop_reason is None else None
+        if isinstance(reported, dict) and reported.get("exit") == code:
+            error = reported.get("error")
+            self._outcome = Outcome(code, dict(reported.get("summary") or {}),
+                                    error if isinstance(error, dict) else None)
+        else:
+            message = (f"the job's process was killed by signal {signal.Signals(-code).name}" if code < 0
+                       else f"the job's process exited with status {code} without a result")
+            self._outcome = Outcome(code, {}, {"code": "crashed", "message": message + f" (see {LOG_FILE})"},
+                                    stopped=self._stop_reason)
+        return self._outcome
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """The end of the child's output, for error messages."""
+        try:
+            data = (self.job_dir / LOG_FILE).read_bytes()
+        except OSError:
+            return ""
+        return data[-limit:].decode("utf-8", "replace")

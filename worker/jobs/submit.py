@@ -1,0 +1,288 @@
+"""Submitting jobs: ``JobClient`` for Python, and the ``maze-worker submit`` / ``maze-worker jobs`` commands.
+
+    with JobClient(prefix="maze") as client:
+        job = new_job("cartpole-a2c-1", "train", ["env.name=CartPole-v1", "algorithm.n_epochs=5"])
+        client.watch(job.job_id)                           # events from now on
+        client.submit(job)
+        result = client.wait(job.job_id, timeout=3600, on_event=print)
+
+A client owns one AMQP connection and is not thread-safe. The message format is in docs/protocol.md ("Jobs").
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from worker import topology
+from worker.jobs.messages import (
+    ControlMessage,
+    JobDecodeError,
+    JobEvent,
+    JobMessage,
+    JobResult,
+    decode_event,
+    decode_result,
+    encode_control,
+    encode_job,
+    new_job,
+)
+from worker.jobs.records import JobRecords
+
+CONTENT_TYPE = "application/msgpack"
+ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class JobClientError(Exception):
+    """The broker could not be reached, refused a message, or no answer came in time."""
+
+
+def default_job_id(kind: str) -> str:
+    return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+
+
+class JobClient:
+    """Submit jobs, follow their events, wait for their results, cancel them; see the module docstring."""
+
+    def __init__(self, url: str | None = None, prefix: str = topology.DEFAULT_PREFIX) -> None:
+        self.prefix = prefix
+        self.url = topology.amqp_url(url)
+        try:
+            self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
+            self.channel = self.connection.channel()
+            self.channel.confirm_delivery()
+            self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+            self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+        except pika.exceptions.AMQPError as err:
+            raise JobClientError(f"cannot connect to {topology.mask_url(self.url)}: {err!r}") from err
+        self.results: dict[str, JobResult] = {}
+        self.events: list[dict[str, Any]] = []
+        self._events_queue: str | None = None
+
+    def __enter__(self) -> JobClient:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.connection.is_open:
+            with contextlib.suppress(pika.exceptions.AMQPError):
+                self.connection.close()
+
+    def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        try:
+            result = decode_result(body)
+        except JobDecodeError:
+            return
+        self.results[result.job_id] = result
+
+    def _on_event(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        with contextlib.suppress(JobDecodeError):
+            self.events.append(decode_event(body))
+
+    def watch(self, job_id: str) -> None:
+        """Receive the events of ``job_id`` (call before ``submit`` to see them all)."""
+        try:
+            if self._events_queue is None:
+                self._events_queue = self.channel.queue_declare("", exclusive=True).method.queue
+                self.channel.basic_consume(self._events_queue, self._on_event, auto_ack=True)
+            self.channel.queue_bind(self._events_queue, topology.events_exchange(self.prefix),
+                                    routing_key=f"job.{job_id}.*")
+        except pika.exceptions.ChannelClosedByBroker as err:
+            raise JobClientError(f"cannot follow job events on {topology.events_exchange(self.prefix)} "
+                                 f"({err.reply_text}); start a job worker for prefix {self.prefix!r} first") \
+                from err
+
+    def submit(self, job: JobMessage) -> str:
+        """Publish ``job`` to its queue (persistent, confirmed); returns its job id."""
+        properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2,
+                                          reply_to=self.reply_queue, correlation_id=job.job_id)
+        queue = topology.jobs_queue(self.prefix, job.kind)
+        try:
+            self.channel.basic_publish("", queue, encode_job(job), properties, mandatory=True)
+        except pika.exceptions.UnroutableError as err:
+            raise JobClientError(f"no queue {queue}: no job worker has declared it yet; start "
+                                 f"`maze-worker role=jobs broker.prefix={self.prefix}`") from err
+        except pika.exceptions.AMQPError as err:
+            raise JobClientError(f"submitting {job.job_id} failed: {err!r}") from err
+        return job.job_id
+
+    def cancel(self, job_id: str, reason: str = "") -> None:
+        """Ask every job worker to cancel ``job_id`` (queued or running)."""
+        body = encode_control(ControlMessage("cancel", job_id, reason or "cancelled by request"))
+        try:
+            self.channel.basic_publish(topology.control_exchange(self.prefix), "", body,
+                                       pika.BasicProperties(content_type=CONTENT_TYPE), mandatory=True)
+        except pika.exceptions.UnroutableError as err:
+            raise JobClientError("no job worker is listening on the control exchange; the cancellation "
+                                 "was not delivered") from err
+        except pika.exceptions.ChannelClosedByBroker as err:
+            raise JobClientError(f"cannot publish to {topology.control_exchange(self.prefix)} "
+                                 f"({err.reply_text}); start a job worker first") from err
+
+    def poll(self, timeout: float = 0.1) -> None:
+        """Receive what has arrived (results and events) for up to ``timeout`` seconds."""
+        self.connection.process_data_events(time_limit=timeout)
+
+    def wait(self, job_id: str, timeout: float = 3600.0,
+             on_event: Callable[[dict[str, Any]], None] | None = None) -> JobResult:
+        """Block until the result of ``job_id`` arrives; ``on_event`` sees each event (JobClientError)."""
+        deadline = time.monotonic() + timeout
+        while job_id not in self.results:
+            if time.monotonic() > deadline:
+                raise JobClientError(f"no result for job {job_id} within {timeout:g} s")
+            self.poll(0.1)
+            events, self.events = self.events, []
+            if on_event is not None:
+                for event in events:
+                    on_event(event)
+        return self.results.pop(job_id)
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+def _broker_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="broker URL (default: $MAZE_AMQP_URL, else the local "
+                                                    "broker)")
+    parser.add_argument("--prefix", default=topology.DEFAULT_PREFIX, help="topology prefix (default: maze)")
+
+
+def submit_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="maze-worker submit", description="Submit a training or rollout job to the job workers. "
+        "Overrides are the Hydra overrides maze-run takes (docs/jobs.md).",
+        epilog="example: maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait")
+    parser.add_argument("kind", choices=["train", "rollout"], help="the job kind")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. algorithm=ppo runner.n_envs=2")
+    parser.add_argument("--config", default=None, help="config name (default: conf_train / conf_rollout)")
+    parser.add_argument("--job-id", default=None, help="job id, the idempotency key (default: generated)")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="S",
+                        help="stop the job after S seconds (it fails with time_limit)")
+    parser.add_argument("--publish-policy", default=None, metavar="NAME",
+                        help="train: publish the trained policy under NAME when it finishes")
+    parser.add_argument("--chunks", type=int, default=None, metavar="N",
+                        help="rollout: split into N chunk jobs run by any job workers, results merged")
+    parser.add_argument("--wait", action="store_true", help="show progress and print the result")
+    parser.add_argument("--timeout", type=float, default=24 * 3600.0, metavar="S",
+                        help="with --wait: give up after S seconds (default: a day)")
+    _broker_arguments(parser)
+    return parser
+
+
+def submit_command(argv: Sequence[str]) -> int:
+    """``maze-worker submit``: the exit code (0 submitted or finished, 1 failed/cancelled, 2 usage)."""
+    parser = submit_parser()
+    args = parser.parse_intermixed_args(list(argv))
+    try:
+        job = new_job(args.job_id or default_job_id(args.kind), args.kind, args.overrides, config=args.config,
+                      time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks)
+    except JobDecodeError as err:
+        parser.error(err.message)
+    try:
+        with JobClient(args.url, args.prefix) as client:
+            if args.wait:
+                client.watch(job.job_id)
+            client.submit(job)
+            print(f"submitted {job.kind} job {job.job_id}", file=sys.stderr, flush=True)
+            if not args.wait:
+                print(job.job_id)
+                return EXIT_OK
+            result = _wait_with_progress(client, job, args.timeout)
+    except JobClientError as err:
+        print(f"maze-worker submit: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(json.dumps(result.to_plain(), indent=1, sort_keys=True))
+    return EXIT_OK if result.status == "finished" else EXIT_FAILED
+
+
+def _wait_with_progress(client: JobClient, job: JobMessage, timeout: float) -> JobResult:
+    from tqdm import tqdm
+
+    bar = tqdm(desc=job.job_id, unit="epoch" if job.kind == "train" else "chunk", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def on_event(event: dict[str, Any]) -> None:
+        name = event.get("event")
+        if name == JobEvent.EPOCH:
+            bar.total = event.get("epochs") or bar.total
+            bar.n = int(event.get("epoch") or 0)
+            eval_return = (((event.get("stats") or {}).get("eval") or (event.get("stats") or {}).get("train")
+                            or {}).get("episode_return") or {}).get("mean")
+            if eval_return is not None:
+                bar.set_postfix(episode_return=f"{eval_return:.2f}")
+            bar.refresh()
+        elif name == JobEvent.CHUNK:
+            bar.total = event.get("chunks")
+            bar.n = int(event.get("done") or 0)
+            bar.refresh()
+        elif name in (JobEvent.ACCEPTED, JobEvent.STARTED):
+            if event.get("chunks"):
+                bar.total = event["chunks"]
+            bar.set_description(f"{job.job_id} {name}")
+
+    try:
+        return client.wait(job.job_id, timeout, on_event)
+    finally:
+        bar.close()
+
+
+def jobs_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="maze-worker jobs", description="Look at and cancel jobs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    status = commands.add_parser("status", help="print a job's record and result from the artifact root")
+    status.add_argument("job_id")
+    status.add_argument("--artifact-root", default=os.environ.get(ARTIFACT_ROOT_ENV, "artifacts"),
+                        help="the job workers' artifact root (default: $MAZE_ARTIFACT_ROOT, else "
+                             "./artifacts)")
+    cancel = commands.add_parser("cancel", help="cancel a queued or running job (via <prefix>.control)")
+    cancel.add_argument("job_id")
+    cancel.add_argument("--reason", default="", help="recorded in the cancelled result")
+    _broker_arguments(cancel)
+    return parser
+
+
+def job_status(artifact_root: str | Path, job_id: str) -> dict[str, Any]:
+    """What the artifact root knows about ``job_id``: ``{job_id, status, record, result}``."""
+    records = JobRecords(artifact_root)
+    record = records.record(job_id)
+    result = records.result(job_id)
+    status = (str(result.status) if result is not None else
+              (record or {}).get("status") or "unknown")
+    if records.cancellation(job_id) is not None and result is None:
+        status = f"{status} (cancel requested)"
+    return {"job_id": job_id, "status": status, "record": record,
+            "result": None if result is None else result.to_plain()}
+
+
+def jobs_command(argv: Sequence[str]) -> int:
+    """``maze-worker jobs status|cancel``."""
+    parser = jobs_parser()
+    args = parser.parse_args(list(argv))
+    try:
+        if args.command == "status":
+            info = job_status(args.artifact_root, args.job_id)
+            print(json.dumps(info, indent=1, sort_keys=True))
+            return EXIT_OK if info["record"] is not None or info["result"] is not None else EXIT_FAILED
+        with JobClient(args.url, args.prefix) as client:
+            client.cancel(args.job_id, args.reason)
+        print(f"cancel sent for job {args.job_id}", file=sys.stderr)
+        return EXIT_OK
+    except JobDecodeError as err:
+        parser.error(err.message)
+    except JobClientError as err:
+        print(f"maze-worker jobs: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_USAGE
