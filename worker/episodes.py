@@ -39,6 +39,7 @@ from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
 from maze_engine.wrappers.wrapper import find_wrapper
 from worker.handoff import EpisodeRecord, Step
 from worker.protocol import (
+    POLICY_VERSION_FIELD,
     PROTOCOL_VERSION,
     RESUMED_FIELD,
     WORKER_FIELD,
@@ -58,7 +59,11 @@ CLOSED_MEMORY = 4096
 
 
 class DeploymentSource(Protocol):
-    """What the table needs from a DeploymentFactory: fresh deployments sharing one policy."""
+    """What the table needs from a DeploymentFactory: fresh deployments sharing one policy.
+
+    A source may also have ``policy_version`` (the published version of its policy), which the replies of its
+    episodes carry; without it they carry nil.
+    """
 
     policy: Any
 
@@ -94,11 +99,15 @@ class ClosedEpisode:
 class _Episode:
     """One open episode: its deployment, the last seq stepped and the replies kept for redeliveries."""
 
-    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen", "history", "resumed_seq")
+    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen", "history", "resumed_seq",
+                 "source", "policy_version")
 
-    def __init__(self, episode: str, deployment: AgentDeployment, now: float) -> None:
+    def __init__(self, episode: str, deployment: AgentDeployment, now: float, source: Any = None) -> None:
         self.episode = episode
         self.deployment = deployment
+        self.source = source
+        """The DeploymentSource the deployment came from: its policy acts for the whole episode."""
+        self.policy_version: int | None = getattr(source, "policy_version", None)
         self.last_seq = -1
         self.replies: dict[int, bytes] = {}
         self.last_seen = now
@@ -122,8 +131,10 @@ def error_answer(episode: str | None, seq: int | None, code: ErrorCode, message:
 _pack = msgpack.Packer(default=lambda value: to_wire_action(value)).pack
 
 
-def encode_action_reply(episode: str, seq: int, action: Any, worker: str | None = None) -> bytes:
-    """``encode_reply(Reply(episode, seq, to_wire_action(action)))`` without building the Reply: the hot path.
+def encode_action_reply(episode: str, seq: int, action: Any, worker: str | None = None,
+                        policy_version: int | None = None) -> bytes:
+    """``encode_reply(Reply(episode, seq, to_wire_action(action), extra={"policy_version": policy_version}))``
+    without building the Reply: the hot path.
 
     The same bytes as the protocol's encoder (a test holds them equal); numpy values become plain numbers.
     ``worker`` adds the answering worker's id (the ``worker`` key).
@@ -131,9 +142,10 @@ def encode_action_reply(episode: str, seq: int, action: Any, worker: str | None 
     if type(action) is np.int64:  # Discrete actions, the common case
         action = int(action)
     if worker is None:
-        return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None})
+        return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None,
+                      POLICY_VERSION_FIELD: policy_version})
     return _pack({"v": PROTOCOL_VERSION, "episode": episode, "seq": seq, "action": action, "error": None,
-                  WORKER_FIELD: worker})
+                  POLICY_VERSION_FIELD: policy_version, WORKER_FIELD: worker})
 
 
 class FinishedEpisodes:
@@ -180,6 +192,10 @@ class EpisodeTable:
         """Named in every action reply (``worker`` key) when set."""
         self.lost_check: Callable[[StateMessage], bool] | None = None
         """Whether a seq > 0 of an episode not held is explained by a failover (then ``on_lost`` applies)."""
+        self.on_released: Callable[[DeploymentSource], None] | None = None
+        """Called when a source replaced by ``set_factory`` loses its last episode (its policy is let go)."""
+        self._users: dict[int, int] = {}
+        """id(source) -> open episodes created from it."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -220,14 +236,15 @@ class EpisodeTable:
                         f"episode: the worker holds its maximum of {self.settings.max_open} open episodes; "
                         "retry later or on another worker")
                     continue
+                source = self.factory
                 try:
-                    deployment = self.factory.create()
+                    deployment = source.create()
                 except Exception as err:  # noqa: BLE001 - a broken factory must not stop the worker
                     logger.exception("creating a deployment for episode %s failed", message.episode)
                     answers[index] = error_answer(message.episode, 0, ErrorCode.INTERNAL,
                                                   f"creating the episode's deployment failed: {_brief(err)}")
                     continue
-                episode = _Episode(message.episode, deployment, now)
+                episode = self._new_episode(message.episode, deployment, now, source)
                 if lost:
                     logger.warning("episode %s: resuming at seq %d, its earlier state was lost with a "
                                    "crashed worker", message.episode, message.seq)
@@ -259,11 +276,11 @@ class EpisodeTable:
                 (message.state, message.reward, False, message.info, None, ActorID(actor[0], actor[1]))
             items.append((episode.deployment, inputs))
         actions: list[list[Any]] = []
-        try:
-            results = act_batch(items, self.factory.policy, self.deterministic, actions)
-        except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
-            logger.exception("stepping a batch of %d states failed", len(items))
-            results = [err] * len(items)
+        source = acting[0][1].source
+        if all(episode.source is source for _, episode in acting):
+            results = self._act_batch(items, source, actions)
+        else:  # episodes on two policy versions: one forward pass per version
+            results, actions = self._act_by_source(items, [episode.source for _, episode in acting])
         move_to_end = self._open.move_to_end
         window = self.settings.replay_window
         worker = self.worker_id
@@ -275,9 +292,9 @@ class EpisodeTable:
             seq = message.seq
             try:
                 if seq == episode.resumed_seq:
-                    body = self._resumed_reply(message, to_wire_action(result))
+                    body = self._resumed_reply(message, to_wire_action(result), episode.policy_version)
                 else:
-                    body = encode_action_reply(message.episode, seq, result, worker)
+                    body = encode_action_reply(message.episode, seq, result, worker, episode.policy_version)
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
@@ -298,9 +315,10 @@ class EpisodeTable:
         except Exception as err:  # noqa: BLE001 - bad final states and failing wrappers are answered
             return self._failed(episode, message, err)
         if message.seq == episode.resumed_seq:
-            body = self._resumed_reply(message, None)
+            body = self._resumed_reply(message, None, episode.policy_version)
         else:
-            body = encode_reply(Reply(message.episode, message.seq, None))
+            body = encode_reply(Reply(message.episode, message.seq, None,
+                                      extra={POLICY_VERSION_FIELD: episode.policy_version}))
         self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
         return Answer(body, None)
 
@@ -309,7 +327,7 @@ class EpisodeTable:
             # The deployment rejected the input before stepping anything: the episode stays as it was
             # (a first state that did not fit leaves no episode behind, so seq 0 can be sent again).
             if episode.last_seq < 0:
-                self._open.pop(episode.episode, None)
+                self._forget(episode)
             return error_answer(message.episode, message.seq, ErrorCode.BAD_MESSAGE, str(err))
         logger.error("episode %s, seq %d: %s; closing the episode", message.episode, message.seq, _brief(err),
                      exc_info=err)
@@ -317,8 +335,8 @@ class EpisodeTable:
         return error_answer(message.episode, message.seq, ErrorCode.INTERNAL,
                             f"{_brief(err)}; the episode was closed, start a new one")
 
-    def _resumed_reply(self, message: StateMessage, action: Any) -> bytes:
-        extra: dict[str, Any] = {RESUMED_FIELD: True}
+    def _resumed_reply(self, message: StateMessage, action: Any, policy_version: int | None = None) -> bytes:
+        extra: dict[str, Any] = {POLICY_VERSION_FIELD: policy_version, RESUMED_FIELD: True}
         if self.worker_id is not None:
             extra[WORKER_FIELD] = self.worker_id
         return encode_reply(Reply(message.episode, message.seq, action, extra=extra))
@@ -358,7 +376,7 @@ class EpisodeTable:
     def _close(self, episode: _Episode, reason: CloseReason, last_seq: int, reply: bytes | None,
                flush: bool) -> None:
         """Remove ``episode``; ``flush`` ends its deployment's episode so wrappers write their statistics."""
-        self._open.pop(episode.episode, None)
+        self._forget(episode)
         if flush:
             try:
                 episode.deployment.close()
@@ -379,9 +397,10 @@ class EpisodeTable:
         return their records; ids not held are skipped."""
         records: list[EpisodeRecord] = []
         for episode_id in episodes:
-            episode = self._open.pop(episode_id, None)
+            episode = self._open.get(episode_id)
             if episode is None:
                 continue
+            self._forget(episode)
             records.append(EpisodeRecord(episode_id, episode.last_seq, dict(episode.replies),
                                          episode.history))
             episode.deployment.abort(MazeError("the episode was handed off to another worker"))
@@ -395,13 +414,73 @@ class EpisodeTable:
             return False
         if held is not None:
             held.deployment.abort(MazeError("replaced by a newer hand-off of the episode"))
-        episode = _Episode(record.episode, deployment, self.clock())
+            self._forget(held)
+        episode = self._new_episode(record.episode, deployment, self.clock(), self.factory)
         episode.last_seq = record.last_seq
         episode.replies = dict(record.replies)
         episode.history = list(record.steps)
         self._open[record.episode] = episode
         self._closed.pop(record.episode, None)
         return True
+
+    # -- policy versions -------------------------------------------------------------------------------------
+
+    def set_factory(self, factory: DeploymentSource) -> None:
+        """Serve new episodes from ``factory``; open episodes finish on the source they started on.
+
+        Call between batches. The replaced source is handed to ``on_released`` once no open episode uses it.
+        """
+        old, self.factory = self.factory, factory
+        if old is not factory and not self._users.get(id(old)):
+            self._released(old)
+
+    def _new_episode(self, episode_id: str, deployment: AgentDeployment, now: float,
+                     source: DeploymentSource) -> _Episode:
+        self._users[id(source)] = self._users.get(id(source), 0) + 1
+        return _Episode(episode_id, deployment, now, source)
+
+    def _forget(self, episode: _Episode) -> None:
+        """Take ``episode`` out of the open ones and release its source when it was the last user."""
+        if self._open.pop(episode.episode, None) is None:
+            return
+        source = episode.source
+        left = self._users.get(id(source), 0) - 1
+        if left > 0:
+            self._users[id(source)] = left
+            return
+        self._users.pop(id(source), None)
+        if source is not self.factory:
+            self._released(source)
+
+    def _released(self, source: DeploymentSource) -> None:
+        if self.on_released is not None:
+            self.on_released(source)
+
+    def _act_batch(self, items: list[tuple[AgentDeployment, tuple[Any, ...]]], source: DeploymentSource,
+                   actions: list[list[Any]]) -> list[Any]:
+        try:
+            return act_batch(items, source.policy, self.deterministic, actions)
+        except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
+            logger.exception("stepping a batch of %d states failed", len(items))
+            actions[:] = [[] for _ in items]
+            return [err] * len(items)
+
+    def _act_by_source(self, items: list[tuple[AgentDeployment, tuple[Any, ...]]],
+                       sources: list[DeploymentSource]) -> tuple[list[Any], list[list[Any]]]:
+        """``_act_batch`` per source (policy version), results and actions back in the order of ``items``."""
+        groups: dict[int, list[int]] = {}
+        for position, source in enumerate(sources):
+            groups.setdefault(id(source), []).append(position)
+        results: list[Any] = [None] * len(items)
+        actions: list[list[Any]] = [[] for _ in items]
+        for positions in groups.values():
+            group_actions: list[list[Any]] = []
+            group = [items[position] for position in positions]
+            group_results = self._act_batch(group, sources[positions[0]], group_actions)
+            for position, result, taken in zip(positions, group_results, group_actions, strict=True):
+                results[position] = result
+                actions[position] = taken
+        return results, actions
 
     def create_deployment(self) -> AgentDeployment:
         """A fresh deployment from the table's factory (for replaying a hand-off record)."""

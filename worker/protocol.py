@@ -29,6 +29,9 @@ RESUMED_FIELD = "resumed"
 worker (a fresh wrapper stack from this state on); absent otherwise."""
 WORKER_FIELD = "worker"
 """Optional reply key: the id of the worker that answered (which worker holds the episode)."""
+POLICY_VERSION_FIELD = "policy_version"
+"""Reply key of action and done replies: the published policy version that acted (an integer >= 1), nil
+when the worker serves a policy that is not a published one; absent in error replies."""
 
 
 class ErrorCode(StrEnum):
@@ -97,6 +100,12 @@ class Reply:
         """The id of the worker that answered, when the reply names it (``worker`` key)."""
         value = self.extra.get(WORKER_FIELD)
         return value if isinstance(value, str) else None
+
+    @property
+    def policy_version(self) -> int | None:
+        """The published policy version that chose the action (``policy_version`` key), else None."""
+        value = self.extra.get(POLICY_VERSION_FIELD)
+        return value if type(value) is int else None
 
 
 class DecodeError(Exception):
@@ -291,6 +300,9 @@ def decode_reply(body: bytes) -> Reply:
         if code not in _ERROR_CODES:
             raise _fail(obj, "error.code", f"one of {sorted(_ERROR_CODES)}", code)
         info = ErrorInfo(ErrorCode(code), error["message"])
+    policy_version = obj.get(POLICY_VERSION_FIELD)
+    if policy_version is not None and (type(policy_version) is not int or policy_version < 1):
+        raise _fail(obj, POLICY_VERSION_FIELD, "an integer >= 1 or nil", policy_version)
     extra = {key: value for key, value in obj.items() if key not in REPLY_FIELDS}
     return Reply(episode, seq, obj["action"], info, v, extra)
 

@@ -99,7 +99,8 @@ def test_unknown_episodes_and_finished_ones_are_named() -> None:
     assert "no such episode" in decode(answer)["error"]["message"]
     table.handle([msg("e", 0)])
     final = table.handle([msg("e", 1, done=True)])[0]
-    assert decode(final) == {"v": 1, "episode": "e", "seq": 1, "action": None, "error": None}
+    assert decode(final) == {"v": 1, "episode": "e", "seq": 1, "action": None, "error": None,
+                             "policy_version": None}
     assert table.handle([msg("e", 1, done=True)])[0].body == final.body  # redelivered final state
     late = table.handle([msg("e", 2)])[0]
     assert late.code == ErrorCode.UNKNOWN_EPISODE and "finished at seq 1" in decode(late)["error"]["message"]
@@ -219,8 +220,10 @@ def test_actor_ids_from_the_wire_reach_the_deployment() -> None:
 
 @pytest.mark.parametrize("action", [np.int64(1), 3, np.array([0.5, -1.0], dtype=np.float32),
                                     {"a": np.int64(2), "b": np.array([1, 0])}, [np.float32(0.25)]])
-def test_the_fast_reply_encoder_matches_the_protocol(action: Any) -> None:
-    assert encode_action_reply("e", 7, action) == encode_reply(Reply("e", 7, to_wire_action(action)))
+@pytest.mark.parametrize("version", [None, 3])
+def test_the_fast_reply_encoder_matches_the_protocol(action: Any, version: int | None) -> None:
+    assert encode_action_reply("e", 7, action, policy_version=version) == \
+        encode_reply(Reply("e", 7, to_wire_action(action), extra={"policy_version": version}))
 
 
 @pytest.mark.parametrize(("episodes_and_seqs", "expected"), [

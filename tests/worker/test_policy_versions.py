@@ -1,0 +1,183 @@
+"""Policy versions without a broker: the table serves episodes on the version they started on, the reloader
+loads newer versions in the background and rejects unusable ones."""
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+from maze_engine.core.errors import ConfigError
+from worker.episodes import EpisodeTable
+from worker.metrics import WorkerMetrics
+from worker.policy_reload import (
+    PolicyReloader,
+    PolicyReloadMetrics,
+    VersionedFactory,
+    published_policy_name,
+    published_source,
+    with_statistics,
+)
+from worker.policy_store import encode_announcement, publish_policy
+from worker.protocol import StateMessage
+from worker.service import build_factory
+from worker.settings import EpisodeSettings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from policy_runs import save_run  # noqa: E402
+from worker_harness import CARTPOLE, SignPolicy, state  # noqa: E402
+
+
+class Source:
+    """A DeploymentSource with a policy version, over a SignPolicy that records its batch sizes."""
+
+    def __init__(self, version: int | None) -> None:
+        self.policy = SignPolicy()
+        self.factory = build_factory(self.policy, CARTPOLE)
+        self.policy_version = version
+
+    def create(self) -> Any:
+        return self.factory.create()
+
+
+def msg(episode: str, seq: int, done: bool = False) -> StateMessage:
+    return StateMessage(1, episode, seq, state(0.1), None if seq == 0 else 1.0, done, None)
+
+
+def versions(answers: list[Any]) -> list[Any]:
+    return [msgpack.unpackb(answer.body)["policy_version"] for answer in answers]
+
+
+def test_running_episodes_keep_their_version_and_new_ones_get_the_new_one() -> None:
+    old, new = Source(1), Source(2)
+    released: list[Any] = []
+    table = EpisodeTable(old, EpisodeSettings())
+    table.on_released = released.append
+    assert versions(table.handle([msg("a", 0), msg("b", 0)])) == [1, 1]
+    table.set_factory(new)
+    assert versions(table.handle([msg("a", 1), msg("c", 0), msg("b", 1)])) == [1, 2, 1]
+    # One forward pass per version and batch.
+    assert old.policy.batch_sizes == [2, 2] and new.policy.batch_sizes == [1]
+    assert versions(table.handle([msg("a", 2, done=True)])) == [1]
+    assert released == []
+    assert versions(table.handle([msg("b", 2, done=True), msg("c", 1)])) == [1, 2]
+    assert released == [old]
+    assert versions(table.handle([msg("d", 0)])) == [2]
+
+
+def test_a_replaced_source_without_episodes_is_released_at_once() -> None:
+    old, new = Source(1), Source(2)
+    released: list[Any] = []
+    table = EpisodeTable(old, EpisodeSettings())
+    table.on_released = released.append
+    table.set_factory(new)
+    assert released == [old]
+    table.set_factory(new)
+    assert released == [old]
+
+
+def test_a_policy_that_is_not_published_answers_with_version_nil() -> None:
+    table = EpisodeTable(build_factory(SignPolicy(), CARTPOLE), EpisodeSettings())
+    answers = table.handle([msg("a", 0)])
+    assert versions(answers) == [None]
+
+
+# -------------------------------------------------------------------------------------------- the reloader
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("runs")
+    return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
+            "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
+
+
+def policy_config(root: Path, name: str = "cartpole") -> dict[str, Any]:
+    return {"_target_": "worker.policy_store.load_published_policy", "name": name, "artifact_root": str(root),
+            "version": None}
+
+
+def wait_ready(reloader: PolicyReloader, timeout: float = 60.0) -> VersionedFactory:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready = reloader.take_ready()
+        if ready is not None:
+            return ready
+        time.sleep(0.02)
+    raise AssertionError(f"no new version loaded within {timeout} s")
+
+
+def wait_for(condition: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
+        time.sleep(0.02)
+
+
+def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels or None)
+
+
+def test_the_reloader_loads_announced_and_missed_versions_and_rejects_bad_ones(
+        tmp_path: Path, runs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    publish_policy(tmp_path, "cartpole", runs["one"])
+    current = published_source(policy_config(tmp_path), CARTPOLE, None, build_factory)
+    assert current.policy_version == 1 and current.create().policy is current.policy
+    metrics = WorkerMetrics()
+    reloader = PolicyReloader(current, PolicyReloadMetrics(metrics.registry))
+    try:
+        assert sample(metrics, "maze_worker_policy_version") == 1
+        two = publish_policy(tmp_path, "cartpole", runs["two"])
+        reloader.on_announcement(encode_announcement(publish_policy(tmp_path, "other", runs["one"])))
+        reloader.on_announcement(b"\x93garbage")
+        reloader.on_announcement(encode_announcement(two))
+        loaded = wait_ready(reloader)
+        assert loaded.policy_version == 2 and reloader.current is loaded
+        assert sample(metrics, "maze_worker_policy_version") == 2
+        assert sample(metrics, "maze_worker_policy_reloads_total", outcome="loaded") == 1
+        assert "ignoring a policy announcement" in caplog.text
+        reloader.on_announcement(encode_announcement(two))  # already served: nothing to do
+        # Version 3 does not fit the served env: rejected, version 2 serves on.
+        three = publish_policy(tmp_path, "cartpole", runs["acrobot"])
+        reloader.on_announcement(encode_announcement(three))
+        wait_for(lambda: sample(metrics, "maze_worker_policy_reloads_total", outcome="rejected") == 1)
+        assert reloader.take_ready() is None and reloader.current is loaded and 3 in reloader.rejected
+        assert ("policy 'cartpole' version 3 rejected, version 2 keeps serving: SpaceMismatchError"
+                in caplog.text)
+        # Version 4 appears without an announcement (missed while disconnected): found by check_latest.
+        publish_policy(tmp_path, "cartpole", runs["one"])
+        reloader.check_latest()
+        assert wait_ready(reloader).policy_version == 4
+        assert sample(metrics, "maze_worker_policy_version") == 4
+    finally:
+        reloader.close()
+
+
+def test_a_worker_refuses_to_start_without_a_published_version(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^policy.name: no version of policy 'cartpole' is published"):
+        published_source(policy_config(tmp_path), CARTPOLE, None, build_factory)
+    with pytest.raises(ConfigError, match=r"^policy.name: expected 1-64"):
+        published_policy_name(policy_config(tmp_path, name=""))
+    assert published_policy_name({"_target_": "maze_engine.RandomPolicy"}) is None
+    assert published_policy_name(policy_config(tmp_path)) == "cartpole"
+
+
+def test_normalization_wrappers_read_the_statistics_of_the_version(tmp_path: Path,
+                                                                   runs: dict[str, Path]) -> None:
+    run = save_run(tmp_path / "run")
+    (run / "statistics.json").write_text("{}")
+    published = publish_policy(tmp_path, "cartpole", run)
+    wrappers: dict[str, Any] = {
+        "maze_engine.ObservationNormalizationWrapper": {"statistics_dump": None, "exclude": []},
+        "maze_engine.LogStatsWrapper": {}}
+    pointed = with_statistics(wrappers, published)
+    assert pointed["maze_engine.ObservationNormalizationWrapper"] == {
+        "statistics_dump": str(published.path / "statistics.json"), "exclude": []}
+    assert pointed["maze_engine.LogStatsWrapper"] == {}
+    listed = with_statistics([{"_target_": "maze_engine.ObservationNormalizationWrapper"}], published)
+    assert listed == [{"_target_": "maze_engine.ObservationNormalizationWrapper",
+                       "statistics_dump": str(published.path / "statistics.json")}]
+    without = publish_policy(tmp_path, "cartpole", runs["one"])
+    assert with_statistics(wrappers, without) is wrappers
