@@ -76,6 +76,7 @@ def settings_of(cfg: DictConfig) -> Any:
 
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
+    from worker.policy_reload import published_policy_name, published_source
     from worker.service import build_factory
 
     resolved = _resolved(cfg)
@@ -84,7 +85,12 @@ def prepare(cfg: DictConfig) -> tuple[Any, Any]:
         if resolved.get(key) is None:
             raise ConfigProblem(f"{key}: expected a config (pick one: {key}=...), got nothing")
     try:
-        factory = build_factory(resolved["policy"], resolved["env"], resolved.get("wrappers"))
+        factory: Any
+        if published_policy_name(resolved["policy"]) is not None:  # served by version, reloaded when newer
+            factory = published_source(resolved["policy"], resolved["env"], resolved.get("wrappers"),
+                                       build_factory)
+        else:
+            factory = build_factory(resolved["policy"], resolved["env"], resolved.get("wrappers"))
     except (MazeError, ValueError, TypeError, ImportError, OSError) as err:
         raise ConfigProblem(f"cannot build the agent from env, wrappers and policy: {one_line(err)}") from err
     limit_torch_threads(settings.torch_threads)

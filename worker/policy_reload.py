@@ -52,10 +52,12 @@ class VersionedFactory:
     """The DeploymentFactory of one published version, plus how to build the factory of another version."""
 
     def __init__(self, factory: Any, published: PublishedPolicy,
-                 rebuild: Callable[[PublishedPolicy], VersionedFactory]) -> None:
+                 rebuild: Callable[[PublishedPolicy], VersionedFactory], follows_latest: bool = True) -> None:
         self.factory = factory
         self.published = published
         self.rebuild = rebuild
+        self.follows_latest = follows_latest
+        """False when the config pins a version: then no newer one is loaded."""
         self.policy: Any = factory.policy
 
     @property
@@ -101,7 +103,7 @@ def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
     def rebuild(target: PublishedPolicy) -> VersionedFactory:
         config = {**policy_config, "version": target.version}
         factory = build_factory(config, env, with_statistics(wrappers, target))
-        return VersionedFactory(factory, target, rebuild)
+        return VersionedFactory(factory, target, rebuild, follows_latest=version is None)
 
     return rebuild(published)
 

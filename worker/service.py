@@ -24,6 +24,7 @@ from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
 from worker.episodes import Answer, ClosedEpisode, EpisodeTable, FinishedEpisodes, error_answer
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.ownership import ShardOwnership
+from worker.policy_reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
 from worker.protocol import CONTENT_TYPE, DecodeError, ErrorCode, StateMessage, decode_state
 from worker.settings import WorkerSettings
 from worker.topology import DeadReason, mask_url
@@ -85,6 +86,11 @@ class WorkerService:
         self.clock = clock
         self.table = EpisodeTable(factory, settings.episodes, settings.deterministic, clock=clock,
                                   on_closed=self._on_closed)
+        self.reloader: PolicyReloader | None = None
+        """Loads newer versions of a published policy (``policy=published_policy``), else None."""
+        if isinstance(factory, VersionedFactory) and factory.follows_latest:
+            self.reloader = PolicyReloader(factory, PolicyReloadMetrics(self.metrics.registry))
+            self.table.on_released = self._on_policy_released
         self.consuming = threading.Event()
         """Set while the worker consumes its shards (tests and the health endpoint wait on it)."""
         self._stop = threading.Event()
@@ -157,6 +163,8 @@ class WorkerService:
         finally:
             self._lost()
             self.transport.close()
+            if self.reloader is not None:
+                self.reloader.close()
             closed = self.table.close_all()
             self._log_stats(final=True, dropped=closed)
             if self._metrics_server is not None:
@@ -166,6 +174,9 @@ class WorkerService:
         transport = self.transport
         transport.connect()
         transport.declare_topology()
+        if self.reloader is not None:  # announcements missed while disconnected: look at the files too
+            transport.subscribe_policies(self.reloader.on_announcement)
+            self.reloader.check_latest()
         transport.consume(self.ownership.owned_queues())
         self.consuming.set()
         self.metrics.set_healthy(True)
@@ -274,7 +285,20 @@ class WorkerService:
     def _on_closed(self, closed: ClosedEpisode) -> None:
         self.metrics.episodes_closed.labels(closed.reason.value).inc()
 
+    def _swap_policy(self) -> None:
+        """Between batches: new episodes get a newly loaded policy version, running ones keep theirs."""
+        assert self.reloader is not None
+        loaded = self.reloader.take_ready()
+        if loaded is not None:
+            self.table.set_factory(loaded)
+
+    def _on_policy_released(self, source: Any) -> None:
+        logger.info("policy version %s released: its last episode closed",
+                    getattr(source, "policy_version", "?"))
+
     def _housekeeping(self) -> None:
+        if self.reloader is not None:
+            self._swap_policy()
         now = self.clock()
         if now >= self._next_eviction:
             self._next_eviction = now + EVICTION_INTERVAL_S

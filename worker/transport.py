@@ -12,7 +12,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -298,6 +298,26 @@ class Transport:
             raise ConnectionLost("not connected")
         with _translated("sending"):
             connection.process_data_events(time_limit=0)
+
+    # -- policy announcements --------------------------------------------------------------------------
+
+    def subscribe_policies(self, on_announcement: Callable[[bytes], None]) -> None:
+        """Hear ``<prefix>.policies`` (declared durable fanout) on an exclusive auto-delete queue of this
+        connection; ``on_announcement(body)`` runs inside ``poll``, on this thread. Again after reconnects."""
+        channel = self._require_channel()
+        exchange = topology.policies_exchange(self.settings.prefix)
+
+        def deliver(channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            try:
+                on_announcement(body)
+            except Exception:  # noqa: BLE001 - a bad announcement must not break the service loop
+                logger.exception("handling a policy announcement failed")
+
+        with _translated(f"subscribing to {exchange}"):
+            channel.exchange_declare(exchange, exchange_type=topology.policies_exchange_type(), durable=True)
+            queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+            channel.queue_bind(queue, exchange, routing_key="")
+            channel.basic_consume(queue, deliver, auto_ack=True)
 
     # -- the cluster of agent workers: per-shard consumers, heartbeats, hand-off records ----------------
 

@@ -1,0 +1,194 @@
+"""Hot reload against the real broker: episodes finish on the policy version they started on, new episodes
+get the announced newer version, unusable versions are rejected, missed announcements are caught up after a
+reconnect, and ``maze-worker policy=published_policy`` serves (or refuses to start without) a version."""
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pika
+import pytest
+
+from worker.policy_reload import published_source
+from worker.policy_store import PublishedPolicy, encode_announcement, publish_policy
+from worker.service import WorkerService, build_factory
+
+sys.path.insert(0, str(Path(__file__).parent))
+from policy_runs import save_run  # noqa: E402
+from worker_harness import (  # noqa: E402
+    CARTPOLE,
+    ROOT,
+    Producer,
+    close_connections,
+    connections_named,
+    settings_for,
+    start_subprocess_worker,
+    state,
+    stop_subprocess,
+)
+
+pytestmark = pytest.mark.integration
+
+NAME = "cartpole"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("runs")
+    return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
+            "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
+
+
+def policy_config(root: Path) -> dict[str, Any]:
+    return {"_target_": "worker.policy_store.load_published_policy", "name": NAME, "artifact_root": str(root),
+            "version": None}
+
+
+@contextmanager
+def serving(amqp_url: str, prefix: str, root: Path) -> Iterator[WorkerService]:
+    """A worker serving the latest published version of NAME under ``root``, in a thread."""
+    factory = published_source(policy_config(root), CARTPOLE, None, build_factory)
+    service = WorkerService(settings_for(amqp_url, prefix), factory)
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            service.run()
+        except BaseException as err:  # noqa: BLE001 - reported by the test
+            errors.append(err)
+
+    thread = threading.Thread(target=target, name="test-policy-worker", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: service.consuming.is_set() or bool(errors), "the worker consumes")
+        assert not errors, f"the worker failed to start: {errors[0]!r}"
+        yield service
+    finally:
+        service.stop()
+        thread.join(30)
+    assert not thread.is_alive(), "the worker did not stop"
+    assert not errors, f"the worker raised: {errors[0]!r}"
+
+
+def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(0.05)
+
+
+def metric(service: WorkerService, name: str, **labels: str) -> float | None:
+    return service.metrics.registry.get_sample_value(name, labels or None)
+
+
+def announce(amqp_url: str, prefix: str, published: PublishedPolicy) -> None:
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+    try:
+        connection.channel().basic_publish(f"{prefix}.policies", "", encode_announcement(published))
+    finally:
+        connection.close()
+
+
+def version_of(producer: Producer, episode: str, seq: int) -> Any:
+    reply = producer.call(episode, seq, state(0.1), reward=None if seq == 0 else 1.0, timeout=60)
+    assert reply["error"] is None, reply
+    return reply["policy_version"]
+
+
+def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
+        amqp_url: str, prefix: str, tmp_path: Path, runs: dict[str, Path]) -> None:
+    publish_policy(tmp_path, NAME, runs["one"])
+    with serving(amqp_url, prefix, tmp_path) as service:
+        producer = Producer(amqp_url, prefix)
+        try:
+            assert metric(service, "maze_worker_policy_version") == 1
+            assert version_of(producer, "old", 0) == 1
+            two = publish_policy(tmp_path, NAME, runs["two"])
+            announce(amqp_url, prefix, two)
+            wait_for(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 is swapped in")
+            assert version_of(producer, "old", 1) == 1
+            assert version_of(producer, "new", 0) == 2
+            assert version_of(producer, "new", 1) == 2
+            # Corrupt (a garbled weights file) and incompatible (another env's spaces) versions are rejected.
+            three = publish_policy(tmp_path, NAME, runs["one"])
+            weights = three.path / "state_dict.pt"
+            weights.write_bytes(b"garbage" + weights.read_bytes()[7:])
+            announce(amqp_url, prefix, three)
+            wait_for(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 1,
+                     "version 3 is rejected")
+            four = publish_policy(tmp_path, NAME, runs["acrobot"])
+            announce(amqp_url, prefix, four)
+            wait_for(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 2,
+                     "version 4 is rejected")
+            assert metric(service, "maze_worker_policy_version") == 2
+            assert metric(service, "maze_worker_policy_reloads_total", outcome="loaded") == 1
+            assert version_of(producer, "newer", 0) == 2
+            assert version_of(producer, "old", 2) == 1
+            final = producer.call("old", 3, state(0.1), done=True, timeout=60)
+            assert final["error"] is None and final["policy_version"] == 1
+        finally:
+            producer.close()
+
+
+def _require_rabbitmqctl(fragment: str) -> None:
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not available to close the worker's connection")
+    try:
+        found = connections_named(fragment)
+    except Exception as err:  # noqa: BLE001 - no permission, another node: the test cannot run here
+        pytest.skip(f"rabbitmqctl cannot list connections here ({err})")
+    if not found:
+        pytest.skip("the broker rabbitmqctl talks to is not the one the tests use")
+
+
+def test_a_version_missed_while_disconnected_is_found_and_announcements_reach_the_new_connection(
+        amqp_url: str, prefix: str, tmp_path: Path, runs: dict[str, Path]) -> None:
+    publish_policy(tmp_path, NAME, runs["one"])
+    with serving(amqp_url, prefix, tmp_path) as service:
+        fragment = f"maze-worker {prefix} "
+        _require_rabbitmqctl(fragment)
+        producer = Producer(amqp_url, prefix)
+        try:
+            assert version_of(producer, "a", 0) == 1
+            publish_policy(tmp_path, NAME, runs["two"])  # never announced
+            reconnects = metric(service, "maze_worker_reconnects_total") or 0
+            assert close_connections(fragment) >= 1
+            wait_for(lambda: (metric(service, "maze_worker_reconnects_total") or 0) > reconnects,
+                     "the worker reconnects")
+            wait_for(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 is found")
+            assert version_of(producer, "b", 0) == 2
+            announce(amqp_url, prefix, publish_policy(tmp_path, NAME, runs["one"]))
+            wait_for(lambda: metric(service, "maze_worker_policy_version") == 3,
+                     "version 3 is heard on the new connection")
+            assert version_of(producer, "c", 0) == 3
+        finally:
+            producer.close()
+
+
+def test_maze_worker_serves_a_published_policy_and_refuses_to_start_without_one(
+        amqp_url: str, prefix: str, tmp_path: Path, runs: dict[str, Path]) -> None:
+    overrides = ("policy=published_policy", f"policy.name={NAME}", f"artifact_root={tmp_path}")
+    refused = subprocess.run([sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", *overrides],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2, refused.stderr
+    lines = [line for line in refused.stderr.splitlines() if line.startswith("maze-worker: error:")]
+    assert len(lines) == 1 and f"policy.name: no version of policy '{NAME}' is published" in lines[0]
+    publish_policy(tmp_path, NAME, runs["one"])
+    process = start_subprocess_worker(amqp_url, prefix, *overrides)
+    producer = Producer(amqp_url, prefix)
+    try:
+        assert version_of(producer, "cli", 0) == 1
+        announce(amqp_url, prefix, publish_policy(tmp_path, NAME, runs["two"]))
+        deadline = time.monotonic() + 60
+        while version_of(producer, f"cli-{time.monotonic()}", 0) != 2:
+            assert time.monotonic() < deadline, "maze-worker did not switch to version 2"
+            time.sleep(0.2)
+    finally:
+        producer.close()
+        assert stop_subprocess(process) == 0
