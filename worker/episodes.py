@@ -317,8 +317,10 @@ class EpisodeTable:
         if message.seq == episode.resumed_seq:
             body = self._resumed_reply(message, None, episode.policy_version)
         else:
-            body = encode_reply(Reply(message.episode, message.seq, None,
-                                      extra={POLICY_VERSION_FIELD: episode.policy_version}))
+            extra: dict[str, Any] = {POLICY_VERSION_FIELD: episode.policy_version}
+            if self.worker_id is not None:
+                extra[WORKER_FIELD] = self.worker_id
+            body = encode_reply(Reply(message.episode, message.seq, None, extra=extra))
         self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
         return Answer(body, None)
 

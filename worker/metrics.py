@@ -23,6 +23,7 @@ from prometheus_client import (
 logger = logging.getLogger(__name__)
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+HANDOFF_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
 
 
@@ -49,6 +50,21 @@ class WorkerMetrics:
                                   registry=self.registry)
         self.connected = Gauge("maze_worker_connected", "1 while connected and consuming",
                                registry=self.registry)
+        self.owned_shards = Gauge("maze_worker_owned_shards", "Shards assigned to this worker",
+                                  registry=self.registry)
+        self.live_workers = Gauge("maze_worker_live_workers", "Live agent workers of the prefix",
+                                  registry=self.registry)
+        self.handoffs = Counter("maze_worker_handoffs", "Shard hand-offs with episodes, by direction",
+                                ["direction"], registry=self.registry)
+        self.episodes_handed_off = Counter("maze_worker_episodes_handed_off",
+                                           "Episodes moved with their state, by direction (in, out)",
+                                           ["direction"], registry=self.registry)
+        self.takeover_seconds = Histogram("maze_worker_takeover_seconds",
+                                          "Becoming a shard's active consumer (hand-off import)",
+                                          buckets=HANDOFF_BUCKETS, registry=self.registry)
+        self.handoff_seconds = Histogram("maze_worker_handoff_seconds",
+                                         "Handing a shard's episodes over: records out, consumer cancelled",
+                                         buckets=HANDOFF_BUCKETS, registry=self.registry)
         self._healthy = False
 
     def observe_latencies(self, seconds: Iterable[float]) -> None:

@@ -21,7 +21,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maze_engine.deployment.factory import DeploymentFactory
 from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
+from worker.cluster import ShardCoordinator
 from worker.episodes import Answer, ClosedEpisode, EpisodeTable, FinishedEpisodes, error_answer
+from worker.membership import new_worker_id
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.ownership import ShardOwnership
 from worker.policy_reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
@@ -91,6 +93,11 @@ class WorkerService:
         if isinstance(factory, VersionedFactory) and factory.follows_latest:
             self.reloader = PolicyReloader(factory, PolicyReloadMetrics(self.metrics.registry))
             self.table.on_released = self._on_policy_released
+        self.worker_id = new_worker_id()
+        """This worker's id among the agent workers of its prefix (heartbeats, the ``worker`` reply key)."""
+        self.table.worker_id = self.worker_id
+        self.cluster = ShardCoordinator(settings, self.worker_id, self.transport, self.table, self.metrics,
+                                        clock)
         self.consuming = threading.Event()
         """Set while the worker consumes its shards (tests and the health endpoint wait on it)."""
         self._stop = threading.Event()
@@ -177,38 +184,49 @@ class WorkerService:
         if self.reloader is not None:  # announcements missed while disconnected: look at the files too
             transport.subscribe_policies(self.reloader.on_announcement)
             self.reloader.check_latest()
-        transport.consume(self.ownership.owned_queues())
+        self.cluster.connected()
         self.consuming.set()
         self.metrics.set_healthy(True)
-        logger.info("consuming %d shard queues of prefix %r", len(self.ownership.owned_shards()),
-                    self.settings.broker.prefix)
+        logger.info("worker %s consuming the %d shard queues of prefix %r, owning %d", self.worker_id,
+                    self.settings.broker.shards, self.settings.broker.prefix, len(self.cluster.owned))
 
     def _lost(self) -> None:
         self.consuming.clear()
         self.metrics.set_healthy(False)
         self.transport.close()
+        self.cluster.disconnected()
 
     def _serve(self) -> None:
         """Answer batches until stop is requested; raises ConnectionLost."""
         transport = self.transport
+        cluster = self.cluster
         while not self._stop.is_set():
-            deliveries = transport.poll(POLL_TIMEOUT_S)
+            deliveries = cluster.admit(transport.poll(POLL_TIMEOUT_S))
             if deliveries:
                 self.process(deliveries)
+            cluster.tick()
             self._housekeeping()
 
     def _drain_and_close(self) -> None:
-        """Stop consuming and answer the deliveries already handed over; the rest stays in the queues."""
+        """Hand over: tell the others, answer for one more heartbeat interval, then hand every shard's
+        episodes over (records first, then the consumer); undelivered states stay queued for their owners."""
         self.consuming.clear()
         self.metrics.set_healthy(False)
+        cluster = self.cluster
         try:
-            self.transport.cancel_consumers()
-            held = self.transport.poll(0)
-            if held:
-                logger.info("answering the %d states held before stopping", len(held))
-                self.process(held, ack_each=True)
+            cluster.announce_leaving()
+            # The others hear of it and count this worker out before its shards come free.
+            deadline = self.clock() + self.settings.cluster.heartbeat_interval_s
+            while True:
+                held = cluster.admit(self.transport.poll(0 if self.clock() >= deadline else POLL_TIMEOUT_S))
+                if held:
+                    self.process(held)
+                if self.clock() >= deadline:
+                    break
+            cluster.leave()
         except ConnectionLost as err:
-            logger.warning("connection lost while stopping (%s); unacknowledged states stay queued", err)
+            logger.warning("connection lost while stopping (%s); unacknowledged states stay queued, the open "
+                           "episodes are lost", err)
         self.transport.close()
 
     # -- batches -----------------------------------------------------------------------------------------
@@ -284,6 +302,7 @@ class WorkerService:
 
     def _on_closed(self, closed: ClosedEpisode) -> None:
         self.metrics.episodes_closed.labels(closed.reason.value).inc()
+        self.cluster.forget(closed.episode)
 
     def _swap_policy(self) -> None:
         """Between batches: new episodes get a newly loaded policy version, running ones keep theirs."""

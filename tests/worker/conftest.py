@@ -157,8 +157,17 @@ def delete_prefix(url: str, prefix: str, extra: BrokerCleanup | None = None) -> 
                 index += 1
             if index:  # one topology uses one width
                 break
+        handoff = f"{prefix}.handoff"
+        for width in (2, 3, 4):  # named like the shard queues
+            index = 0
+            while _queue_exists(connection, name := f"{handoff}.{index:0{width}d}"):
+                channel.queue_delete(name)
+                index += 1
+            if index:
+                break
         queues = [topology.dead_letter_queue(prefix), *(extra.queues if extra else [])]
-        exchanges = [states, topology.dead_letter_exchange(prefix), topology.events_exchange(prefix),
+        exchanges = [states, topology.dead_letter_exchange(prefix), topology.workers_exchange(prefix),
+                     topology.events_exchange(prefix),
                      topology.control_exchange(prefix), topology.policies_exchange(prefix),
                      *(extra.exchanges if extra else [])]
         for name in queues:

@@ -1,0 +1,338 @@
+"""Shard ownership at run time: subscribe, learn who is active, pass shards on, hand episodes over.
+
+Every agent worker subscribes to every shard queue of its prefix. Single active consumer gives each queue to
+one subscriber at a time, and RabbitMQ says nothing about who that is: a worker learns it is active on a
+shard from that shard's first delivery. Then:
+
+- it owns the shard (``worker/ownership.py`` over the live set of ``worker/membership.py``): it first
+  imports the shard's hand-off records (``<prefix>.handoff.NN``: the histories of the episodes that moved
+  to it, replayed through fresh deployments) and then answers;
+- it does not own it: it *passes the shard on*. Hand-off records of any episodes of that shard it holds go
+  out first (with publisher confirms), then its consumer is cancelled, the deliveries it got are given back
+  unanswered, and it subscribes again, at the back of the line, a heartbeat interval later. The broker
+  activates the next subscriber; passing repeats until the owner is reached.
+
+When the live set changes, each worker releases (passes on) the active shards it no longer owns, so a
+planned move is a hand-off: the episodes travel with their wrapper-stack state and continue as if they had
+not moved. A crashed worker publishes nothing; its shards go to the stand-bys and the states of its
+episodes are ``lost`` (``episodes.on_lost``). One thread drives all of this, between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from worker import topology
+from worker.episodes import EpisodeTable
+from worker.handoff import HandoffError, decode_records, encode_records, replay
+from worker.membership import Heartbeat, HeartbeatError, Membership, decode_heartbeat, encode_heartbeat
+from worker.metrics import WorkerMetrics
+from worker.ownership import assign, owned_by
+from worker.protocol import StateMessage
+from worker.settings import WorkerSettings
+from worker.transport import Delivery, Transport
+
+logger = logging.getLogger(__name__)
+
+RECORDS_PER_MESSAGE = 64
+"""Episodes per hand-off message: few publisher confirms per shard, messages of bounded size."""
+PRUNE_INTERVAL_S = 10.0
+
+
+@dataclass
+class _Shard:
+    """This worker's consumer on one shard queue."""
+
+    index: int
+    queue: str
+    tag: str | None = None
+    """Consumer tag while subscribed."""
+    active: bool = False
+    """A delivery came through the current consumer: the broker made it the active one."""
+    resubscribe_at: float | None = None
+    """When to subscribe again after passing the shard on."""
+
+
+class ShardCoordinator:
+    """The service's partner for everything about shards and other workers; see the module docstring."""
+
+    def __init__(self, settings: WorkerSettings, worker_id: str, transport: Transport, table: EpisodeTable,
+                 metrics: WorkerMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.transport = transport
+        self.table = table
+        self.metrics = metrics
+        self.clock = clock
+        broker = settings.broker
+        self.prefix, self.shards = broker.prefix, broker.shards
+        self.membership = Membership(worker_id, settings.cluster.liveness_timeout_s, clock)
+        self._shards = [_Shard(index, topology.shard_queue(self.prefix, index, self.shards))
+                        for index in range(self.shards)]
+        self._by_tag: dict[str, _Shard] = {}
+        self._live: frozenset[str] = frozenset()
+        self._owned: frozenset[int] = frozenset(range(self.shards))
+        self._shard_of: dict[str, int] = {}
+        """Episode id (routing key) -> shard it came from, for the episodes this worker may hold."""
+        self._adopted: set[int] = set()
+        """Shards this worker became active on while other workers were around: they may have had an owner
+        before, so an unknown episode there is explained by a failover."""
+        self._others_seen = False
+        self._next_heartbeat = 0.0
+        self._next_prune = 0.0
+        self._connected_before = False
+        table.lost_check = self.lost_check
+
+    # -- connection --------------------------------------------------------------------------------------
+
+    def connected(self) -> None:
+        """After (re)connecting: declare the cluster names, hear the others, subscribe to every shard."""
+        transport = self.transport
+        transport.declare_cluster(self.worker_id)
+        if self._connected_before:
+            # Nobody's heartbeats could reach us while we were away: give everyone a fresh timeout.
+            self.membership.refresh_all()
+        else:
+            self._discover()
+        self._connected_before = True
+        self._heartbeat()
+        self._update_assignment()
+        owned = [shard for shard in self._shards if shard.index in self._owned]
+        for shard in owned + [shard for shard in self._shards if shard.index not in self._owned]:
+            self._subscribe(shard)
+
+    def _discover(self) -> None:
+        """Announce this worker and listen for a little over one heartbeat interval before owning anything."""
+        self._heartbeat()
+        deadline = self.clock() + self.settings.cluster.heartbeat_interval_s * 1.5
+        while self.clock() < deadline:
+            self.transport.poll(0.1)
+            self._take_heartbeats()
+
+    def disconnected(self) -> None:
+        """The connection is gone: consumers and activations with it (the episodes stay)."""
+        for shard in self._shards:
+            shard.tag, shard.active, shard.resubscribe_at = None, False, None
+        self._by_tag.clear()
+
+    # -- deliveries --------------------------------------------------------------------------------------
+
+    def admit(self, deliveries: Sequence[Delivery]) -> list[Delivery]:
+        """The deliveries this worker answers now; the rest go back (shards not owned are passed on).
+
+        The first delivery on a shard makes the worker its active consumer: an owned shard's hand-off
+        records are imported before anything of it is answered.
+        """
+        if not deliveries:
+            return []
+        kept: list[Delivery] = []
+        passing: dict[int, list[Delivery]] = {}
+        for delivery in deliveries:
+            shard = self._by_tag.get(delivery.consumer_tag)
+            if shard is None:  # a consumer cancelled meanwhile
+                self.transport.nack(delivery.tag)
+                continue
+            if shard.index not in self._owned:
+                passing.setdefault(shard.index, []).append(delivery)
+                continue
+            if not shard.active:
+                self._activate(shard)
+            self._shard_of[delivery.routing_key] = shard.index
+            kept.append(delivery)
+        for index, given_back in passing.items():
+            self._release(self._shards[index], given_back, "passing on a shard it does not own")
+        return kept
+
+    def _activate(self, shard: _Shard) -> None:
+        started = self.clock()
+        shard.active = True
+        if self._others_seen or self.membership.others():
+            self._adopted.add(shard.index)
+        imported = self._import(shard)
+        took = self.clock() - started
+        self.metrics.takeover_seconds.observe(took)
+        logger.info("active on shard %d%s", shard.index,
+                    f": imported {imported} handed-off episodes in {took:.3f} s" if imported else "")
+
+    def _import(self, shard: _Shard) -> int:
+        queue = topology.handoff_queue(self.prefix, shard.index, self.shards)
+        messages = self.transport.get_handoffs(queue)
+        if not messages:
+            return 0
+        imported = 0
+        for _tag, body in messages:
+            try:
+                message = decode_records(body)
+            except HandoffError as err:
+                logger.error("dropping an unreadable hand-off message on %s: %s", queue, err)
+                continue
+            for record in message.records:
+                try:
+                    deployment = replay(record, self.table.create_deployment())
+                except HandoffError as err:
+                    logger.error("episode %s cannot be taken over from %s (%s); its next state is handled "
+                                 "as lost", record.episode, message.worker, err)
+                    continue
+                if self.table.adopt(record, deployment):
+                    self._shard_of[record.episode] = shard.index
+                    imported += 1
+        self.transport.ack_handoff(messages[-1][0])
+        self.metrics.handoffs.labels("in").inc()
+        self.metrics.episodes_handed_off.labels("in").inc(imported)
+        self.metrics.open_episodes.set(len(self.table))
+        return imported
+
+    def _release(self, shard: _Shard, given_back: Sequence[Delivery], why: str) -> None:
+        """Hand the shard's episodes over, cancel the consumer, give deliveries back, re-subscribe later."""
+        started = self.clock()
+        exported = self._export(shard.index)
+        transport = self.transport
+        held: list[Delivery] = []
+        if shard.tag is not None:
+            held = transport.cancel_consumer(shard.tag)
+            self._by_tag.pop(shard.tag, None)
+        for delivery in (*given_back, *held):
+            transport.nack(delivery.tag)
+        transport.flush()
+        shard.tag, shard.active = None, False
+        shard.resubscribe_at = self.clock() + self.settings.cluster.heartbeat_interval_s
+        self._adopted.discard(shard.index)
+        if exported:
+            took = self.clock() - started
+            self.metrics.handoff_seconds.observe(took)
+            logger.info("%s: handed %d episodes of shard %d over in %.3f s", why, exported, shard.index, took)
+        else:
+            logger.debug("%s: shard %d", why, shard.index)
+
+    def _export(self, index: int) -> int:
+        ids = [episode for episode, shard in self._shard_of.items()
+               if shard == index and episode in self.table]
+        if not ids:
+            return 0
+        records = self.table.export(ids)
+        for episode in ids:
+            self._shard_of.pop(episode, None)
+        queue = topology.handoff_queue(self.prefix, index, self.shards)
+        sent = 0
+        for start in range(0, len(records), RECORDS_PER_MESSAGE):
+            chunk = records[start:start + RECORDS_PER_MESSAGE]
+            body: bytes | None
+            try:
+                body = encode_records(index, self.worker_id, chunk)
+            except HandoffError:
+                body = self._encode_each(index, chunk)
+            if body is None:
+                continue
+            self.transport.publish_handoff(queue, body)
+            sent += len(chunk)
+        self.metrics.handoffs.labels("out").inc()
+        self.metrics.episodes_handed_off.labels("out").inc(sent)
+        self.metrics.open_episodes.set(len(self.table))
+        return sent
+
+    def _encode_each(self, index: int, chunk: Sequence) -> bytes | None:
+        """Encode the records of ``chunk`` that can be encoded; the others are logged (their episodes will be
+        handled as lost by the new owner)."""
+        good = []
+        for record in chunk:
+            try:
+                encode_records(index, self.worker_id, [record])
+            except HandoffError as err:
+                logger.error("%s; the new owner will handle it as lost", err)
+                continue
+            good.append(record)
+        return encode_records(index, self.worker_id, good) if good else None
+
+    def lost_check(self, message: StateMessage) -> bool:
+        """Whether ``message`` (of an episode not held) may be of an episode lost with a crashed worker."""
+        return self._shard_of.get(message.episode) in self._adopted
+
+    def forget(self, episode: str) -> None:
+        """An episode closed: it no longer needs a shard."""
+        self._shard_of.pop(episode, None)
+
+    # -- time and membership -----------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Heartbeats in and out, the live set, releasing shards no longer owned, re-subscribing."""
+        now = self.clock()
+        self._take_heartbeats()
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+        self.membership.expire()
+        if self._update_assignment():
+            for shard in self._shards:
+                if shard.active and shard.index not in self._owned:
+                    self._release(shard, (), "shard moved to another worker")
+        for shard in self._shards:
+            if shard.tag is None and shard.resubscribe_at is not None and now >= shard.resubscribe_at \
+                    and not self.membership.leaving:
+                self._subscribe(shard)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL_S
+            self._shard_of = {episode: shard for episode, shard in self._shard_of.items()
+                              if episode in self.table}
+
+    def _take_heartbeats(self) -> None:
+        for body in self.transport.take_heartbeats():
+            try:
+                self.membership.observe(decode_heartbeat(body))
+            except HeartbeatError as err:
+                logger.warning("ignoring a heartbeat: %s", err)
+        if self.membership.others():
+            self._others_seen = True
+
+    def _heartbeat(self) -> None:
+        self._next_heartbeat = self.clock() + self.settings.cluster.heartbeat_interval_s
+        self.transport.publish_heartbeat(encode_heartbeat(Heartbeat(self.worker_id, self.membership.leaving)))
+
+    def _update_assignment(self) -> bool:
+        """Recompute the owned shards from the live set; True when they changed."""
+        live = self.membership.live()
+        if live == self._live and live:
+            return False
+        self._live = live
+        owned = frozenset(owned_by(assign(live, self.shards)).get(self.worker_id, [])) if live \
+            else frozenset()
+        changed = owned != self._owned
+        self._owned = owned
+        self.metrics.owned_shards.set(len(owned))
+        self.metrics.live_workers.set(len(live))
+        if changed:
+            logger.info("owning %d of %d shards %s among %d live workers", len(owned), self.shards,
+                        sorted(owned), len(live))
+        return changed
+
+    def _subscribe(self, shard: _Shard) -> None:
+        shard.resubscribe_at = None
+        shard.active = False
+        shard.tag = self.transport.consume_queue(shard.queue)
+        self._by_tag[shard.tag] = shard
+
+    # -- leaving -----------------------------------------------------------------------------------------
+
+    def announce_leaving(self) -> None:
+        """Tell the others this worker stops: they take its shards into their assignment at once."""
+        self.membership.leave()
+        self._heartbeat()
+        self._update_assignment()
+
+    def leave(self) -> None:
+        """Hand every shard over (records first, then the consumer) before the connection closes."""
+        if not self.membership.leaving:
+            self.announce_leaving()
+        for shard in self._shards:
+            if shard.tag is not None or any(index == shard.index for index in self._shard_of.values()):
+                self._release(shard, (), "stopping")
+            shard.resubscribe_at = None
+
+    @property
+    def owned(self) -> frozenset[int]:
+        return self._owned
+
+    @property
+    def live(self) -> frozenset[str]:
+        return self._live
