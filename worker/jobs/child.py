@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +27,7 @@ OUTCOME_FILE = "outcome.json"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
+EXIT_ORPHANED = 3
 
 EPOCH_SECTIONS = ("train", "eval", "time")
 """Sections of a training epoch's statistics sent as progress (the learner's losses stay in stats.tsv)."""
@@ -90,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     job_dir = Path(args[0])
     # The parent stops a job with SIGTERM: end through Python's exit path so files are closed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    _exit_with_parent()
     spec = json.loads((job_dir / SPEC_FILE).read_text(encoding="utf-8"))
     output_dir = Path(spec["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +122,23 @@ def _outcome(job_dir: Path, code: int, summary: dict[str, Any] | None = None,
              error: dict[str, str] | None = None) -> int:
     write_json_atomic(job_dir / OUTCOME_FILE, {"exit": code, "summary": summary or {}, "error": error})
     return code
+
+
+def _exit_with_parent(interval_s: float = 1.0) -> None:
+    """End this process (and, through its session, nothing else) when the job worker that started it dies.
+
+    A worker killed with SIGKILL cannot stop its child; its job goes back to the queue when the lease lapses,
+    so an orphaned run must not go on writing into the job's directory.
+    """
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval_s)
+            if os.getppid() != parent:
+                os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def _limit_threads(threads: Any) -> None:

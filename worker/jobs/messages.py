@@ -159,7 +159,7 @@ class ControlMessage:
 CONTROL_COMMANDS = ("cancel",)
 
 
-class JobDecodeError(Exception):
+class JobDecodeError(ValueError):
     """A job, result or control message does not follow v1; ``field`` names the culprit ("body": all of it).
 
     ``job_id`` is filled in when it could be read, so an error result can still name the job.
@@ -293,7 +293,7 @@ def _chunk_of(value: Any, job_id: str) -> ChunkOf:
     parent, index, count = value.get("parent"), value.get("index"), value.get("count")
     problem = job_id_problem(parent)
     if problem is not None:
-        raise JobDecodeError("chunk_of.parent", f"chunk_of.{problem}", job_id)
+        raise JobDecodeError("chunk_of.parent", "chunk_of.parent" + problem.removeprefix("job_id"), job_id)
     if type(count) is not int or not 0 < count <= MAX_CHUNKS:
         raise JobDecodeError("chunk_of.count", f"chunk_of.count: expected an integer in [1, {MAX_CHUNKS}], "
                                                f"got {_describe(count)}", job_id)

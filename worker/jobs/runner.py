@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -65,6 +66,7 @@ class ChildProcess:
         self.clock = clock
         for stale in (OUTCOME_FILE, PROGRESS_FILE):  # from an earlier attempt
             (job_dir / stale).unlink(missing_ok=True)
+        shutil.rmtree(spec.output_dir, ignore_errors=True)  # an earlier attempt's partial output
         write_json_atomic(job_dir / SPEC_FILE, {"kind": spec.kind, "config": spec.config,
                                                 "overrides": list(spec.overrides),
                                                 "output_dir": str(spec.output_dir),
@@ -150,7 +152,7 @@ class ChildProcess:
             self._outcome = Outcome(code, dict(reported.get("summary") or {}),
                                     error if isinstance(error, dict) else None)
         else:
-            message = (f"the job's process was killed by signal {signal.Signals(-code).name}" if code < 0
+            message = (f"the job's process was killed by signal {_signal_name(-code)}" if code < 0
                        else f"the job's process exited with status {code} without a result")
             self._outcome = Outcome(code, {}, {"code": "crashed", "message": message + f" (see {LOG_FILE})"},
                                     stopped=self._stop_reason)
@@ -163,3 +165,10 @@ class ChildProcess:
         except OSError:
             return ""
         return data[-limit:].decode("utf-8", "replace")
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

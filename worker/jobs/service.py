@@ -152,7 +152,8 @@ class JobService:
     def _open(self) -> None:
         transport = self.transport
         transport.connect()
-        transport.declare(topology.jobs_topology(self.prefix, self.jobs.delivery_limit, self.jobs.kinds))
+        # Every kind's queue is declared, so jobs of a kind this worker does not run can still be submitted.
+        transport.declare(topology.jobs_topology(self.prefix, self.jobs.delivery_limit))
         transport.declare_lease_queue(self.lease_queue,
                                       topology.lease_queue_arguments(self.prefix, self.jobs.lease_ttl_s))
         transport.listen_control(topology.control_exchange(self.prefix))

@@ -1,0 +1,263 @@
+"""Job workers against the real broker: a training job from submission to result with events, idempotent
+resubmission, bad job messages, cancellation (running and queued), the time limit, a rollout split over two
+workers, a worker killed mid-job, a poison job, the CLI and ``role=all``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from job_harness import (  # noqa: E402
+    LONG_TRAINING,
+    TINY_ROLLOUT,
+    TINY_TRAINING,
+    RecordingClient,
+    crashing_env,
+    dead_letters,
+    job_settings,
+    job_worker,
+    publish_raw,
+    register_cleanup,
+    wait_until,
+)
+from worker_harness import ROOT, Producer, start_subprocess_worker, state, stop_subprocess  # noqa: E402
+
+from maze_engine.rollout.trajectory import trajectory_files  # noqa: E402
+from worker import topology  # noqa: E402
+from worker.jobs.messages import JobStatus, new_job  # noqa: E402
+from worker.jobs.records import JobRecords  # noqa: E402
+from worker.jobs.split import merge_statistics  # noqa: E402
+from worker.jobs.submit import job_status  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(amqp_url: str, prefix: str) -> Any:
+    client = RecordingClient(amqp_url, prefix)
+    yield client
+    client.close()
+
+
+def test_a_training_job_runs_to_its_result_with_events_and_answers_a_resubmission_from_its_record(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
+        job = new_job("tiny-train", "train", TINY_TRAINING)
+        client.watch(job.job_id)
+        client.submit(job)
+        result = client.result(job.job_id)
+        assert result.status is JobStatus.FINISHED, result
+        assert result.summary["epochs"] == 2
+        assert isinstance(result.summary["best_eval_return"], float)
+        output = Path(result.output_dir)
+        assert output == tmp_path / "jobs" / "tiny-train" / "output"
+        assert (output / "state_dict.pt").is_file() and (output / "config.yaml").is_file()
+        names = [event["event"] for event in client.events_of(job.job_id)]
+        assert names[:2] == ["accepted", "started"] and names[-1] == "finished", names
+        epochs = client.events_of(job.job_id, "epoch")
+        assert [event["epoch"] for event in epochs] == [1, 2]
+        assert all(event["epochs"] == 2 and "episode_return" in event["stats"]["train"] for event in epochs)
+        assert job_status(tmp_path, job.job_id)["status"] == "finished"
+
+        started = (JobRecords(tmp_path).record(job.job_id) or {})["started"]
+        client.submit(job)  # the same job id again: answered from the stored result, not run twice
+        again = client.result(job.job_id, timeout=60)
+        assert again.to_plain() == result.to_plain()
+        assert (JobRecords(tmp_path).record(job.job_id) or {})["started"] == started
+        assert len(client.events_of(job.job_id, "started")) == 1
+
+
+def test_bad_job_messages_are_answered_naming_the_field_and_dead_lettered(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    def job(**changes: Any) -> bytes:
+        body = {"v": 1, "job_id": "bad", "kind": "rollout", "overrides": TINY_ROLLOUT, **changes}
+        return msgpack.packb(body)
+
+    with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
+        cases = {  # job id -> (body, field named in the reply and the dead letter)
+            "bad-kind": (job(job_id="bad-kind", kind="evaluate"), "kind"),
+            "bad-override": (job(job_id="bad-override", overrides=["runner.n_episodes=many"]), "overrides"),
+            "bad-group": (job(job_id="bad-group", overrides=["runner=nonexistent"]), "overrides"),
+            "bad-config": (job(job_id="bad-config", config="conf_nope"), "config"),
+            "bad-pairing": (job(job_id="bad-pairing", config="conf_train"), "config"),
+        }
+        for body, _field in cases.values():
+            publish_raw(client, "rollout", body)
+        publish_raw(client, "rollout", b"\xc1 not msgpack")
+        publish_raw(client, "rollout", job(job_id="no-reply"), reply_to=None)
+        for job_id, (_body, field) in cases.items():
+            result = client.result(job_id, timeout=60)
+            assert result.status is JobStatus.FAILED and result.error is not None
+            assert result.error.message.startswith(field), (job_id, result.error)
+        # A config value the engine rejects only when it builds the env: failed once, never retried.
+        env_error = new_job("bad-env", "rollout", [*TINY_ROLLOUT, "env.name=NoSuchEnv-v0"])
+        client.submit(env_error)
+        result = client.result(env_error.job_id)
+        assert result.status is JobStatus.FAILED and result.error is not None
+        assert (result.error.code, result.attempts) == ("config", 1)
+        assert "NoSuchEnv-v0" in result.error.message
+        good = new_job("good-after-bad", "rollout", [*TINY_ROLLOUT, "runner.n_episodes=2"])
+        client.submit(good)
+        assert client.result(good.job_id).status is JobStatus.FINISHED, "the worker keeps going"
+    letters = dead_letters(client)
+    reasons = sorted((props.headers[topology.DEAD_REASON_HEADER], props.headers[topology.DEAD_FIELD_HEADER])
+                     for props, _body in letters)
+    assert reasons == sorted([("bad_job", "kind"), ("bad_job", "overrides"), ("bad_job", "overrides"),
+                              ("bad_job", "config"), ("bad_job", "config"), ("bad_job", "body"),
+                              ("no_reply_to", "reply_to"), ("bad_job", "overrides")]), reasons
+
+
+def test_cancelling_a_running_and_a_queued_job_and_the_time_limit(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    with job_worker(job_settings(amqp_url, prefix, tmp_path, kinds=("train",)), broker_cleanup):
+        running = new_job("long-a", "train", LONG_TRAINING)
+        queued = new_job("long-b", "train", LONG_TRAINING)
+        for job in (running, queued):
+            client.watch(job.job_id)
+        client.submit(running)
+        client.wait_event(running.job_id, "epoch")
+        client.submit(queued)
+        client.cancel(queued.job_id, "not needed")
+        wait_until(lambda: JobRecords(tmp_path).cancellation(queued.job_id) is not None, 30,
+                   "the cancel mark")
+        asked = time.monotonic()
+        client.cancel(running.job_id)
+        result = client.result(running.job_id, timeout=60)
+        assert result.status is JobStatus.CANCELLED
+        assert time.monotonic() - asked < 30, "a running job stops within seconds"
+        assert client.events_of(running.job_id, "cancelled")
+        later = client.result(queued.job_id, timeout=60)
+        assert later.status is JobStatus.CANCELLED and later.error is not None
+        assert later.error.message == "not needed"
+        assert not client.events_of(queued.job_id, "started"), "a job cancelled while queued never starts"
+
+        limited = new_job("limited", "train", LONG_TRAINING, time_limit_s=3)
+        client.submit(limited)
+        result = client.result(limited.job_id, timeout=90)
+        assert result.status is JobStatus.FAILED and result.error is not None
+        assert result.error.code == "time_limit"
+
+
+def test_a_rollout_split_over_two_workers_merges_into_one_result(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    settings = job_settings(amqp_url, prefix, tmp_path, kinds=("rollout",))
+    with job_worker(settings, broker_cleanup) as first, job_worker(settings, broker_cleanup) as second:
+        job = new_job("split", "rollout", [*TINY_ROLLOUT, "runner.n_episodes=7", "seed=11"], chunks=2)
+        client.watch(job.job_id)
+        client.submit(job)
+        result = client.result(job.job_id)
+        workers = {first.service.worker_id, second.service.worker_id}
+    assert result.status is JobStatus.FINISHED, result
+    records = JobRecords(tmp_path)
+    chunk_ids = result.summary["chunk_ids"]
+    assert len(chunk_ids) == 2
+    chunks = [records.result(chunk_id) for chunk_id in chunk_ids]
+    assert [c.summary["statistics"]["episode_return"]["count"] for c in chunks if c] == [4, 3]
+    assert {(records.record(chunk_id) or {})["worker"] for chunk_id in chunk_ids} == workers, \
+        "each worker ran a chunk"
+    merged = result.summary["statistics"]
+    assert merged["episode_return"]["count"] == 7
+    expected = merge_statistics([c.summary["statistics"] for c in chunks if c])
+    assert merged["episode_return"] == pytest.approx(expected["episode_return"])
+    assert len(trajectory_files(tmp_path / "jobs" / "split" / "trajectories")) == 7
+    assert [event["done"] for event in client.events_of(job.job_id, "chunk")] == [1, 2]
+
+
+def _start_job_worker(amqp_url: str, prefix: str, root: Path, *overrides: str) -> subprocess.Popen[str]:
+    return start_subprocess_worker(amqp_url, prefix, "role=jobs", f"artifact_root={root}",
+                                   "jobs.lease_ttl_s=3", "jobs.poll_interval_s=0.2", *overrides)
+
+
+def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    register_cleanup(broker_cleanup, prefix)
+    victim = _start_job_worker(amqp_url, prefix, tmp_path)
+    job = new_job("survivor", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=4", *LONG_TRAINING[-7:]])
+    try:
+        client.watch(job.job_id)
+        client.submit(job)
+        client.wait_event(job.job_id, "epoch")
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+    record = JobRecords(tmp_path).record(job.job_id) or {}
+    rescuer = _start_job_worker(amqp_url, prefix, tmp_path)
+    try:
+        result = client.result(job.job_id, timeout=240)
+        assert result.status is JobStatus.FINISHED, result
+        assert result.attempts == 2 and result.summary["epochs"] == 4
+        client.pump(3.0)  # a second answer would arrive now
+        assert job.job_id not in client.results, "answered once"
+        assert len(client.events_of(job.job_id, "finished")) == 1
+        assert len(client.events_of(job.job_id, "started")) == 2
+        assert (JobRecords(tmp_path).record(job.job_id) or {})["worker"] != record.get("worker")
+    finally:
+        assert stop_subprocess(rescuer, timeout=60) == 0
+
+
+def test_a_job_that_keeps_crashing_is_dead_lettered_after_the_delivery_limit(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in crashing_env().items():
+        monkeypatch.setenv(key, value)
+    with job_worker(job_settings(amqp_url, prefix, tmp_path, delivery_limit=2), broker_cleanup):
+        job = new_job("poison", "rollout", [*TINY_ROLLOUT, "policy._target_=job_harness.SelfKillingPolicy"])
+        client.watch(job.job_id)
+        client.submit(job)
+        result = client.result(job.job_id)
+    assert result.status is JobStatus.FAILED and result.error is not None
+    assert (result.error.code, result.attempts) == ("crashed", 2)
+    assert "SIGKILL" in result.error.message and "2 attempts" in result.error.message
+    assert len(client.events_of(job.job_id, "started")) == 2
+    letters = dead_letters(client)
+    assert len(letters) == 1
+    properties, body = letters[0]
+    assert properties.headers[topology.DEAD_REASON_HEADER] == "job_failed"
+    assert "SIGKILL" in properties.headers[topology.DEAD_DETAIL_HEADER]
+    assert msgpack.unpackb(body)["job_id"] == "poison"
+
+
+def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ})
+
+
+def test_the_cli_submits_waits_reports_status_and_role_all_serves_both(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any) -> None:
+    register_cleanup(broker_cleanup, prefix)
+    both = start_subprocess_worker(amqp_url, prefix, "role=all", f"artifact_root={tmp_path}",
+                                   "jobs.poll_interval_s=0.2")
+    try:
+        done = _cli("submit", "rollout", *TINY_ROLLOUT, "runner.n_episodes=3", "--job-id", "from-cli",
+                    "--wait", "--chunks", "1", "--url", amqp_url, "--prefix", prefix)
+        assert done.returncode == 0, done.stderr
+        result = json.loads(done.stdout)
+        assert result["status"] == "finished"
+        assert result["summary"]["statistics"]["episode_length"]["count"] == 3
+        status = _cli("jobs", "status", "from-cli", "--artifact-root", str(tmp_path))
+        assert status.returncode == 0 and json.loads(status.stdout)["status"] == "finished"
+        producer = Producer(amqp_url, prefix)  # the agent side of role=all answers states meanwhile
+        try:
+            reply = producer.call("ep-1", 0, state(0.5))
+            assert reply["error"] is None and reply["action"] is not None
+        finally:
+            producer.close()
+    finally:
+        assert stop_subprocess(both, timeout=60) == 0
+    unknown = _cli("jobs", "status", "never-submitted", "--artifact-root", str(tmp_path))
+    assert unknown.returncode == 1 and json.loads(unknown.stdout)["status"] == "unknown"
+    usage = _cli("submit", "train", "--job-id", "has space")
+    assert usage.returncode == 2 and "job_id" in usage.stderr
+    assert "--publish-policy" in _cli("submit", "--help").stdout
