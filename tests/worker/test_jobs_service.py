@@ -77,6 +77,28 @@ def test_a_training_job_runs_to_its_result_with_events_and_answers_a_resubmissio
         assert len(client.events_of(job.job_id, "started")) == 1
 
 
+def test_a_training_job_with_publish_policy_publishes_and_announces_the_policy(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    from worker.policy_store import decode_announcement, latest_policy
+
+    with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
+        announcements = client.channel.queue_declare("", exclusive=True).method.queue
+        client.channel.queue_bind(announcements, topology.policies_exchange(prefix))
+        job = new_job("train-and-publish", "train", TINY_TRAINING, publish_policy="cartpole")
+        client.submit(job)
+        result = client.result(job.job_id)
+    assert result.status is JobStatus.FINISHED, result
+    assert result.policy == {"name": "cartpole", "version": 1}
+    published = latest_policy(tmp_path, "cartpole")
+    assert published is not None and published.version == 1
+    assert (published.path / "state_dict.pt").is_file()
+    method, _properties, body = client.channel.basic_get(announcements, auto_ack=True)
+    assert method is not None, "the new version is announced on <prefix>.policies"
+    announcement = decode_announcement(body)
+    assert (announcement.name, announcement.version) == ("cartpole", 1)
+    assert announcement.resolve(tmp_path) == published.path
+
+
 def test_bad_job_messages_are_answered_naming_the_field_and_dead_lettered(
         amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
     def job(**changes: Any) -> bytes:
