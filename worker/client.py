@@ -86,6 +86,11 @@ class MazeClient:
         self._id_base = uuid.uuid4().hex[:12]
         self.stale_replies = 0
         """Replies that arrived after their state was given up (timed out or forgotten)."""
+        self.resumed_replies = 0
+        """Replies flagged ``resumed``: the worker continued an episode whose earlier state was lost with a
+        crashed worker, on a fresh wrapper stack (see docs/protocol.md)."""
+        self.last_reply: Reply | None = None
+        """The reply ``act`` got last (its ``resumed`` and ``worker`` say more than the action)."""
         self._connection = self._connect(connection_name or f"maze-client {self._id_base}")
         try:
             self._channel = self._open_channel()
@@ -189,6 +194,8 @@ class MazeClient:
                           ErrorInfo(ErrorCode.INTERNAL, f"the worker sent an undecodable reply: {err}"))
         if reply.episode is None or reply.seq is None:  # a bad_message reply that could not read them
             reply = replace(reply, episode=sent.episode, seq=sent.seq)
+        if reply.resumed:
+            self.resumed_replies += 1
         self._ready[properties.correlation_id] = reply
 
     def _on_return(self, _channel: Any, method: Any, properties: pika.BasicProperties, _body: bytes) -> None:
@@ -312,6 +319,7 @@ class MazeClient:
         except MazeClientError:
             self.forget(correlation_id)
             raise
+        self.last_reply = reply
         return raise_for_error(reply)
 
     def episode(self, episode_id: str | None = None) -> "Episode":
@@ -328,6 +336,11 @@ class Episode:
         self.seq = 0
         """The seq the next step will carry."""
         self.closed = False
+        self.resumed_at: int | None = None
+        """The last seq at which the worker resumed this episode after a crash (its wrapper stack started
+        afresh there), or None."""
+        self.policy_version: int | None = None
+        """The published policy version acting for this episode (from its last reply), or None."""
 
     def step(self, state: Any, reward: float | None = None, done: bool = False, info: dict | None = None,
              actor: tuple[int | str, int] | None = None, timeout: float | None = None) -> Any:
@@ -338,6 +351,10 @@ class Episode:
         if self.closed:
             raise RuntimeError(f"episode {self.id} is closed; start a new one with client.episode()")
         action = self.client.act(self.id, self.seq, state, reward, done, info, actor, timeout)
+        if self.client.last_reply is not None:
+            if self.client.last_reply.resumed:
+                self.resumed_at = self.seq
+            self.policy_version = self.client.last_reply.policy_version
         self.seq += 1
         self.closed = done
         return action

@@ -15,6 +15,7 @@ from typing import Any
 import pika
 import pytest
 
+from worker.client import MazeClient
 from worker.policy_reload import published_source
 from worker.policy_store import PublishedPolicy, encode_announcement, publish_policy
 from worker.service import WorkerService, build_factory
@@ -115,6 +116,11 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
             assert version_of(producer, "old", 1) == 1
             assert version_of(producer, "new", 0) == 2
             assert version_of(producer, "new", 1) == 2
+            with MazeClient(amqp_url, prefix, timeout=60) as client:
+                episode = client.episode()
+                episode.step(state(0.1))
+                assert episode.policy_version == 2 and client.last_reply is not None
+                assert client.last_reply.policy_version == 2
             # Corrupt (a garbled weights file) and incompatible (another env's spaces) versions are rejected.
             three = publish_policy(tmp_path, NAME, runs["one"])
             weights = three.path / "state_dict.pt"

@@ -179,6 +179,13 @@ def test_reply_wire_map_has_exactly_the_documented_keys() -> None:
                     "error": {"code": "internal", "message": "boom"}, "policy_version": 7}
 
 
+@pytest.mark.parametrize(("extra", "version"), [({"policy_version": 4}, 4), ({"policy_version": None}, None),
+                                                ({}, None)])
+def test_reply_policy_version_is_the_published_version_or_none(extra: dict[str, Any],
+                                                               version: int | None) -> None:
+    assert decode_reply(encode_reply(Reply("ep", 1, 0, extra=extra))).policy_version == version
+
+
 def test_reply_encodes_numpy_actions_as_plain_values() -> None:
     action = {"discrete": np.int64(1), "box": np.array([0.5, 1.5], dtype=np.float32),
               "pair": (np.int32(2), 3)}
@@ -219,6 +226,9 @@ def test_unencodable_state_raises_encode_error() -> None:
     ({"v": 1, "episode": "e", "seq": 0, "action": None, "error": "boom"}, "error"),
     ({"v": 1, "episode": "e", "seq": 0, "action": None, "error": {"code": "x", "message": ""}}, "error.code"),
     ({"v": 1, "episode": "e", "seq": 0, "action": None, "error": {"code": "internal"}}, "error"),
+    ({"v": 1, "episode": "e", "seq": 0, "action": 1, "policy_version": 0}, "policy_version"),
+    ({"v": 1, "episode": "e", "seq": 0, "action": 1, "policy_version": "2"}, "policy_version"),
+    ({"v": 1, "episode": "e", "seq": 0, "action": 1, "policy_version": True}, "policy_version"),
 ])
 def test_invalid_reply_is_named(obj: dict[str, Any], field: str) -> None:
     with pytest.raises(DecodeError) as info:
