@@ -1,0 +1,135 @@
+"""Hand-off records: exact encoding, replay restoring the wrapper stack, export and adopt, lost episodes."""
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+
+from worker.episodes import EpisodeTable
+from worker.handoff import EpisodeRecord, HandoffError, Step, decode_records, encode_records, replay
+from worker.protocol import ErrorCode, StateMessage
+from worker.service import build_factory
+from worker.settings import EpisodeSettings
+
+sys.path.insert(0, str(Path(__file__).parent))
+from cluster_harness import StepPatternWrapper, expected  # noqa: E402
+from worker_harness import CARTPOLE, SignPolicy  # noqa: E402
+
+WRAPPERS = [{"_target_": StepPatternWrapper}]
+
+
+def table(on_lost: str = "resume", worker: str | None = "w1") -> EpisodeTable:
+    episodes = EpisodeTable(build_factory(SignPolicy(), CARTPOLE, WRAPPERS),
+                            EpisodeSettings(replay_window=4, on_lost=on_lost))
+    episodes.worker_id = worker
+    return episodes
+
+
+def state(seq: int) -> list[float]:
+    return [0.01 * seq, 0.0, -0.01, 0.02]
+
+
+def msg(episode: str, seq: int, done: bool = False) -> StateMessage:
+    return StateMessage(1, episode, seq, state(seq), None if seq == 0 else 1.0, done, None, None)
+
+
+def reply(answer: Any) -> dict[str, Any]:
+    return msgpack.unpackb(answer.body)
+
+
+def test_records_round_trip_exactly() -> None:
+    record = EpisodeRecord("ep-1", 2, {1: b"one", 2: b"two"}, [
+        Step(np.arange(6, dtype=np.float32).reshape(2, 3), None, {"k": [1, 2]}, None,
+             [{"action": np.int64(1)}]),
+        Step({"pos": np.array([1.5, -2.0]), "id": 7}, 0.5, None, (0, 1),
+             [{"a": np.float32(0.25), "b": (1, np.array([True, False]))}, {"a": 3}]),
+    ])
+    message = decode_records(encode_records(3, "w1", [record]))
+    assert (message.shard, message.worker) == (3, "w1")
+    [back] = message.records
+    assert back.episode == "ep-1" and back.last_seq == 2 and back.replies == record.replies
+    first, second = back.steps
+    np.testing.assert_array_equal(first.state, record.steps[0].state)
+    assert first.state.dtype == np.float32 and first.info == {"k": [1, 2]} and first.actor is None
+    assert type(first.actions[0]["action"]) is np.int64
+    assert second.actor == (0, 1) and second.reward == 0.5
+    assert type(second.actions[0]["a"]) is np.float32 and second.actions[0]["a"] == np.float32(0.25)
+    assert isinstance(second.actions[0]["b"], tuple)
+    np.testing.assert_array_equal(second.actions[0]["b"][1], [True, False])
+
+
+def test_a_history_that_cannot_be_encoded_names_the_episode() -> None:
+    record = EpisodeRecord("ep-odd", 0, {}, [Step({1, 2}, None, None, None, [])])
+    with pytest.raises(HandoffError, match="^episode ep-odd: its history cannot be encoded"):
+        encode_records(0, "w1", [record])
+
+
+@pytest.mark.parametrize(("body", "field"), [(b"\xc1", "body"), (msgpack.packb([1]), "v"),
+                                             (msgpack.packb({"v": 1, "shard": -1}), "shard"),
+                                             (msgpack.packb({"v": 1, "shard": 0, "worker": "w",
+                                                             "episodes": [{"episode": "e"}]}), "episodes")])
+def test_unreadable_messages_raise_handoff_errors(body: bytes, field: str) -> None:
+    with pytest.raises(HandoffError, match=f"^{field}"):
+        decode_records(body)
+
+
+def drive(episodes: EpisodeTable, episode: str, seqs: range) -> list[dict[str, Any]]:
+    return [reply(episodes.handle([msg(episode, seq)])[0]) for seq in seqs]
+
+
+def test_a_moved_episode_goes_on_as_if_it_had_not_moved() -> None:
+    old, new, control = table(worker="old"), table(worker="new"), table(worker="control")
+    drive(old, "e", range(7))
+    baseline = drive(control, "e", range(12))
+    [record] = decode_records(encode_records(0, "old", old.export(["e"]))).records
+    assert "e" not in old and record.last_seq == 6 and len(record.steps) == 7
+    assert new.adopt(record, replay(record, new.create_deployment()))
+    # A redelivered state is answered from the moved replay window, with the old worker's reply.
+    assert reply(new.handle([msg("e", 6)])[0]) == {**baseline[6], "worker": "old"}
+    moved = drive(new, "e", range(7, 12))
+    for seq, answer in zip(range(7, 12), moved, strict=True):
+        assert answer["action"] == baseline[seq]["action"] == expected(seq)
+        assert answer["worker"] == "new"
+    # Statistics too: the moved episode's return and length are those of an unmoved one.
+    new.handle([msg("e", 12, done=True)])
+    control.handle([msg("e", 12, done=True)])
+    assert new.finished.take().returns.summary() == control.finished.take().returns.summary()
+
+
+def test_adopt_keeps_the_newer_copy() -> None:
+    first, second = table(), table()
+    drive(first, "e", range(5))
+    drive(second, "e", range(3))
+    [stale] = second.export(["e"])
+    assert not first.adopt(stale, replay(stale, first.create_deployment()))
+    assert reply(first.handle([msg("e", 5)])[0])["action"] == expected(5)
+
+
+def test_replay_that_runs_out_of_actions_fails_cleanly() -> None:
+    episodes = table()
+    drive(episodes, "e", range(3))
+    [record] = episodes.export(["e"])
+    record.steps[1] = record.steps[1]._replace(actions=[])
+    with pytest.raises(HandoffError, match="^episode e: step 1 needs more policy actions"):
+        replay(record, episodes.create_deployment())
+
+
+def test_lost_episodes_resume_or_error_as_configured() -> None:
+    resuming, failing = table("resume"), table("error")
+    for episodes in (resuming, failing):
+        episodes.lost_check = lambda message: message.episode.startswith("lost")
+    # Not explained by a failover: unknown as before.
+    assert resuming.handle([msg("stray", 4)])[0].code == ErrorCode.UNKNOWN_EPISODE
+    answer = reply(resuming.handle([msg("lost-1", 4)])[0])
+    assert answer["resumed"] is True and answer["error"] is None and answer["action"] == expected(0)
+    # From there on it is an ordinary episode on a fresh stack: counting from the resumed seq.
+    follow = reply(resuming.handle([msg("lost-1", 5)])[0])
+    assert "resumed" not in follow and follow["action"] == expected(1)
+    assert failing.handle([msg("lost-2", 4)])[0].code == ErrorCode.EPISODE_LOST
+    # An episode the worker remembers finishing stays unknown, whatever its shard.
+    drive(resuming, "lost-3", range(2))
+    resuming.handle([msg("lost-3", 2, done=True)])
+    assert resuming.handle([msg("lost-3", 3)])[0].code == ErrorCode.UNKNOWN_EPISODE
