@@ -7,6 +7,7 @@ asserts the edit is reported, so none of the checks passes vacuously.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -275,3 +276,17 @@ def test_checks_catch(mutation: str, objects: Objects, workdir: str) -> None:
     edit(edited)
     problems = all_problems(edited, workdir)
     assert any(expected in problem for problem in problems), f"{mutation!r} not caught; problems: {problems}"
+
+
+def test_job_scaler_counts_queued_and_running_jobs(objects: Objects) -> None:
+    """Running jobs sit in their workers' lease queues: a scaler that missed them would stop running jobs."""
+    from worker import topology
+
+    scaled = objects["ScaledObject"]["maze-job-worker"]
+    pattern = re.compile(str(scaled["spec"]["triggers"][0]["metadata"]["queueName"]))
+    counted = [topology.jobs_queue("maze", "train"), topology.jobs_queue("maze", "rollout"),
+               topology.lease_queue("maze", "job-worker-7f9c-1-abc123")]
+    ignored = [topology.dead_letter_queue("maze"), topology.shard_queue("maze", 3),
+               topology.jobs_queue("other", "train")]
+    assert all(pattern.search(name) for name in counted), pattern.pattern
+    assert not any(pattern.search(name) for name in ignored), pattern.pattern
