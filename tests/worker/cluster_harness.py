@@ -211,6 +211,20 @@ class ClosedLoop:
         else:
             self._send(episode, seq + 1)
 
+    def reconnect(self, amqp_url: str) -> int:
+        """After a broker restart: a new connection and reply queue, and every unanswered state sent again
+        (as a producer does after a timeout; the worker answers a repeated state from its replay window)."""
+        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
+        self.channel = self.connection.channel()
+        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
+        self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
+        waiting = [(cid, episode, seq) for cid, (episode, seq, _) in self.sent.items()
+                   if cid not in self.answered]
+        for cid, episode, seq in waiting:
+            self.answered.add(cid)  # given up: a late reply to it counts as a duplicate
+            self._send(episode, seq)
+        return len(waiting)
+
     def run(self, seconds: float) -> None:
         """Keep the episodes going for ``seconds``."""
         deadline = time.monotonic() + seconds
