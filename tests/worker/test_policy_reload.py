@@ -5,38 +5,27 @@ reconnect, and ``maze-worker policy=published_policy`` serves (or refuses to sta
 import shutil
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-import pika
 import pytest
 
-from worker.client import MazeClient
-from worker.policy_reload import published_source
-from worker.policy_store import PublishedPolicy, encode_announcement, publish_policy
-from worker.service import WorkerService, build_factory
-
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_runs import save_run  # noqa: E402
+from policy_harness import NAME, announce, metric, save_run, serving, version_of, wait_for  # noqa: E402
 from worker_harness import (  # noqa: E402
-    CARTPOLE,
     ROOT,
     Producer,
     close_connections,
     connections_named,
-    settings_for,
     start_subprocess_worker,
     state,
     stop_subprocess,
 )
 
-pytestmark = pytest.mark.integration
+from worker.client import MazeClient  # noqa: E402
+from worker.policy_store import publish_policy  # noqa: E402
 
-NAME = "cartpole"
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -44,62 +33,6 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("runs")
     return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
             "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
-
-
-def policy_config(root: Path) -> dict[str, Any]:
-    return {"_target_": "worker.policy_store.load_published_policy", "name": NAME, "artifact_root": str(root),
-            "version": None}
-
-
-@contextmanager
-def serving(amqp_url: str, prefix: str, root: Path) -> Iterator[WorkerService]:
-    """A worker serving the latest published version of NAME under ``root``, in a thread."""
-    factory = published_source(policy_config(root), CARTPOLE, None, build_factory)
-    service = WorkerService(settings_for(amqp_url, prefix), factory)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run()
-        except BaseException as err:  # noqa: BLE001 - reported by the test
-            errors.append(err)
-
-    thread = threading.Thread(target=target, name="test-policy-worker", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: service.consuming.is_set() or bool(errors), "the worker consumes")
-        assert not errors, f"the worker failed to start: {errors[0]!r}"
-        yield service
-    finally:
-        service.stop()
-        thread.join(30)
-    assert not thread.is_alive(), "the worker did not stop"
-    assert not errors, f"the worker raised: {errors[0]!r}"
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
-
-
-def metric(service: WorkerService, name: str, **labels: str) -> float | None:
-    return service.metrics.registry.get_sample_value(name, labels or None)
-
-
-def announce(amqp_url: str, prefix: str, published: PublishedPolicy) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-    try:
-        connection.channel().basic_publish(f"{prefix}.policies", "", encode_announcement(published))
-    finally:
-        connection.close()
-
-
-def version_of(producer: Producer, episode: str, seq: int) -> Any:
-    reply = producer.call(episode, seq, state(0.1), reward=None if seq == 0 else 1.0, timeout=60)
-    assert reply["error"] is None, reply
-    return reply["policy_version"]
 
 
 def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(

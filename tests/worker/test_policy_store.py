@@ -29,7 +29,7 @@ from worker.policy_store import (
 )
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_runs import model_config, save_run  # noqa: E402
+from policy_harness import model_config, save_run  # noqa: E402
 
 
 @pytest.fixture(scope="module")

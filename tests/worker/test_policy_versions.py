@@ -26,7 +26,7 @@ from worker.service import build_factory
 from worker.settings import EpisodeSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_runs import save_run  # noqa: E402
+from policy_harness import save_run  # noqa: E402
 from worker_harness import CARTPOLE, SignPolicy, state  # noqa: E402
 
 
