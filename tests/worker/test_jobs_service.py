@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +216,8 @@ def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
     finally:
         if victim.poll() is None:
             victim.kill()
+    child = client.events_of(job.job_id, "started")[0]["pid"]
+    wait_until(lambda: not _alive(child), 30, "the killed worker's job process ending")
     record = JobRecords(tmp_path).record(job.job_id) or {}
     rescuer = _start_job_worker(amqp_url, prefix, tmp_path)
     try:
@@ -227,6 +231,48 @@ def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
         assert (JobRecords(tmp_path).record(job.job_id) or {})["worker"] != record.get("worker")
     finally:
         assert stop_subprocess(rescuer, timeout=60) == 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:  # a zombie counts as gone
+        return stat.read().split()[2] != "Z"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sigterm_puts_the_running_job_back_for_another_worker(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    register_cleanup(broker_cleanup, prefix)
+    port = _free_port()
+    stopping = _start_job_worker(amqp_url, prefix, tmp_path, f"metrics.port={port}", "metrics.host=127.0.0.1",
+                                 "jobs.kinds=[train]")
+    job = new_job("moved", "train", LONG_TRAINING)
+    try:
+        client.watch(job.job_id)
+        client.submit(job)
+        client.wait_event(job.job_id, "epoch")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as health:
+            assert health.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as metrics:
+            text = metrics.read().decode()
+        assert "maze_jobs_running 1.0" in text and "maze_jobs_epochs_total" in text
+    finally:
+        assert stop_subprocess(stopping, timeout=60) == 0, "a clean stop, the job put back"
+    assert not client.events_of(job.job_id, "failed") and job.job_id not in client.results
+    with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
+        wait_until(lambda: len(client.events_of(job.job_id, "started")) == 2, 60, "the job starting again")
+        assert [e["attempt"] for e in client.events_of(job.job_id, "started")] == [1, 1], \
+            "a stop for a shutdown is not a failed attempt"
+        client.cancel(job.job_id)
+        assert client.result(job.job_id, timeout=60).status is JobStatus.CANCELLED
 
 
 def test_a_job_that_keeps_crashing_is_dead_lettered_after_the_delivery_limit(

@@ -7,6 +7,8 @@ then acknowledge). It touches the artifact root but not the broker.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,7 +107,9 @@ class JobIntake:
     def __init__(self, records: JobRecords) -> None:
         self.records = records
 
-    def check(self, delivery: JobDelivery, delivery_limit: int) -> Accepted | Rejected:
+    def check(self, delivery: JobDelivery, delivery_limit: int, lease_ttl_s: float = math.inf,
+              now: float | None = None) -> Accepted | Rejected:
+        """What to do with ``delivery``; ``lease_ttl_s`` tells a live lease elsewhere from a lapsed one."""
         try:
             job = decode_job(delivery.body)
         except JobDecodeError as err:
@@ -123,6 +127,10 @@ class JobIntake:
         record = self.records.record(job.job_id) or {}
         if job.chunks and job.chunk_of is None and record.get("chunks"):
             return Rejected(None)  # split already (the split was redelivered); the chunks answer it
+        if _leased_elsewhere(record, lease_ttl_s, time.time() if now is None else now):
+            # A second copy of a job another worker runs (made by a renewal or an ack that never reached the
+            # broker): that worker's lease holds the job and brings it back should that worker die.
+            return Rejected(None)
         mark = self.records.cancellation(job.job_id)
         if mark is None and job.chunk_of is not None:
             mark = self.records.cancellation(job.chunk_of.parent)
@@ -156,6 +164,17 @@ class JobIntake:
             plan = split.plan_chunks(job, episodes, seed if type(seed) is int else None)
             return Accepted(job, attempts, plan)
         return Accepted(job, attempts)
+
+
+def _leased_elsewhere(record: dict[str, Any], lease_ttl_s: float, now: float) -> bool:
+    """True when the record says a worker renewed its lease on the job within half a lease period.
+
+    Renewals come every third of a period, so a live worker always has; a lapsed lease (the copy that just
+    came back to the queue) is a whole period old.
+    """
+    renewed = record.get("lease_renewed")
+    return (record.get("status") == "running" and isinstance(renewed, int | float)
+            and now - renewed < lease_ttl_s / 2)
 
 
 def _failed(job_id: str, kind: str, code: str, message: str, output_dir: str = "",

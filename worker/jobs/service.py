@@ -211,9 +211,11 @@ class JobService:
     # -- taking a job ------------------------------------------------------------------------------------
 
     def _handle(self, delivery: JobDelivery) -> None:
-        decision = self.intake.check(delivery, self.jobs.delivery_limit)
+        decision = self.intake.check(delivery, self.jobs.delivery_limit, self.jobs.lease_ttl_s)
         transport = self.transport
         if isinstance(decision, Rejected):
+            if decision.result is None and decision.dead_reason is None:
+                logger.info("dropping a copy of a job that is split already or runs on another worker")
             if decision.result is not None:
                 self._answer(delivery.reply_to, delivery.correlation_id, decision.result,
                              store=decision.store)
@@ -260,7 +262,7 @@ class JobService:
         self.records.update_record(job.job_id, kind=str(job.kind), status=str(JobStatus.RUNNING),
                                    attempts=attempts, worker=self.worker_id, reply_to=delivery.reply_to,
                                    correlation_id=delivery.correlation_id, started=time.time(),
-                                   output_dir=str(output), **record_fields)
+                                   lease_renewed=time.time(), output_dir=str(output), **record_fields)
         self._event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), attempt=attempts)
         child = ChildProcess(job_dir, ChildSpec(str(job.kind), job.config, job.overrides, output,
                                                 self.settings.torch_threads), clock=self.clock)
@@ -316,6 +318,7 @@ class JobService:
         self.transport.publish_confirmed("", self.lease_queue, delivery.body, headers=delivery.headers,
                                          reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
         self.transport.take_oldest(self.lease_queue)
+        self.records.update_record(running.job.job_id, lease_renewed=time.time())
         now = self.clock()
         running.last_renewed = now
         running.next_renewal = now + self._renew_every()
@@ -358,8 +361,9 @@ class JobService:
         if outcome.stopped in (STOP_REASON_SHUTDOWN, STOP_REASON_LEASE):
             if outcome.stopped == STOP_REASON_SHUTDOWN:
                 self._requeue(running, running.attempts - 1)
+                self.records.update_record(job.job_id, status=str(JobStatus.QUEUED), worker=None)
                 logger.info("job %s stopped for the shutdown and put back on its queue", job.job_id)
-            self.records.update_record(job.job_id, status=str(JobStatus.QUEUED), worker=None)
+            # After a lapsed lease the job is back on its queue, maybe running elsewhere: its record is theirs.
             self._release_lease()
             return
         if outcome.stopped == JobStatus.CANCELLED:
