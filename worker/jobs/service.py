@@ -363,7 +363,7 @@ class JobService:
                 self._requeue(running, running.attempts - 1)
                 self.records.update_record(job.job_id, status=str(JobStatus.QUEUED), worker=None)
                 logger.info("job %s stopped for the shutdown and put back on its queue", job.job_id)
-            # After a lapsed lease the job is back on its queue, maybe running elsewhere: the record is theirs.
+            # A lapsed lease: the job is back on its queue, maybe running elsewhere, and the record is theirs.
             self._release_lease()
             return
         if outcome.stopped == JobStatus.CANCELLED:
