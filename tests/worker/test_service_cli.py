@@ -29,7 +29,9 @@ def test_help_describes_the_worker_and_its_config() -> None:
                             text=True, timeout=120)
     assert result.returncode == 0
     assert "maze-worker: serve an agent over RabbitMQ" in result.stdout
-    for text in ("broker:", "prefix: maze", "idle_timeout_s", "policy: random_policy, torch_policy"):
+    for text in ("broker:", "prefix: maze", "idle_timeout_s",
+                 "policy: published_policy, random_policy, torch_policy",
+                 "policy=published_policy policy.name=cartpole"):
         assert text in result.stdout
 
 
