@@ -34,7 +34,6 @@ from worker.policy_store import (
     check_name,
     decode_announcement,
     get_policy,
-    latest_policy,
     load_published_policy,
     published_versions,
 )
@@ -58,6 +57,8 @@ class VersionedFactory:
         self.rebuild = rebuild
         self.follows_latest = follows_latest
         """False when the config pins a version: then no newer one is loaded."""
+        self.rejected_at_start: frozenset[int] = frozenset()
+        """Newer versions that could not be loaded when the worker started (the reloader skips them)."""
         self.policy: Any = factory.policy
 
     @property
@@ -85,27 +86,45 @@ def published_policy_name(policy_config: Any) -> str | None:
 
 def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
                      build_factory: FactoryBuilder) -> VersionedFactory:
-    """The VersionedFactory of the latest version of the published policy ``policy_config`` names.
+    """The VersionedFactory of the newest usable version of the published policy ``policy_config`` names
+    (or of its pinned ``version``).
 
-    Raises ConfigError naming ``policy.name`` when no version is published yet (the worker refuses to start),
-    and whatever loading raises when the latest version is unusable.
+    An unusable latest version is logged and skipped for the one before, so a corrupt publication cannot keep
+    restarted workers down. Raises ConfigError naming ``policy.name`` when no version is published yet (the
+    worker refuses to start), and what loading the oldest (or the pinned) version raised when none is usable.
     """
     name = check_name(policy_config.get("name"), "policy.name")
     root = policy_config.get("artifact_root")
     if not isinstance(root, str | Path) or not str(root):
         raise ConfigError(f"policy.artifact_root: expected the artifact root directory, got {root!r}")
     version = policy_config.get("version")
-    published = latest_policy(root, name) if version is None else get_policy(root, name, version)
-    if published is None:
-        raise ConfigError(f"policy.name: no version of policy {name!r} is published under {root}/policies/"
-                          f"{name}; publish one first (maze-worker serves only a published version)")
 
     def rebuild(target: PublishedPolicy) -> VersionedFactory:
         config = {**policy_config, "version": target.version}
         factory = build_factory(config, env, with_statistics(wrappers, target))
         return VersionedFactory(factory, target, rebuild, follows_latest=version is None)
 
-    return rebuild(published)
+    if version is not None:
+        return rebuild(get_policy(root, name, version))
+    candidates = published_versions(root, name)
+    if not candidates:
+        raise ConfigError(f"policy.name: no version of policy {name!r} is published under {root}/policies/"
+                          f"{name}; publish one first (maze-worker serves only a published version)")
+    rejected: set[int] = set()
+    newest_first = candidates[::-1]
+    for candidate, older in zip(newest_first, [*newest_first[1:], None], strict=True):
+        try:
+            source = rebuild(get_policy(root, name, candidate))
+        except Exception as err:  # noqa: BLE001 - any unusable version is skipped while an older one is left
+            if older is None:
+                raise
+            rejected.add(candidate)
+            logger.error("policy %r version %d rejected at start, trying version %d: %s", name, candidate,
+                         older, _brief(err))
+            continue
+        source.rejected_at_start = frozenset(rejected)
+        return source
+    raise AssertionError("unreachable: the oldest version either loads or raises")
 
 
 def with_statistics(wrappers: Any, published: PublishedPolicy) -> Any:
@@ -175,9 +194,9 @@ class PolicyReloader:
         self.artifact_root = current.published.path.parents[2]
         self.current = current
         self.metrics = metrics
-        self.rejected: set[int] = set()
+        self.rejected: set[int] = set(current.rejected_at_start)
         """Versions that failed to load; never tried again."""
-        self._newest = current.policy_version
+        self._newest = max({current.policy_version, *current.rejected_at_start})
         """Highest version loaded, being loaded or rejected: older announcements are ignored."""
         self._lock = threading.Lock()
         self._ready: VersionedFactory | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from maze_engine.core.errors import ConfigError
+from maze_engine.core.errors import ConfigError, SpaceMismatchError
 from worker.episodes import EpisodeTable
 from worker.metrics import WorkerMetrics
 from worker.policy_reload import (
@@ -181,3 +181,27 @@ def test_normalization_wrappers_read_the_statistics_of_the_version(tmp_path: Pat
                        "statistics_dump": str(published.path / "statistics.json")}]
     without = publish_policy(tmp_path, "cartpole", runs["one"])
     assert with_statistics(wrappers, without) is wrappers
+
+
+def test_an_unusable_latest_version_at_start_falls_back_to_the_one_before(
+        tmp_path: Path, runs: dict[str, Path], caplog: pytest.LogCaptureFixture) -> None:
+    publish_policy(tmp_path, "cartpole", runs["one"])
+    publish_policy(tmp_path, "cartpole", runs["acrobot"])
+    current = published_source(policy_config(tmp_path), CARTPOLE, None, build_factory)
+    assert current.policy_version == 1 and current.rejected_at_start == {2}
+    assert "policy 'cartpole' version 2 rejected at start, trying version 1" in caplog.text
+    metrics = WorkerMetrics()
+    reloader = PolicyReloader(current, PolicyReloadMetrics(metrics.registry))
+    try:
+        reloader.check_latest()  # version 2 is known to be unusable: not loaded again
+        publish_policy(tmp_path, "cartpole", runs["two"])
+        reloader.check_latest()
+        assert wait_ready(reloader).policy_version == 3
+        assert sample(metrics, "maze_worker_policy_reloads_total", outcome="rejected") is None
+    finally:
+        reloader.close()
+    with pytest.raises(SpaceMismatchError):  # nothing older to fall back to, or a pinned version: an error
+        published_source({**policy_config(tmp_path), "version": 2}, CARTPOLE, None, build_factory)
+    publish_policy(tmp_path / "only", "cartpole", runs["acrobot"])
+    with pytest.raises(SpaceMismatchError):
+        published_source(policy_config(tmp_path / "only"), CARTPOLE, None, build_factory)
