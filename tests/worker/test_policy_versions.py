@@ -1,8 +1,10 @@
 """Policy versions without a broker: the table serves episodes on the version they started on, the reloader
 loads newer versions in the background and rejects unusable ones."""
 
+import gc
 import sys
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +67,12 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_new_one() -> N
     assert versions(table.handle([msg("b", 2, done=True), msg("c", 1)])) == [1, 2]
     assert released == [old]
     assert versions(table.handle([msg("d", 0)])) == [2]
+    # Released means let go: nothing in the table keeps the old version's policy alive.
+    policy = weakref.ref(old.policy)
+    del old
+    released.clear()
+    gc.collect()
+    assert policy() is None
 
 
 def test_a_replaced_source_without_episodes_is_released_at_once() -> None:
