@@ -139,7 +139,7 @@ def publish_policy(artifact_root: str | Path, name: str, run_dir: str | Path) ->
         for file in REQUIRED_FILES + OPTIONAL_FILES:
             if (source / file).is_file():
                 shutil.copyfile(source / file, staging / file)
-                checksums[file] = file_sha256(staging / file)
+                checksums[file] = file_sha256(staging / file, sync=True)
         created = datetime.now(UTC).isoformat(timespec="seconds")
         version = _next_version(versions)
         while True:
@@ -196,11 +196,15 @@ def _fsync_dir(directory: Path) -> None:
         os.close(descriptor)
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path, sync: bool = False) -> str:
+    """SHA-256 hex digest of ``path``; ``sync`` also flushes the file to disk (before it is renamed into
+    place, so a crash cannot leave a published version whose files are not written yet)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+        if sync:
+            os.fsync(handle.fileno())
     return digest.hexdigest()
 
 
