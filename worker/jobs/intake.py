@@ -48,6 +48,8 @@ class Rejected:
     dead_reason: str | None = None
     field: str = ""
     detail: str = ""
+    job: JobMessage | None = None
+    """The decoded job, when it could be decoded (a chunk's parent must learn of its end)."""
 
 
 class ConfigCheckError(Exception):
@@ -138,7 +140,7 @@ class JobIntake:
             reason = str(mark.get("reason") or "cancelled by request")
             result = JobResult(job.job_id, str(job.kind), JobStatus.CANCELLED,
                                str(self.records.output_dir(job.job_id)), error=JobError("cancelled", reason))
-            return Rejected(result, store=True)
+            return Rejected(result, store=True, job=job)
         attempts = attempts_of(delivery.headers) + 1
         if attempts > delivery_limit:
             last = record.get("last_error") or {}
@@ -146,7 +148,8 @@ class JobIntake:
                        f"{last.get('message', 'the worker running it was lost')}")
             return Rejected(_failed(job.job_id, str(job.kind), JobErrorCode.CRASHED, message,
                                     str(self.records.output_dir(job.job_id)), attempts - 1),
-                            store=True, dead_reason=DeadReason.JOB_FAILED, field="job", detail=message)
+                            store=True, dead_reason=DeadReason.JOB_FAILED, field="job", detail=message,
+                            job=job)
         try:
             config = check_config(job)
         except ConfigCheckError as err:

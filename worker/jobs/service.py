@@ -222,6 +222,11 @@ class JobService:
             if decision.dead_reason is not None:
                 self._dead_letter(delivery, decision.dead_reason, decision.field, decision.detail)
             transport.ack(delivery.tag)
+            job = decision.job
+            if job is not None and job.chunk_of is not None and decision.result is not None \
+                    and decision.store:
+                # A chunk cancelled while queued, or out of attempts: its split rollout must hear of it.
+                self._chunk_done(job, self.records.result(job.job_id) or decision.result)
             return
         assert isinstance(decision, Accepted)
         job = decision.job
