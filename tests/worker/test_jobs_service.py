@@ -32,7 +32,14 @@ from job_harness import (  # noqa: E402
     register_cleanup,
     wait_until,
 )
-from worker_harness import ROOT, Producer, start_subprocess_worker, state, stop_subprocess  # noqa: E402
+from worker_harness import (  # noqa: E402
+    ROOT,
+    Producer,
+    close_connections,
+    start_subprocess_worker,
+    state,
+    stop_subprocess,
+)
 
 from maze_engine.rollout.trajectory import trajectory_files  # noqa: E402
 from worker import topology  # noqa: E402
@@ -296,6 +303,24 @@ def test_sigterm_puts_the_running_job_back_for_another_worker(
             "a stop for a shutdown is not a failed attempt"
         client.cancel(job.job_id)
         assert client.result(job.job_id, timeout=60).status is JobStatus.CANCELLED
+
+
+def test_a_job_survives_its_worker_losing_the_broker_connection(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+    with job_worker(job_settings(amqp_url, prefix, tmp_path, lease_ttl_s=20.0), broker_cleanup) as worker:
+        job = new_job("reconnected", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=5",
+                                               *LONG_TRAINING[-7:]])
+        client.watch(job.job_id)
+        client.submit(job)
+        client.wait_event(job.job_id, "epoch")
+        assert close_connections(worker.service.worker_id) == 1
+        result = client.result(job.job_id, timeout=180)
+        assert result.status is JobStatus.FINISHED and result.attempts == 1, result
+        assert [e["epoch"] for e in client.events_of(job.job_id, "epoch")] == [1, 2, 3, 4, 5]
+        client.pump(2.0)
+        assert len(client.events_of(job.job_id, "started")) == 1, "the job ran once"
+        method = client.channel.queue_declare(worker.service.lease_queue, passive=True).method
+        assert method.message_count == 0, "the lease is released"
 
 
 def test_a_job_that_keeps_crashing_is_dead_lettered_after_the_delivery_limit(
