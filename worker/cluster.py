@@ -74,7 +74,7 @@ class ShardCoordinator:
                         for index in range(self.shards)]
         self._by_tag: dict[str, _Shard] = {}
         self._live: frozenset[str] = frozenset()
-        self._owned: frozenset[int] = frozenset(range(self.shards))
+        self._owned: frozenset[int] = frozenset()
         self._shard_of: dict[str, int] = {}
         """Episode id (routing key) -> shard it came from, for the episodes this worker may hold."""
         self._adopted: set[int] = set()
@@ -88,29 +88,37 @@ class ShardCoordinator:
 
     # -- connection --------------------------------------------------------------------------------------
 
-    def connected(self) -> None:
-        """After (re)connecting: declare the cluster names, hear the others, subscribe to every shard."""
+    def connected(self) -> list[Delivery]:
+        """After (re)connecting: declare the cluster names, subscribe to every shard, hear the others, then
+        announce this worker. Returns the deliveries that arrived meanwhile (to ``admit`` and answer).
+
+        Subscribing comes first, so that a worker whose shards come free on hearing of this one finds it
+        already in line; announcing comes last, so that this worker knows the live set when the others
+        start handing shards over to it.
+        """
         transport = self.transport
         transport.declare_cluster(self.worker_id)
+        for shard in self._shards:
+            self._subscribe(shard)
+        held: list[Delivery] = []
         if self._connected_before:
             # Nobody's heartbeats could reach us while we were away: give everyone a fresh timeout.
             self.membership.refresh_all()
         else:
-            self._discover()
+            held = self._listen()
         self._connected_before = True
         self._heartbeat()
         self._update_assignment()
-        owned = [shard for shard in self._shards if shard.index in self._owned]
-        for shard in owned + [shard for shard in self._shards if shard.index not in self._owned]:
-            self._subscribe(shard)
+        return held
 
-    def _discover(self) -> None:
-        """Announce this worker and listen for a little over one heartbeat interval before owning anything."""
-        self._heartbeat()
-        deadline = self.clock() + self.settings.cluster.heartbeat_interval_s * 1.5
+    def _listen(self) -> list[Delivery]:
+        """Hear the others' heartbeats for a little over one interval before owning anything."""
+        held: list[Delivery] = []
+        deadline = self.clock() + self.settings.cluster.heartbeat_interval_s * 1.2
         while self.clock() < deadline:
-            self.transport.poll(0.1)
+            held.extend(self.transport.poll(0.05))
             self._take_heartbeats()
+        return held
 
     def disconnected(self) -> None:
         """The connection is gone: consumers and activations with it (the episodes stay)."""
@@ -205,7 +213,7 @@ class ShardCoordinator:
             self.metrics.handoff_seconds.observe(took)
             logger.info("%s: handed %d episodes of shard %d over in %.3f s", why, exported, shard.index, took)
         else:
-            logger.debug("%s: shard %d", why, shard.index)
+            logger.info("%s: shard %d", why, shard.index)
 
     def _export(self, index: int) -> int:
         ids = [episode for episode, shard in self._shard_of.items()
@@ -265,8 +273,12 @@ class ShardCoordinator:
         self.membership.expire()
         if self._update_assignment():
             for shard in self._shards:
-                if shard.active and shard.index not in self._owned:
+                if shard.index in self._owned or shard.tag is None:
+                    continue
+                if shard.active:
                     self._release(shard, (), "shard moved to another worker")
+                elif not self.membership.leaving:
+                    self._step_back(shard)
         for shard in self._shards:
             if shard.tag is None and shard.resubscribe_at is not None and now >= shard.resubscribe_at \
                     and not self.membership.leaving:
@@ -289,8 +301,17 @@ class ShardCoordinator:
         self._next_heartbeat = self.clock() + self.settings.cluster.heartbeat_interval_s
         self.transport.publish_heartbeat(encode_heartbeat(Heartbeat(self.worker_id, self.membership.leaving)))
 
+    def _step_back(self, shard: _Shard) -> None:
+        """Subscribe again to a shard this worker stands by on without owning it: at the back of the line,
+        behind its owner, so that the owner is next when the shard comes free (one hop, not several)."""
+        assert shard.tag is not None
+        for delivery in self.transport.cancel_consumer(shard.tag):
+            self.transport.nack(delivery.tag)
+        self._by_tag.pop(shard.tag, None)
+        self._subscribe(shard)
+
     def _update_assignment(self) -> bool:
-        """Recompute the owned shards from the live set; True when they changed."""
+        """Recompute the owned shards from the live set; True when the live set changed."""
         live = self.membership.live()
         if live == self._live and live:
             return False
@@ -304,7 +325,7 @@ class ShardCoordinator:
         if changed:
             logger.info("owning %d of %d shards %s among %d live workers", len(owned), self.shards,
                         sorted(owned), len(live))
-        return changed
+        return True
 
     def _subscribe(self, shard: _Shard) -> None:
         shard.resubscribe_at = None
@@ -314,11 +335,13 @@ class ShardCoordinator:
 
     # -- leaving -----------------------------------------------------------------------------------------
 
-    def announce_leaving(self) -> None:
-        """Tell the others this worker stops: they take its shards into their assignment at once."""
+    def announce_leaving(self) -> int:
+        """Tell the others this worker stops: they take its shards into their assignment at once. Returns
+        how many other workers are live."""
         self.membership.leave()
         self._heartbeat()
         self._update_assignment()
+        return len(self.membership.others())
 
     def leave(self) -> None:
         """Hand every shard over (records first, then the consumer) before the connection closes."""

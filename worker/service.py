@@ -184,11 +184,13 @@ class WorkerService:
         if self.reloader is not None:  # announcements missed while disconnected: look at the files too
             transport.subscribe_policies(self.reloader.on_announcement)
             self.reloader.check_latest()
-        self.cluster.connected()
+        held = self.cluster.connected()
         self.consuming.set()
         self.metrics.set_healthy(True)
         logger.info("worker %s consuming the %d shard queues of prefix %r, owning %d", self.worker_id,
                     self.settings.broker.shards, self.settings.broker.prefix, len(self.cluster.owned))
+        if held:
+            self.process(self.cluster.admit(held))
 
     def _lost(self) -> None:
         self.consuming.clear()
@@ -214,9 +216,10 @@ class WorkerService:
         self.metrics.set_healthy(False)
         cluster = self.cluster
         try:
-            cluster.announce_leaving()
-            # The others hear of it and count this worker out before its shards come free.
-            deadline = self.clock() + self.settings.cluster.heartbeat_interval_s
+            others = cluster.announce_leaving()
+            # The others hear of it and count this worker out before its shards come free (alone, the
+            # records wait in the hand-off queues for the next worker).
+            deadline = self.clock() + (self.settings.cluster.heartbeat_interval_s if others else 0.0)
             while True:
                 held = cluster.admit(self.transport.poll(0 if self.clock() >= deadline else POLL_TIMEOUT_S))
                 if held:

@@ -27,7 +27,13 @@ from gymnasium import spaces
 from maze_engine.core.actor_id import ActorID
 from maze_engine.policies.policy import StructuredPolicy
 from worker.service import WorkerService, build_factory
-from worker.settings import BrokerSettings, EpisodeSettings, ReconnectSettings, WorkerSettings
+from worker.settings import (
+    BrokerSettings,
+    ClusterSettings,
+    EpisodeSettings,
+    ReconnectSettings,
+    WorkerSettings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CARTPOLE = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
@@ -65,11 +71,12 @@ def state(first: float, rng: np.random.Generator | None = None) -> list[float]:
 
 
 def settings_for(amqp_url: str, prefix: str, shards: int = 4, **episodes: Any) -> WorkerSettings:
-    """Worker settings for tests: few shards, fast reconnects, no metrics port unless asked."""
+    """Worker settings for tests: few shards, fast reconnects and heartbeats, no metrics port unless asked."""
     return WorkerSettings(broker=BrokerSettings(url=amqp_url, prefix=prefix, shards=shards, prefetch=256),
                           episodes=replace(EpisodeSettings(), **episodes),
                           reconnect=ReconnectSettings(initial_backoff_s=0.2, max_backoff_s=1.0,
                                                       healthy_after_s=5.0),
+                          cluster=ClusterSettings(heartbeat_interval_s=0.2, liveness_timeout_s=2.0),
                           stats_interval_s=0)
 
 
@@ -123,7 +130,8 @@ def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str,
     env = {**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         [sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", f"broker.shards={shards}",
-         "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],
+         "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", "cluster.heartbeat_interval_s=0.2",
+         "cluster.liveness_timeout_s=2", *overrides],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     deadline = time.monotonic() + 60
