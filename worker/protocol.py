@@ -303,6 +303,12 @@ def decode_reply(body: bytes) -> Reply:
     policy_version = obj.get(POLICY_VERSION_FIELD)
     if policy_version is not None and (type(policy_version) is not int or policy_version < 1):
         raise _fail(obj, POLICY_VERSION_FIELD, "an integer >= 1 or nil", policy_version)
+    resumed = obj.get(RESUMED_FIELD, False)
+    if type(resumed) is not bool:
+        raise _fail(obj, RESUMED_FIELD, "true, false or absent", resumed)
+    worker = obj.get(WORKER_FIELD)
+    if worker is not None and type(worker) is not str:
+        raise _fail(obj, WORKER_FIELD, "a string or absent", worker)
     extra = {key: value for key, value in obj.items() if key not in REPLY_FIELDS}
     return Reply(episode, seq, obj["action"], info, v, extra)
 

@@ -133,3 +133,16 @@ def test_lost_episodes_resume_or_error_as_configured() -> None:
     drive(resuming, "lost-3", range(2))
     resuming.handle([msg("lost-3", 2, done=True)])
     assert resuming.handle([msg("lost-3", 3)])[0].code == ErrorCode.UNKNOWN_EPISODE
+
+
+def test_reply_fields_resumed_and_worker_decode_and_are_checked() -> None:
+    from worker.protocol import DecodeError, decode_reply
+
+    first = decode_reply(table().handle([msg("e", 0)])[0].body)
+    assert first.worker == "w1" and not first.resumed
+    base = {"v": 1, "episode": "e", "seq": 3, "action": 1, "error": None}
+    assert decode_reply(msgpack.packb({**base, "resumed": True})).resumed
+    for extra, field in [({"resumed": 1}, "resumed"), ({"worker": 7}, "worker")]:
+        with pytest.raises(DecodeError) as caught:
+            decode_reply(msgpack.packb({**base, **extra}))
+        assert caught.value.field == field
