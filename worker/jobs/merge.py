@@ -12,11 +12,24 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import Any
 
 from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR
-from worker.jobs.messages import JobError, JobErrorCode, JobMessage, JobResult, JobStatus
+from worker import topology
+from worker.jobs.answers import JobAnswers
+from worker.jobs.messages import (
+    ControlMessage,
+    JobError,
+    JobErrorCode,
+    JobEvent,
+    JobMessage,
+    JobResult,
+    JobStatus,
+    encode_control,
+)
 from worker.jobs.records import JobRecords, claim
 from worker.jobs.split import merge_statistics
+from worker.jobs.transport import JobTransport
 
 logger = logging.getLogger(__name__)
 
@@ -70,3 +83,41 @@ def _move(source: os.PathLike[str] | str, target: os.PathLike[str] | str) -> Non
         pass  # the chunk recorded nothing of this kind
     except OSError as err:
         logger.warning("could not move %s to %s: %s", source, target, err)
+
+
+class ChunkCompletion:
+    """What a job worker does after storing a chunk's result: answer the parent when it was the last chunk
+    (merged) or when it failed or was cancelled (and then cancel the other chunks of a failed split)."""
+
+    def __init__(self, records: JobRecords, answers: JobAnswers, transport: JobTransport,
+                 prefix: str) -> None:
+        self.records = records
+        self.answers = answers
+        self.transport = transport
+        self.prefix = prefix
+
+    def chunk_done(self, chunk: JobMessage, result: JobResult) -> None:
+        assert chunk.chunk_of is not None
+        parent = chunk.chunk_of.parent
+        record = self.records.record(parent) or {}
+        if result.status is not JobStatus.FINISHED:
+            self._answer(record, failed_parent(parent, chunk, result, self.records))
+            if result.status is JobStatus.FAILED:
+                self._cancel_others(parent, f"chunk {chunk.job_id} failed")
+            return
+        chunk_ids = record.get("chunks") or []
+        done = [self.records.result(chunk_id) for chunk_id in chunk_ids]
+        finished = sum(1 for item in done if item is not None and item.status is JobStatus.FINISHED)
+        self.answers.event(parent, JobEvent.CHUNK, done=finished, chunks=len(chunk_ids), chunk=chunk.job_id)
+        if chunk_ids and finished == len(chunk_ids):
+            results = [item for item in done if item is not None]
+            self._answer(record, merge_chunks(parent, results, self.records))
+
+    def _answer(self, record: dict[str, Any], result: JobResult | None) -> None:
+        if result is not None:  # None: another worker answered (or answers) the parent
+            self.answers.result(record.get("reply_to"), record.get("correlation_id"), result, store=False)
+
+    def _cancel_others(self, parent: str, reason: str) -> None:
+        self.records.mark_cancelled(parent, reason)
+        body = encode_control(ControlMessage("cancel", parent, reason))
+        self.transport.publish(topology.control_exchange(self.prefix), "", body)

@@ -20,12 +20,15 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 from worker import topology
-from worker.jobs import merge, split
+from worker.jobs import split
+from worker.jobs.answers import JobAnswers
 from worker.jobs.intake import Accepted, JobIntake, Rejected
+from worker.jobs.lease import JobLease
+from worker.jobs.merge import ChunkCompletion
 from worker.jobs.messages import (
     ControlMessage,
     JobDecodeError,
@@ -37,15 +40,13 @@ from worker.jobs.messages import (
     JobResult,
     JobStatus,
     decode_control,
-    encode_control,
-    encode_event,
     encode_job,
-    encode_result,
 )
 from worker.jobs.metrics import JobMetrics
+from worker.jobs.publishing import publish_trained_policy
 from worker.jobs.records import JobRecords
 from worker.jobs.runner import ChildProcess, ChildSpec, Outcome
-from worker.jobs.transport import JobDelivery, JobTransport, PublishRefused, headers_without_death
+from worker.jobs.transport import JobDelivery, JobTransport, headers_without_death
 from worker.settings import JobSettings, WorkerSettings
 from worker.topology import JOB_ATTEMPTS_HEADER, JOB_KIND_HEADER, DeadReason, mask_url
 from worker.transport import BrokerUnreachable, ConnectionLost
@@ -68,12 +69,10 @@ class RunningJob:
 
     job: JobMessage
     delivery: JobDelivery
+    """The job message as the lease holds it (with the attempts header)."""
     attempts: int
     child: ChildProcess
-    next_renewal: float
-    last_renewed: float
-    epochs_seen: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    lease: JobLease
 
 
 class JobService:
@@ -92,6 +91,8 @@ class JobService:
         self.transport = transport or JobTransport(settings.broker,
                                                    f"maze-job-worker {self.prefix} {self.worker_id}")
         self.intake = JobIntake(self.records)
+        self.answers = JobAnswers(self.transport, self.records, self.metrics, self.prefix, self.worker_id)
+        self.chunks = ChunkCompletion(self.records, self.answers, self.transport, self.prefix)
         self.clock = clock
         self.lease_queue = topology.lease_queue(self.prefix, self.worker_id)
         self.queues = [topology.jobs_queue(self.prefix, kind) for kind in self.jobs.kinds]
@@ -158,7 +159,7 @@ class JobService:
                                       topology.lease_queue_arguments(self.prefix, self.jobs.lease_ttl_s))
         transport.listen_control(topology.control_exchange(self.prefix))
         if self.running is not None:
-            self._reclaim_lease()
+            self._reclaim()
         self.consuming.set()
         if self.health is not None:
             self.health.set_healthy(True)
@@ -202,7 +203,7 @@ class JobService:
                 self._check_limits(running)
                 if self._stop.is_set():
                     running.child.stop(STOP_REASON_SHUTDOWN, self.jobs.cancel_grace_s)
-                if self.clock() - running.last_renewed >= self.jobs.lease_ttl_s:
+                if running.lease.lapsed(margin=1.0):
                     running.child.stop(STOP_REASON_LEASE, self.jobs.cancel_grace_s)
             elif self._stop.is_set():
                 return
@@ -217,16 +218,16 @@ class JobService:
             if decision.result is None and decision.dead_reason is None:
                 logger.info("dropping a copy of a job that is split already or runs on another worker")
             if decision.result is not None:
-                self._answer(delivery.reply_to, delivery.correlation_id, decision.result,
+                self.answers.result(delivery.reply_to, delivery.correlation_id, decision.result,
                              store=decision.store)
             if decision.dead_reason is not None:
-                self._dead_letter(delivery, decision.dead_reason, decision.field, decision.detail)
+                self.answers.dead_letter(delivery, decision.dead_reason, decision.field, decision.detail)
             transport.ack(delivery.tag)
             job = decision.job
             if job is not None and job.chunk_of is not None and decision.result is not None \
                     and decision.store:
                 # A chunk cancelled while queued, or out of attempts: its split rollout must hear of it.
-                self._chunk_done(job, self.records.result(job.job_id) or decision.result)
+                self.chunks.chunk_done(job, self.records.result(job.job_id) or decision.result)
             return
         assert isinstance(decision, Accepted)
         job = decision.job
@@ -241,24 +242,20 @@ class JobService:
                                    reply_to=delivery.reply_to, correlation_id=delivery.correlation_id,
                                    chunks=[chunk.job_id for chunk in plan.jobs], worker=self.worker_id,
                                    started=time.time())
-        self._event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), chunks=len(plan.jobs))
+        self.answers.event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), chunks=len(plan.jobs))
         queue = topology.jobs_queue(self.prefix, JobKind.ROLLOUT)
         for chunk in plan.jobs:
             self.transport.publish_confirmed("", queue, encode_job(chunk),
                                              headers={JOB_KIND_HEADER: "rollout"})
         self.transport.ack(delivery.tag)
-        self._event(job.job_id, JobEvent.STARTED, chunks=len(plan.jobs))
+        self.answers.event(job.job_id, JobEvent.STARTED, chunks=len(plan.jobs))
         logger.info("job %s split into %d chunk jobs", job.job_id, len(plan.jobs))
 
     def _start(self, delivery: JobDelivery, job: JobMessage, attempts: int) -> None:
         headers = headers_without_death(delivery.headers)
         headers.update({JOB_KIND_HEADER: str(job.kind), JOB_ATTEMPTS_HEADER: attempts})
-        # The lease copy is confirmed before the original is acknowledged: at every moment one of them holds
-        # the job on the broker.
-        self.transport.publish_confirmed("", self.lease_queue, delivery.body, headers=headers,
-                                         reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
-        self.transport.ack(delivery.tag)
-        delivery = replace(delivery, headers=headers)
+        lease = JobLease(self.transport, self.lease_queue, self.jobs.lease_ttl_s, self.clock)
+        delivery = lease.take(delivery, headers)
         job_dir = self.records.job_dir(job.job_id)
         output = self.records.output_dir(job.job_id)
         record_fields: dict[str, Any] = {}
@@ -268,18 +265,14 @@ class JobService:
                                    attempts=attempts, worker=self.worker_id, reply_to=delivery.reply_to,
                                    correlation_id=delivery.correlation_id, started=time.time(),
                                    lease_renewed=time.time(), output_dir=str(output), **record_fields)
-        self._event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), attempt=attempts)
+        self.answers.event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), attempt=attempts)
         child = ChildProcess(job_dir, ChildSpec(str(job.kind), job.config, job.overrides, output,
                                                 self.settings.torch_threads), clock=self.clock)
-        now = self.clock()
-        self.running = RunningJob(job, delivery, attempts, child, next_renewal=now + self._renew_every(),
-                                  last_renewed=now)
+        self.running = RunningJob(job, delivery, attempts, child, lease)
         self.metrics.running.set(1)
-        self._event(job.job_id, JobEvent.STARTED, attempt=attempts, pid=child.pid, output_dir=str(output))
+        self.answers.event(job.job_id, JobEvent.STARTED, attempt=attempts, pid=child.pid,
+                           output_dir=str(output))
         logger.info("job %s (%s) started, attempt %d, pid %d", job.job_id, job.kind, attempts, child.pid)
-
-    def _renew_every(self) -> float:
-        return self.jobs.lease_ttl_s / 3
 
     # -- supervising -------------------------------------------------------------------------------------
 
@@ -290,15 +283,15 @@ class JobService:
         for line in running.child.read_progress():
             if line.get("event") == "epoch":
                 self.metrics.epochs.inc()
-                self._event(running.job.job_id, JobEvent.EPOCH, epoch=line.get("epoch"),
+                self.answers.event(running.job.job_id, JobEvent.EPOCH, epoch=line.get("epoch"),
                             epochs=line.get("epochs"), stats=line.get("stats"))
         self._check_limits(running)
         if self._stop.is_set():
             running.child.stop(STOP_REASON_SHUTDOWN, self.jobs.cancel_grace_s)
-        now = self.clock()
         outcome = running.child.poll()
-        if outcome is None and now >= running.next_renewal:
-            self._renew(running)
+        if outcome is None and running.lease.due:
+            running.lease.renew(running.delivery)
+            self.records.update_record(running.job.job_id, lease_renewed=time.time())
         if outcome is not None:
             self.running = None
             self.metrics.running.set(0)
@@ -317,28 +310,16 @@ class JobService:
             mark = self.records.cancellation(job.chunk_of.parent)
         return mark
 
-    def _renew(self, running: RunningJob) -> None:
-        """Publish a fresh lease copy (confirmed), then drop the old one: never fewer than one copy."""
-        delivery = running.delivery
-        self.transport.publish_confirmed("", self.lease_queue, delivery.body, headers=delivery.headers,
-                                         reply_to=delivery.reply_to, correlation_id=delivery.correlation_id)
-        self.transport.take_oldest(self.lease_queue)
-        self.records.update_record(running.job.job_id, lease_renewed=time.time())
-        now = self.clock()
-        running.last_renewed = now
-        running.next_renewal = now + self._renew_every()
-
-    def _reclaim_lease(self) -> None:
-        """After a reconnect: renew the lease, or stop the job if the lease may have expired meanwhile."""
+    def _reclaim(self) -> None:
+        """After a reconnect: renew the lease, or stop the job if the lease may have lapsed meanwhile."""
         running = self.running
         assert running is not None
-        if self.clock() - running.last_renewed >= self.jobs.lease_ttl_s * 0.9:
+        if running.lease.lapsed():
             logger.warning("job %s: the lease may have expired while the broker was away (the job is back on "
                            "its queue); stopping this run", running.job.job_id)
             running.child.stop(STOP_REASON_LEASE, self.jobs.cancel_grace_s)
             return
-        self.transport.purge(self.lease_queue)
-        self._renew(running)
+        running.lease.reclaim(running.delivery)
 
     def _control(self, messages: list[bytes]) -> None:
         for body in messages:
@@ -369,7 +350,7 @@ class JobService:
                 self.records.update_record(job.job_id, status=str(JobStatus.QUEUED), worker=None)
                 logger.info("job %s stopped for the shutdown and put back on its queue", job.job_id)
             # A lapsed lease: the job is back on its queue, maybe running elsewhere, and the record is theirs.
-            self._release_lease()
+            running.lease.release()
             return
         if outcome.stopped == JobStatus.CANCELLED:
             mark = self._cancelled(job) or {}
@@ -386,13 +367,13 @@ class JobService:
             result = JobResult(job.job_id, str(job.kind), JobStatus.FINISHED, output, summary=outcome.summary,
                                attempts=running.attempts)
             if job.publish_policy:
-                result = self._publish_policy(job, result)
+                result = publish_trained_policy(job, result, self.records, self.transport, self.prefix)
         elif outcome.config_error:
             error = outcome.error or {}
             result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output,
                                error=JobError(JobErrorCode.CONFIG, str(error.get("message", ""))),
                                attempts=running.attempts)
-            self._dead_letter(delivery, DeadReason.BAD_JOB, "overrides", result.error.message)  # type: ignore
+            self.answers.dead_letter(delivery, DeadReason.BAD_JOB, "overrides", result.error.message)  # type: ignore
         else:
             error = outcome.error or {"code": JobErrorCode.CRASHED, "message": "the job's process failed"}
             self.records.update_record(job.job_id, last_error=error)
@@ -402,17 +383,17 @@ class JobService:
                 self.metrics.retries.inc()
                 self._requeue(running, running.attempts)
                 self.records.update_record(job.job_id, status=str(JobStatus.QUEUED), worker=None)
-                self._release_lease()
+                running.lease.release()
                 return
             message = (f"failed on all {running.attempts} attempts (delivery limit "
                        f"{self.jobs.delivery_limit}); last: {error.get('message')}")
             result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output,
                                error=JobError(JobErrorCode.CRASHED, message), attempts=running.attempts)
-            self._dead_letter(delivery, DeadReason.JOB_FAILED, "job", message)
-        self._answer(delivery.reply_to, delivery.correlation_id, result)
-        self._release_lease()
+            self.answers.dead_letter(delivery, DeadReason.JOB_FAILED, "job", message)
+        self.answers.result(delivery.reply_to, delivery.correlation_id, result)
+        running.lease.release()
         if job.chunk_of is not None:
-            self._chunk_done(job, result)
+            self.chunks.chunk_done(job, result)
 
     def _requeue(self, running: RunningJob, attempts: int) -> None:
         delivery = running.delivery
@@ -422,88 +403,3 @@ class JobService:
         self.transport.publish_confirmed("", queue, delivery.body,
                                          headers=headers, reply_to=delivery.reply_to,
                                          correlation_id=delivery.correlation_id)
-
-    def _release_lease(self) -> None:
-        self.transport.purge(self.lease_queue)
-
-    def _publish_policy(self, job: JobMessage, result: JobResult) -> JobResult:
-        """Publish the trained policy (``worker.policy_store``) and announce it on ``<prefix>.policies``."""
-        assert job.publish_policy is not None
-        try:
-            from worker import policy_store
-
-            published = policy_store.publish_policy(self.records.root, job.publish_policy, result.output_dir)
-        except Exception as err:  # noqa: BLE001 - any failure to publish is reported in the result
-            logger.error("job %s: publishing policy %r failed: %s", job.job_id, job.publish_policy, err)
-            return replace(result, status=JobStatus.FAILED,
-                           error=JobError(JobErrorCode.PUBLISH, f"the training finished but publishing "
-                                          f"policy {job.publish_policy!r} failed: {err}"))
-        self._announce(policy_store.encode_announcement(published))
-        logger.info("job %s published policy %s version %d", job.job_id, published.name, published.version)
-        return replace(result, policy={"name": published.name, "version": published.version})
-
-    def _announce(self, body: bytes) -> None:
-        # Fanout without a bound queue (no agent worker running) is fine: workers poll on start.
-        self.transport.publish(topology.policies_exchange(self.prefix), "", body)
-
-    # -- distributed rollouts ----------------------------------------------------------------------------
-
-    def _chunk_done(self, chunk: JobMessage, result: JobResult) -> None:
-        """After a chunk's result is stored: answer the parent if this was the last chunk (or a failure)."""
-        assert chunk.chunk_of is not None
-        parent = chunk.chunk_of.parent
-        record = self.records.record(parent) or {}
-        if result.status is not JobStatus.FINISHED:
-            self._answer_parent(parent, record, merge.failed_parent(parent, chunk, result, self.records))
-            if result.status is JobStatus.FAILED:
-                self._cancel_others(parent, f"chunk {chunk.job_id} failed")
-            return
-        chunk_ids = record.get("chunks") or []
-        done = [self.records.result(chunk_id) for chunk_id in chunk_ids]
-        finished = sum(1 for item in done if item is not None and item.status is JobStatus.FINISHED)
-        self._event(parent, JobEvent.CHUNK, done=finished, chunks=len(chunk_ids), chunk=chunk.job_id)
-        if finished == len(chunk_ids) and chunk_ids:
-            merged = merge.merge_chunks(parent, [item for item in done if item is not None], self.records)
-            if merged is not None:
-                self._answer_parent(parent, record, merged)
-
-    def _answer_parent(self, parent: str, record: dict[str, Any], result: JobResult | None) -> None:
-        if result is None:
-            return
-        self._answer(record.get("reply_to"), record.get("correlation_id"), result)
-
-    def _cancel_others(self, parent: str, reason: str) -> None:
-        self.records.mark_cancelled(parent, reason)
-        body = encode_control(ControlMessage("cancel", parent, reason))
-        self.transport.publish(topology.control_exchange(self.prefix), "", body)
-
-    # -- replies, events, dead letters -------------------------------------------------------------------
-
-    def _answer(self, reply_to: str | None, correlation_id: str | None, result: JobResult,
-                store: bool = True) -> None:
-        """Store the final result (first one wins), publish it to ``reply_to`` and as an event."""
-        if store:
-            result = self.records.store_result(result)
-        if reply_to:
-            self.transport.publish("", reply_to, encode_result(result), correlation_id=correlation_id)
-        event = {JobStatus.FINISHED: JobEvent.FINISHED, JobStatus.CANCELLED: JobEvent.CANCELLED}.get(
-            result.status, JobEvent.FAILED)
-        self._event(result.job_id, event, result=result.to_plain())
-        self.metrics.jobs.labels(result.kind or "unknown", str(result.status)).inc()
-        logger.info("job %s %s%s", result.job_id, result.status,
-                    f": {result.error.code}: {result.error.message}" if result.error else "")
-
-    def _event(self, job_id: str, event: JobEvent, **fields: Any) -> None:
-        self.transport.publish(topology.events_exchange(self.prefix),
-                               topology.job_event_routing_key(job_id, event),
-                               encode_event(job_id, event, worker=self.worker_id, **fields))
-
-    def _dead_letter(self, delivery: JobDelivery, reason: str, field: str, detail: str) -> None:
-        logger.warning("dead-lettering a job message from %s: %s: %s: %s", delivery.queue, reason, field,
-                       detail)
-        try:
-            self.transport.dead_letter(delivery, reason, field, detail)
-        except PublishRefused as err:  # pragma: no cover - the dead-letter queue is declared by this worker
-            logger.error("dead-lettering failed: %s", err)
-        self.metrics.dead_letters.labels(reason).inc()
-
