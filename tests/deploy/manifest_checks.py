@@ -30,7 +30,8 @@ API_VERSIONS = {
 }
 DNS_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
-# Answer the states in flight, flush statistics and (issue 6) hand shards over, whose takeover budget is 10 s.
+# Answer the states in flight, hand the shards and their episodes over (one heartbeat interval, then seconds
+# per shard at most) and flush statistics, with a wide margin: a worker killed before that loses its episodes.
 MIN_GRACE_S = 60
 HEALTH_PATH = "/healthz"
 
