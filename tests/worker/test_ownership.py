@@ -124,3 +124,25 @@ def test_worker_ids_fit_the_queue_names() -> None:
     worker = new_worker_id()
     assert topology.worker_queue("maze", worker).startswith("maze.workers.")
     assert new_worker_id() != worker
+
+
+# -------------------------------------------------------------------------------------------------- settings
+
+def test_cluster_and_on_lost_settings_are_read_and_checked() -> None:
+    from maze_engine.core.errors import ConfigError
+    from worker.settings import WorkerSettings
+
+    settings = WorkerSettings.from_config({"cluster": {"heartbeat_interval_s": 0.5, "liveness_timeout_s": 2},
+                                           "episodes": {"on_lost": "error"}})
+    assert (settings.cluster.heartbeat_interval_s, settings.cluster.liveness_timeout_s) == (0.5, 2.0)
+    assert settings.episodes.on_lost == "error"
+    defaults = WorkerSettings.from_config({})
+    assert defaults.episodes.on_lost == "resume" and defaults.broker.heartbeat_s == 5
+    for config, key in [({"episodes": {"on_lost": "drop"}}, "episodes.on_lost"),
+                        ({"cluster": {"heartbeat_interval_s": 0}}, "cluster.heartbeat_interval_s"),
+                        ({"cluster": {"liveness_timeout_s": "4"}}, "cluster.liveness_timeout_s"),
+                        ({"cluster": {"heartbeat_interval_s": 2, "liveness_timeout_s": 3}},
+                         "cluster.liveness_timeout_s"),
+                        ({"cluster": 5}, "cluster")]:
+        with pytest.raises(ConfigError, match=f"^{key}: expected"):
+            WorkerSettings.from_config(config)
