@@ -27,13 +27,13 @@ from dataclasses import dataclass
 
 from worker import topology
 from worker.episodes import EpisodeTable
-from worker.handoff import HandoffError, decode_records, encode_records, replay
+from worker.handoff import EpisodeRecord, HandoffError, decode_records, encode_records, replay
 from worker.membership import Heartbeat, HeartbeatError, Membership, decode_heartbeat, encode_heartbeat
 from worker.metrics import WorkerMetrics
 from worker.ownership import assign, owned_by
 from worker.protocol import StateMessage
 from worker.settings import WorkerSettings
-from worker.transport import Delivery, Transport
+from worker.transport import ConnectionLost, Delivery, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -234,12 +234,28 @@ class ShardCoordinator:
                 body = self._encode_each(index, chunk)
             if body is None:
                 continue
-            self.transport.publish_handoff(queue, body)
+            try:
+                self.transport.publish_handoff(queue, body)
+            except ConnectionLost:
+                self._restore(index, records[start:])
+                raise
             sent += len(chunk)
         self.metrics.handoffs.labels("out").inc()
         self.metrics.episodes_handed_off.labels("out").inc(sent)
         self.metrics.open_episodes.set(len(self.table))
         return sent
+
+    def _restore(self, index: int, records: Sequence[EpisodeRecord]) -> None:
+        """Take back the episodes whose records could not be sent (the connection broke): replayed, they stay
+        here as they were, and a later hand-off sends them."""
+        for record in records:
+            try:
+                self.table.adopt(record, replay(record, self.table.create_deployment()))
+            except HandoffError as err:
+                logger.error("%s; the episode is lost", err)
+                continue
+            self._shard_of[record.episode] = index
+        self.metrics.open_episodes.set(len(self.table))
 
     def _encode_each(self, index: int, chunk: Sequence) -> bytes | None:
         """Encode the records of ``chunk`` that can be encoded; the others are logged (their episodes will be

@@ -90,6 +90,24 @@ class WorkerProcess:
                 return int(found.group(1))
         return None
 
+    def shards(self) -> tuple[set[int], set[int]]:
+        """(owned, active) shards as its log tells: the last ownership line, and the shards it became the
+        active consumer of and has not given away since."""
+        owned: set[int] = set()
+        active: set[int] = set()
+        for line in list(self.output):
+            if found := re.search(r"owning \d+ of \d+ shards \[([\d, ]*)\]", line):
+                owned = {int(item) for item in found.group(1).split(",") if item.strip()}
+            elif found := re.search(r"active on shard (\d+)", line):
+                active.add(int(found.group(1)))
+            elif re.search(r"passing on a shard|shard moved to another worker|stopping:", line):
+                found = re.search(r"shard (\d+)", line.split(":", 3)[-1])
+                if found:
+                    active.discard(int(found.group(1)))
+            elif "reconnected" in line:
+                active.clear()
+        return owned, active
+
     def log(self) -> str:
         return "".join(self.output)
 
