@@ -219,3 +219,21 @@ def test_step_skipping_stack_answers_without_the_policy(kit: Any) -> None:
     deployment.close(state, 1.0, True, {})
     stats = deployment.env.get_stats()
     assert stats["episode_length"]["max"] == 2 and stats["episode_return"]["max"] == 3.0
+
+
+def test_actions_out_reports_the_policy_actions_each_item_was_resumed_with(kit: Any) -> None:
+    policy = kit.PolePolicy()
+    factory = _factory(policy, wrappers=[SkipStepWrapper, LogStatsWrapper])
+    deployments = [factory.create() for _ in range(3)]
+    states = _states(3)
+    actions: list[list[Any]] = [["stale"]]
+    results = act_batch([(d, (s, None, False, {})) for d, s in zip(deployments, states, strict=True)],
+                        policy, actions_out=actions)
+    assert len(actions) == 3 and all(len(item) == 1 for item in actions)
+    assert [item[0]["action"] for item in actions] == results  # CartPole: the maze_action is the action
+    # The step-skipping wrapper answers the next state by itself: no policy action to record.
+    act_batch([(deployments[0], (states[0], 1.0, False, {}))], policy, actions_out=actions)
+    assert actions == [[]]
+    # A failing item records nothing either.
+    act_batch([(deployments[1], ("not a state", 1.0, False, {}))], policy, actions_out=actions)
+    assert actions == [[]]
