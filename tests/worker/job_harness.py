@@ -17,7 +17,7 @@ from typing import Any
 import pika
 
 from worker import topology
-from worker.jobs.messages import JobResult
+from worker.jobs.messages import JobResult, decode_result
 from worker.jobs.service import JobService
 from worker.jobs.submit import JobClient
 from worker.settings import BrokerSettings, JobSettings, ReconnectSettings, WorkerSettings
@@ -96,6 +96,16 @@ class RecordingClient(JobClient):
     def __init__(self, url: str, prefix: str) -> None:
         super().__init__(url, prefix)
         self.seen: list[dict[str, Any]] = []
+        self.answers: list[JobResult] = []
+        """Every result received, duplicates included."""
+
+    def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
+        super()._on_reply(channel, method, properties, body)
+        self.answers.append(decode_result(body))
+
+    def answers_of(self, job_id: str) -> list[JobResult]:
+        self.pump()
+        return [answer for answer in self.answers if answer.job_id == job_id]
 
     def events_of(self, job_id: str, event: str | None = None) -> list[dict[str, Any]]:
         self.pump()

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from worker import topology
 from worker.jobs import split
 from worker.jobs.messages import (
     JobDecodeError,
@@ -125,6 +126,10 @@ class JobIntake:
                             detail="the job has no reply_to property, so its result cannot be sent")
         stored = self.records.result(job.job_id)
         if stored is not None:
+            if topology.JOB_ATTEMPTS_HEADER in delivery.headers:
+                # A worker's copy (a lapsed lease duplicated by a renewal), not a resubmission: the job's
+                # client has its answer already.
+                return Rejected(None)
             return Rejected(stored)
         record = self.records.record(job.job_id) or {}
         if job.chunks and job.chunk_of is None and record.get("chunks"):
