@@ -178,6 +178,9 @@ class ShardCoordinator:
                 logger.error("dropping an unreadable hand-off message on %s: %s", queue, err)
                 continue
             for record in message.records:
+                if self.clock() >= self._next_heartbeat:
+                    # A long import must not look like death, to the others nor to the broker.
+                    self._heartbeat()
                 try:
                     deployment = replay(record, self.table.create_deployment())
                 except HandoffError as err:
