@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -161,12 +161,6 @@ class JobTransport:
         with translated_errors("acknowledging"):
             channel.basic_ack(delivery_tag=tag)
 
-    def reject(self, tag: int, requeue: bool) -> None:
-        """Hand a delivery back (``requeue``: counted by the quorum queue's delivery limit) or drop it."""
-        channel = self._require()
-        with translated_errors("rejecting"):
-            channel.basic_reject(delivery_tag=tag, requeue=requeue)
-
     def publish_confirmed(self, exchange: str, routing_key: str, body: bytes,
                           headers: dict[str, Any] | None = None,
                           reply_to: str | None = None, correlation_id: str | None = None) -> None:
@@ -218,12 +212,6 @@ class JobTransport:
         channel = self._require()
         with translated_errors(f"purging {queue}"):
             channel.queue_purge(queue)
-
-    def delete_queues(self, queues: Iterable[str]) -> None:
-        channel = self._require()
-        for queue in queues:
-            with translated_errors(f"deleting {queue}"):
-                channel.queue_delete(queue)
 
 
 def headers_without_death(headers: dict[str, Any], drop: Sequence[str] = ()) -> dict[str, Any]:
