@@ -226,7 +226,7 @@ def test_producer_flags_exist_in_worker_demo(services: Services) -> None:
     """The producer's entrypoint flags are accepted by `python -m worker.demo` (its --help lists them)."""
     if not (ROOT / "worker" / "demo.py").is_file():
         pytest.skip(
-            "worker/demo.py does not exist yet (the demo of issue 4): producer flags cannot be checked"
+            "worker/demo.py does not exist: producer flags cannot be checked"
         )
     (producer,) = producers(services).values()
     entrypoint = [str(item) for item in producer["entrypoint"]]
