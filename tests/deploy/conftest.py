@@ -206,7 +206,7 @@ class WorkerConfig:
         return []
 
     def skip_unless_supported(self, overrides: Sequence[str]) -> None:
-        """Skip rather than fail on `role=jobs` when the config has no `role` key (a tree without job workers)."""
+        """Skip rather than fail on `role=jobs` when the config has no `role` key (no job workers)."""
         uses_role = any(item.split("=", 1)[0].lstrip("+~") == "role" for item in overrides)
         if not uses_role or (CONF / "role").is_dir():
             return
