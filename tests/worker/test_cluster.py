@@ -158,6 +158,12 @@ def test_a_moving_shard_takes_its_episodes_to_the_new_owner() -> None:
     new, new_transport, new_table = coordinator("b", handoffs, others=("a",))
     assert new.admit([delivery(new_transport, moving, "ep", 1)])  # first delivery: import, then answer
     assert "ep" in new_table and not handoffs.get(f"t.handoff.{moving:02d}")
+    sample = new.metrics.registry.get_sample_value
+    assert sample("maze_worker_episodes_handed_off_total", {"direction": "in"}) == 1
+    assert old.metrics.registry.get_sample_value("maze_worker_episodes_handed_off_total",
+                                                 {"direction": "out"}) == 1
+    assert sample("maze_worker_live_workers") == 2 and sample("maze_worker_owned_shards") == SHARDS // 2
+    assert sample("maze_worker_takeover_seconds_count") == 1
     assert step(new_table, "ep", range(5, 9)) == [expected(seq) for seq in range(5, 9)]
 
 
