@@ -120,3 +120,24 @@ def test_a_summary_gives_back_its_sums() -> None:
     again = stats_from_summary(stats.summary())
     assert again.count == 3
     assert again.total == pytest.approx(9.0) and again.total_sq == pytest.approx(41.0)
+
+
+@pytest.mark.parametrize("answered", [True, False])
+def test_a_leftover_copy_answers_only_when_the_result_may_be_lost(tmp_path: Path, answered: bool) -> None:
+    from worker import topology
+    from worker.jobs.intake import JobIntake, Rejected
+    from worker.jobs.messages import encode_job
+    from worker.jobs.transport import JobDelivery
+
+    records = JobRecords(tmp_path)
+    stored = records.store_result(JobResult("leftover", "rollout", JobStatus.FINISHED, "out"))
+    if answered:
+        records.update_record("leftover", answered=True)
+    # A lease copy come back to the queue: it carries the attempts header a worker adds.
+    delivery = JobDelivery(tag=1, body=encode_job(new_job("leftover", "rollout")), queue="q", reply_to="r",
+                           correlation_id="c", headers={topology.JOB_ATTEMPTS_HEADER: 1}, redelivered=False,
+                           properties=None)
+    decision = JobIntake(records).check(delivery, delivery_limit=3)
+    assert isinstance(decision, Rejected)
+    # Answered: the client has its result. Not answered (the reply was lost with a connection): send it.
+    assert decision.result == (None if answered else stored)

@@ -37,6 +37,8 @@ class JobAnswers:
             result = self.records.store_result(result)
         if reply_to:
             self.transport.publish("", reply_to, encode_result(result), correlation_id=correlation_id)
+            # The channel confirms publishes: from here on a leftover copy of the job need not answer again.
+            self.records.update_record(result.job_id, answered=True)
         self.event(result.job_id, FINAL_EVENTS.get(result.status, JobEvent.FAILED), result=result.to_plain())
         self.metrics.jobs.labels(result.kind or "unknown", str(result.status)).inc()
         logger.info("job %s %s%s", result.job_id, result.status,

@@ -126,9 +126,11 @@ class JobIntake:
                             detail="the job has no reply_to property, so its result cannot be sent")
         stored = self.records.result(job.job_id)
         if stored is not None:
-            if topology.JOB_ATTEMPTS_HEADER in delivery.headers:
-                # A worker's copy (a lapsed lease duplicated by a renewal), not a resubmission: the job's
-                # client has its answer already.
+            answered = (self.records.record(job.job_id) or {}).get("answered") is True
+            if topology.JOB_ATTEMPTS_HEADER in delivery.headers and answered:
+                # A worker's copy (a lapsed lease duplicated by a renewal), not a resubmission, and the
+                # result reached the broker: the job's client has its answer already. Without that mark the
+                # answer may have been lost with a connection, so the stored result is sent (again).
                 return Rejected(None)
             return Rejected(stored)
         record = self.records.record(job.job_id) or {}
