@@ -181,13 +181,14 @@ class ShardCoordinator:
                 if self.clock() >= self._next_heartbeat:
                     # A long import must not look like death, to the others nor to the broker.
                     self._heartbeat()
+                source = self.table.source_for(record.policy_version)
                 try:
-                    deployment = replay(record, self.table.create_deployment())
+                    deployment = replay(record, source.create())
                 except HandoffError as err:
                     logger.error("episode %s cannot be taken over from %s (%s); its next state is handled "
                                  "as lost", record.episode, message.worker, err)
                     continue
-                if self.table.adopt(record, deployment):
+                if self.table.adopt(record, deployment, source):
                     self._shard_of[record.episode] = shard.index
                     imported += 1
         self.transport.ack_handoff(messages[-1][0])
@@ -253,7 +254,8 @@ class ShardCoordinator:
         here as they were, and a later hand-off sends them."""
         for record in records:
             try:
-                self.table.adopt(record, replay(record, self.table.create_deployment()))
+                source = self.table.source_for(record.policy_version)
+                self.table.adopt(record, replay(record, source.create()), source)
             except HandoffError as err:
                 logger.error("%s; the episode is lost", err)
                 continue

@@ -196,6 +196,10 @@ class EpisodeTable:
         """Called when a source replaced by ``set_factory`` loses its last episode (its policy is let go)."""
         self._users: dict[int, int] = {}
         """id(source) -> open episodes created from it."""
+        self._sources: dict[int, DeploymentSource] = {}
+        """id(source) -> the source, for the sources open episodes use."""
+        self.version_source: Callable[[int], DeploymentSource] | None = None
+        """Builds the source of a given policy version (for episodes handed over on an older version)."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -404,20 +408,22 @@ class EpisodeTable:
                 continue
             self._forget(episode)
             records.append(EpisodeRecord(episode_id, episode.last_seq, dict(episode.replies),
-                                         episode.history))
+                                         episode.history, episode.policy_version))
             episode.deployment.abort(MazeError("the episode was handed off to another worker"))
         return records
 
-    def adopt(self, record: EpisodeRecord, deployment: AgentDeployment) -> bool:
-        """Hold ``record``'s episode with ``deployment`` (already replayed to it); False (nothing changed)
-        when the table holds the episode at the same or a later seq."""
+    def adopt(self, record: EpisodeRecord, deployment: AgentDeployment,
+              source: DeploymentSource | None = None) -> bool:
+        """Hold ``record``'s episode with ``deployment`` (already replayed to it, built by ``source``, by
+        default the table's factory); False (nothing changed) when the table holds the episode at the same
+        or a later seq."""
         held = self._open.get(record.episode)
         if held is not None and held.last_seq >= record.last_seq:
             return False
         if held is not None:
             held.deployment.abort(MazeError("replaced by a newer hand-off of the episode"))
             self._forget(held)
-        episode = self._new_episode(record.episode, deployment, self.clock(), self.factory)
+        episode = self._new_episode(record.episode, deployment, self.clock(), source or self.factory)
         episode.last_seq = record.last_seq
         episode.replies = dict(record.replies)
         episode.history = list(record.steps)
@@ -439,6 +445,7 @@ class EpisodeTable:
     def _new_episode(self, episode_id: str, deployment: AgentDeployment, now: float,
                      source: DeploymentSource) -> _Episode:
         self._users[id(source)] = self._users.get(id(source), 0) + 1
+        self._sources[id(source)] = source
         return _Episode(episode_id, deployment, now, source)
 
     def _forget(self, episode: _Episode) -> None:
@@ -451,6 +458,7 @@ class EpisodeTable:
             self._users[id(source)] = left
             return
         self._users.pop(id(source), None)
+        self._sources.pop(id(source), None)
         if source is not self.factory:
             self._released(source)
 
@@ -487,6 +495,24 @@ class EpisodeTable:
     def create_deployment(self) -> AgentDeployment:
         """A fresh deployment from the table's factory (for replaying a hand-off record)."""
         return self.factory.create()
+
+    def source_for(self, policy_version: int | None) -> DeploymentSource:
+        """The source of ``policy_version`` for an episode handed over from another worker: the factory or
+        a source open episodes use when one has that version, else one built by ``version_source``; the
+        factory (with a logged warning) when that version cannot be had, so the episode still goes on."""
+        factory = self.factory
+        if policy_version is None or getattr(factory, "policy_version", None) == policy_version:
+            return factory
+        for source in self._sources.values():
+            if getattr(source, "policy_version", None) == policy_version:
+                return source
+        if self.version_source is not None:
+            try:
+                return self.version_source(policy_version)
+            except Exception as err:  # noqa: BLE001 - a version gone from the artifact root must not lose it
+                logger.warning("policy version %d of a handed-over episode cannot be loaded (%s); the "
+                               "episode goes on with the current version", policy_version, _brief(err))
+        return factory
 
     def evict_idle(self, now: float | None = None) -> int:
         """Close the episodes idle for longer than ``idle_timeout_s``; returns how many."""

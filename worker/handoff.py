@@ -54,6 +54,8 @@ class EpisodeRecord:
     last_seq: int
     replies: dict[int, bytes] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    policy_version: int | None = None
+    """The published policy version the episode acts with; the new owner continues on the same one."""
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -97,7 +99,8 @@ def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) ->
                 "replies": [[seq, body] for seq, body in sorted(record.replies.items())],
                 "steps": [[step.state, step.reward, step.info,
                            None if step.actor is None else list(step.actor), step.actions]
-                          for step in record.steps]}
+                          for step in record.steps],
+                "policy_version": record.policy_version}
         try:
             _packb(wire)
         except (TypeError, ValueError, OverflowError, NdarrayCodecError) as err:
@@ -136,7 +139,10 @@ def decode_records(body: bytes) -> HandoffMessage:
             replies = {int(seq): bytes(reply) for seq, reply in wire["replies"]}
             steps = [Step(state, reward, info, None if actor is None else (actor[0], int(actor[1])),
                           list(actions)) for state, reward, info, actor, actions in wire["steps"]]
-            record = EpisodeRecord(str(wire["episode"]), int(wire["last_seq"]), replies, steps)
+            version = wire.get("policy_version")
+            if version is not None and (type(version) is not int or version < 1):
+                raise TypeError(f"policy_version: expected nil or an integer >= 1, got {version!r:.40}")
+            record = EpisodeRecord(str(wire["episode"]), int(wire["last_seq"]), replies, steps, version)
         except (KeyError, TypeError, ValueError) as err:
             raise HandoffError(f"episodes[{index}]: expected episode, last_seq, replies and steps "
                                f"({err!r})") from None

@@ -74,6 +74,14 @@ class VersionedFactory:
         deployment: AgentDeployment = self.factory.create()
         return deployment
 
+    def at_version(self, version: int) -> VersionedFactory:
+        """The factory of another published ``version`` of the same name (self for this one); raises what
+        loading it raises."""
+        if version == self.policy_version:
+            return self
+        artifact_root = self.published.path.parents[2]  # <root>/policies/<name>/<version>
+        return self.rebuild(get_policy(artifact_root, self.name, version))
+
 
 def published_policy_name(policy_config: Any) -> str | None:
     """The policy name when ``policy_config`` is a published policy's config, else None."""

@@ -93,6 +93,8 @@ class WorkerService:
         if isinstance(factory, VersionedFactory) and factory.follows_latest:
             self.reloader = PolicyReloader(factory, PolicyReloadMetrics(self.metrics.registry))
             self.table.on_released = self._on_policy_released
+        if isinstance(factory, VersionedFactory):
+            self.table.version_source = factory.at_version
         self.worker_id = new_worker_id()
         """This worker's id among the agent workers of its prefix (heartbeats, the ``worker`` reply key)."""
         self.table.worker_id = self.worker_id

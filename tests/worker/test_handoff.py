@@ -146,3 +146,48 @@ def test_reply_fields_resumed_and_worker_decode_and_are_checked() -> None:
         with pytest.raises(DecodeError) as caught:
             decode_reply(msgpack.packb({**base, **extra}))
         assert caught.value.field == field
+
+
+class _Versioned:
+    """A deployment source that says which published version it serves (as VersionedFactory does)."""
+
+    def __init__(self, version: int) -> None:
+        self.inner = build_factory(SignPolicy(), CARTPOLE, WRAPPERS)
+        self.policy = self.inner.policy
+        self.policy_version = version
+
+    def create(self) -> Any:
+        return self.inner.create()
+
+
+def test_a_moved_episode_keeps_its_policy_version() -> None:
+    old = EpisodeTable(_Versioned(1), EpisodeSettings(replay_window=4))
+    drive(old, "e", range(3))
+    [record] = decode_records(encode_records(0, "old", old.export(["e"]))).records
+    assert record.policy_version == 1
+    # The new owner already serves version 2 to new episodes; it builds version 1 for the moved one.
+    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4))
+    built: list[int] = []
+
+    def build(version: int) -> _Versioned:
+        built.append(version)
+        return _Versioned(version)
+
+    new.version_source = build
+    source = new.source_for(record.policy_version)
+    assert built == [1] and getattr(source, "policy_version", None) == 1
+    assert new.adopt(record, replay(record, source.create()), source)
+    assert reply(new.handle([msg("e", 3)])[0])["policy_version"] == 1
+    assert reply(new.handle([msg("f", 0)])[0])["policy_version"] == 2
+    # A second episode on version 1 reuses the source the first one holds.
+    assert new.source_for(1) is source and built == [1]
+
+
+def test_a_moved_episode_whose_version_is_gone_goes_on_with_the_current_one() -> None:
+    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4))
+
+    def missing(version: int) -> Any:
+        raise FileNotFoundError(f"version {version} was deleted")
+
+    new.version_source = missing
+    assert new.source_for(1) is new.factory and new.source_for(None) is new.factory

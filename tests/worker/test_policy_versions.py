@@ -213,3 +213,15 @@ def test_an_unusable_latest_version_at_start_falls_back_to_the_one_before(
     publish_policy(tmp_path / "only", "cartpole", runs["acrobot"])
     with pytest.raises(SpaceMismatchError):
         published_source(policy_config(tmp_path / "only"), CARTPOLE, None, build_factory)
+
+
+def test_a_versioned_factory_builds_other_published_versions(tmp_path: Path, runs: dict[str, Path]) -> None:
+    publish_policy(tmp_path, "cartpole", runs["one"])
+    publish_policy(tmp_path, "cartpole", runs["two"])
+    current = published_source(policy_config(tmp_path), CARTPOLE, None, build_factory)
+    assert current.policy_version == 2 and current.at_version(2) is current
+    older = current.at_version(1)
+    assert older.policy_version == 1 and older.policy is not current.policy
+    assert older.create().policy is older.policy
+    with pytest.raises(Exception, match="3"):
+        current.at_version(3)
