@@ -106,7 +106,8 @@ def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
     result = maze_run(tmp_path, "--help", run_dir=None)
     assert_ok(result)
     for text in ("maze-run", "== Config groups ==", "runner: ", "sequential", "parallel", "env: gym_env",
-                 "policy: published_policy, random_policy, torch_policy", "wrappers: ", "runner.n_processes=3",
+                 "policy: published_policy, random_policy, torch_policy", "wrappers: ",
+                 "runner.n_processes=3",
                  "-cn conf_train"):
         assert text in result.stdout
     assert not (tmp_path / "outputs").exists()
