@@ -105,9 +105,13 @@ def test_intake_rejects_with_the_reason(tmp_path: Path) -> None:
     stored = intake.check(_delivery(ROLLOUT), 3)
     assert isinstance(stored, Rejected) and stored.result is not None
     assert stored.result.status is JobStatus.FINISHED, "a stored result wins over everything"
+    unsent = intake.check(_delivery(ROLLOUT, attempts=1), 3)
+    assert isinstance(unsent, Rejected) and unsent.result is not None, \
+        "a leftover copy of a job whose answer may have been lost with a connection answers it"
+    records.update_record("r", answered=True)
     copy = intake.check(_delivery(ROLLOUT, attempts=1), 3)
     assert isinstance(copy, Rejected) and copy.result is None and copy.dead_reason is None, \
-        "a worker's leftover copy of a finished job is dropped, not answered a second time"
+        "a worker's leftover copy of a finished and answered job is dropped, not answered a second time"
 
 
 def test_a_copy_of_a_job_leased_elsewhere_is_dropped_but_a_lapsed_lease_runs(tmp_path: Path) -> None:
