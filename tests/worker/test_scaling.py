@@ -143,7 +143,9 @@ STEPS_AFTER = 6
 @pytest.mark.integration
 def test_broker_restart_keeps_the_episodes_going(amqp_url: str, prefix: str) -> None:
     workers = [start_worker(amqp_url, prefix, shards=SHARDS) for _ in range(2)]
-    load = ClosedLoop(amqp_url, prefix, episodes=16, length=1000)
+    # Long episodes stay open across the restart; enough of them that every shard has one (a worker learns
+    # it is active on a shard from a delivery, and with 16 episodes over 8 shards one is often empty).
+    load = ClosedLoop(amqp_url, prefix, episodes=64, length=1000)
     try:
         load.run_until(lambda: converged(workers), timeout=30)
         load.run(2.0)
