@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maze_engine.config import CONFIG_PATH, HYDRA_VERSION_BASE, compose_config, register_schemas
 from maze_engine.core.errors import ConfigError, MazeError
+from worker.error_text import one_line
 
 WORKER_CONFIG = "conf_worker"
 EXIT_OK = 0
@@ -43,16 +44,6 @@ logger = logging.getLogger("worker.cli")
 
 class ConfigProblem(Exception):
     """A config mistake, reported as one line with exit code 2."""
-
-
-def one_line(err: BaseException) -> str:
-    """An exception's message on one line (Hydra's span several, with the reason in the cause)."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0]})"
-    return text
 
 
 def _resolved(cfg: DictConfig) -> dict[str, Any]:

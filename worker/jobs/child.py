@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from worker.jobs.messages import finite_plain
 from worker.jobs.records import PROGRESS_FILE, SPEC_FILE, write_json_atomic
 
 OUTCOME_FILE = "outcome.json"
@@ -44,7 +45,7 @@ class ProgressTee:
     def write_epoch(self, epoch: int, sections: Mapping[str, Any]) -> None:
         self._reporter.write_epoch(epoch, sections)
         stats = {name: sections[name] for name in EPOCH_SECTIONS if name in sections}
-        line = {"event": "epoch", "epoch": epoch + 1, "epochs": self._n_epochs, "stats": _finite(stats)}
+        line = {"event": "epoch", "epoch": epoch + 1, "epochs": self._n_epochs, "stats": finite_plain(stats)}
         self._stream.write(json.dumps(line, allow_nan=False) + "\n")
         self._stream.flush()
 
@@ -83,7 +84,7 @@ def run_rollout(cfg: Any, output_dir: Path) -> dict[str, Any]:
     if isinstance(config.get("runner"), dict):
         config["runner"]["silent"] = True
     statistics = rollout_from_config({str(key): value for key, value in config.items()}, output_dir)
-    return {"statistics": _finite(statistics)}
+    return {"statistics": finite_plain(statistics)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,18 +155,6 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return _finite(value.item())
-    return value
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker import topology
+from worker.error_text import one_line
 from worker.jobs import split
 from worker.jobs.messages import (
     JobDecodeError,
@@ -78,12 +79,12 @@ def check_config(job: JobMessage) -> Any:
         compose_config(job.config, [])
     except Exception as err:  # noqa: BLE001 - Hydra raises several types for an unknown config
         raise ConfigCheckError("config", f"config: cannot compose {job.config!r} "
-                                         f"({_first_line(err)})") from err
+                                         f"({one_line(err)})") from err
     try:
         cfg = compose_config(job.config, list(job.overrides))
         resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - Hydra and omegaconf raise many types for bad overrides
-        raise ConfigCheckError("overrides", f"overrides: {_first_line(err)}") from err
+        raise ConfigCheckError("overrides", f"overrides: {one_line(err)}") from err
     assert isinstance(resolved, dict)
     trains = resolved.get("algorithm") is not None
     if job.kind is JobKind.TRAIN and not trains:
@@ -93,15 +94,6 @@ def check_config(job: JobMessage) -> Any:
         raise ConfigCheckError("config", f"config: a rollout job needs a rollout config, got the training "
                                          f"config {job.config!r}")
     return resolved
-
-
-def _first_line(err: BaseException) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    text = lines[0] if lines else type(err).__name__
-    cause = err.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).strip().splitlines()[0]})"
-    return text
 
 
 class JobIntake:

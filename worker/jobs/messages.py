@@ -140,7 +140,7 @@ class JobResult:
     def to_plain(self) -> dict[str, Any]:
         """The wire (and ``result.json``) form."""
         return {"v": self.v, "job_id": self.job_id, "kind": self.kind, "status": str(self.status),
-                "output_dir": self.output_dir, "summary": _finite(dict(self.summary)),
+                "output_dir": self.output_dir, "summary": finite_plain(dict(self.summary)),
                 "error": (None if self.error is None
                           else {"code": self.error.code, "message": self.error.message}),
                 "policy": None if self.policy is None else dict(self.policy), "attempts": self.attempts}
@@ -383,7 +383,7 @@ def encode_event(job_id: str, event: JobEvent, **fields: Any) -> bytes:
     import time
 
     obj = {"v": JOB_PROTOCOL_VERSION, "job_id": job_id, "event": str(event), "time": time.time(),
-           **_finite(fields)}
+           **finite_plain(fields)}
     body: bytes = msgpack.packb(obj, use_bin_type=True)
     return body
 
@@ -419,12 +419,15 @@ def decode_control(body: Any) -> ControlMessage:
     return ControlMessage(command=command, job_id=job_id, reason=reason[:500])
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as nil (JSON and most msgpack readers want plain numbers)."""
+def finite_plain(value: Any) -> Any:
+    """``value`` with NaN and infinities as nil and numpy scalars as plain numbers (JSON and most msgpack
+    readers want plain numbers)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(key): _finite(item) for key, item in value.items()}
+        return {str(key): finite_plain(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite_plain(item) for item in value]
+    if hasattr(value, "item"):  # numpy scalars
+        return finite_plain(value.item())
     return value
