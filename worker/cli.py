@@ -110,6 +110,7 @@ def configure_logging(level_name: Any) -> None:
 
 def serve(cfg: DictConfig) -> int:
     """Run the worker for a composed config until it is stopped; returns the exit code."""
+    from worker.heap import freeze_startup_heap
     from worker.service import WorkerService
     from worker.transport import TransportError
 
@@ -124,6 +125,8 @@ def serve(cfg: DictConfig) -> int:
         return _fail(str(err), EXIT_CONFIG_ERROR)
     service = WorkerService(settings, factory)
     service.install_signal_handlers()
+    frozen = freeze_startup_heap()
+    logger.debug("%d objects of the start-up heap exempted from garbage collection", frozen)
     jobs = None
     if settings.role == "all":  # the job service on its own thread and connection, metrics in one registry
         from worker.jobs.app import JobThread

@@ -37,7 +37,7 @@ from maze_engine.deployment.agent_deployment import AgentDeployment
 from maze_engine.deployment.batch import act_batch
 from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
 from maze_engine.wrappers.wrapper import find_wrapper
-from worker.handoff import EpisodeRecord, Step
+from worker.handoff import EpisodeRecord, History
 from worker.protocol import (
     POLICY_VERSION_FIELD,
     PROTOCOL_VERSION,
@@ -111,7 +111,7 @@ class _Episode:
         self.last_seq = -1
         self.replies: dict[int, bytes] = {}
         self.last_seen = now
-        self.history: list[Step] = []
+        self.history = History()
         """Every step so far (inputs and policy actions): what a new owner replays."""
         self.resumed_seq = -1
         """The seq this episode was resumed at after a lost state (its reply says so), else -1."""
@@ -302,8 +302,8 @@ class EpisodeTable:
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
-            episode.history.append(Step(message.state, message.reward, message.info, message.actor,
-                                        actions[number]))
+            episode.history.record(message.state, message.reward, message.info, message.actor,
+                                   actions[number])
             replies = episode.replies
             replies[seq] = body
             replies.pop(seq - window, None)
@@ -408,7 +408,8 @@ class EpisodeTable:
                 continue
             self._forget(episode)
             records.append(EpisodeRecord(episode_id, episode.last_seq, dict(episode.replies),
-                                         episode.history, episode.policy_version))
+                                         episode.history.steps(),
+                                         episode.policy_version))
             episode.deployment.abort(MazeError("the episode was handed off to another worker"))
         return records
 
@@ -426,7 +427,7 @@ class EpisodeTable:
         episode = self._new_episode(record.episode, deployment, self.clock(), source or self.factory)
         episode.last_seq = record.last_seq
         episode.replies = dict(record.replies)
-        episode.history = list(record.steps)
+        episode.history = History(record.steps)
         self._open[record.episode] = episode
         self._closed.pop(record.episode, None)
         return True

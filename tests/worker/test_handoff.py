@@ -1,5 +1,6 @@
 """Hand-off records: exact encoding, replay restoring the wrapper stack, export and adopt, lost episodes."""
 
+import gc
 import sys
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 
 from worker.episodes import EpisodeTable
-from worker.handoff import EpisodeRecord, HandoffError, Step, decode_records, encode_records, replay
+from worker.handoff import (
+    EpisodeRecord,
+    HandoffError,
+    History,
+    Step,
+    decode_records,
+    encode_records,
+    replay,
+)
 from worker.protocol import ErrorCode, StateMessage
 from worker.service import build_factory
 from worker.settings import EpisodeSettings
@@ -97,6 +106,32 @@ def test_a_moved_episode_goes_on_as_if_it_had_not_moved() -> None:
     new.handle([msg("e", 12, done=True)])
     control.handle([msg("e", 12, done=True)])
     assert new.finished.take().returns.summary() == control.finished.take().returns.summary()
+
+
+def test_histories_give_back_what_they_recorded_and_leave_the_garbage_collector_alone() -> None:
+    actions = [{"action": np.int64(1)}, (2, 3), {"a": np.float32(0.5), "b": np.zeros(2)}]
+    history = History()
+    for seq in range(8):
+        history.record(state(seq), 1.0, None if seq else {"k": 1}, (0, 1), actions[:seq % 4])
+    steps = history.steps()
+    assert history.count == len(steps) == 8
+    assert [step.state for step in steps] == [state(seq) for seq in range(8)]
+    assert all(type(step.state) is list for step in steps)
+    assert [len(step.actions) for step in steps] == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert steps[3].actions[:2] == [{"action": 1}, (2, 3)] and steps[0].info == {"k": 1}
+    assert History(steps).steps() == steps
+    # Every tracked step would make each full collection walk every step of every open episode.
+    gc.collect()
+    [recorded] = [referent for referent in gc.get_referents(history) if type(referent) is list]
+    assert len(recorded) > 8 * 5 and [item for item in recorded if gc.is_tracked(item)] == []
+
+
+def test_moved_histories_give_back_the_states_as_sent() -> None:
+    old = table(worker="old")
+    drive(old, "e", range(5))
+    [moved] = decode_records(encode_records(0, "old", old.export(["e"]))).records
+    assert [step.state for step in moved.steps] == [state(seq) for seq in range(5)]
+    assert all(type(step.state) is list and type(step.actions) is list for step in moved.steps)
 
 
 def test_adopt_keeps_the_newer_copy() -> None:
