@@ -15,7 +15,9 @@ shard from that shard's first delivery. Then:
 When the live set changes, each worker releases (passes on) the active shards it no longer owns, so a
 planned move is a hand-off: the episodes travel with their wrapper-stack state and continue as if they had
 not moved. A crashed worker publishes nothing; its shards go to the stand-bys and the states of its
-episodes are ``lost`` (``episodes.on_lost``). One thread drives all of this, between batches.
+episodes are ``lost`` (``episodes.on_lost``). A state that reaches the owner of its shard while another
+worker holds its episode (after a broker restart rebuilt the hash ring) is held back while the episode is
+claimed from that worker (``worker/claims.py``). One thread drives all of this, between batches.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from worker import topology
+from worker.claims import EpisodeClaims
 from worker.episodes import EpisodeTable
 from worker.handoff import EpisodeRecord, HandoffError, decode_records, encode_records, replay
 from worker.membership import Heartbeat, HeartbeatError, Membership, decode_heartbeat, encode_heartbeat
@@ -84,6 +87,8 @@ class ShardCoordinator:
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
         self._connected_before = False
+        self.claims = EpisodeClaims(settings.cluster.heartbeat_interval_s, clock)
+        """States held back while their episodes are asked for from the other workers (worker/claims.py)."""
         table.lost_check = self.lost_check
 
     # -- connection --------------------------------------------------------------------------------------
@@ -125,6 +130,7 @@ class ShardCoordinator:
         for shard in self._shards:
             shard.tag, shard.active, shard.resubscribe_at = None, False, None
         self._by_tag.clear()
+        self.claims.clear()
 
     # -- deliveries --------------------------------------------------------------------------------------
 
@@ -202,9 +208,9 @@ class ShardCoordinator:
         started = self.clock()
         exported = self._export(shard.index)
         transport = self.transport
-        held: list[Delivery] = []
+        held: list[Delivery] = self.claims.drop_shard(shard.index)
         if shard.tag is not None:
-            held = transport.cancel_consumer(shard.tag)
+            held += transport.cancel_consumer(shard.tag)
             self._by_tag.pop(shard.tag, None)
         for delivery in (*given_back, *held):
             transport.nack(delivery.tag)
@@ -219,9 +225,12 @@ class ShardCoordinator:
         else:
             logger.info("%s: shard %d", why, shard.index)
 
-    def _export(self, index: int) -> int:
-        ids = [episode for episode, shard in self._shard_of.items()
-               if shard == index and episode in self.table]
+    def _export(self, index: int, ids: Sequence[str] | None = None) -> int:
+        """Hand ``ids`` (by default the episodes of shard ``index``) over to shard ``index``; returns how
+        many were sent."""
+        if ids is None:
+            ids = [episode for episode, shard in self._shard_of.items()
+                   if shard == index and episode in self.table]
         if not ids:
             return 0
         records = self.table.export(ids)
@@ -275,6 +284,40 @@ class ShardCoordinator:
             good.append(record)
         return encode_records(index, self.worker_id, good) if good else None
 
+    def hold_for_claim(self, delivery: Delivery, episode: str) -> bool:
+        """Whether to hold ``delivery`` back, a state (seq > 0) of ``episode`` which this worker does not
+        hold, and ask the other workers for the episode (see worker/claims.py). For admitted deliveries."""
+        shard = self._by_tag.get(delivery.consumer_tag)
+        if shard is None or not shard.active or not self.membership.others() \
+                or self.table.recently_closed(episode):
+            return False
+        return self.claims.hold(episode, shard.index, delivery)
+
+    def _settle_claims(self) -> list[Delivery]:
+        """Send new claims, import what they brought, and return the held deliveries to answer now."""
+        unsent = self.claims.take_unsent()
+        if unsent:
+            logger.info("asking the other workers for %d episodes whose states arrived here", len(unsent))
+            self._heartbeat(unsent)
+        for index in sorted(self.claims.shards()):
+            shard = self._shards[index]
+            if shard.active and index in self._owned:
+                imported = self._import(shard)
+                if imported:
+                    logger.info("took over %d claimed episodes on shard %d", imported, index)
+        return self.claims.ready(self.table.__contains__)
+
+    def _give(self, heartbeat: Heartbeat) -> None:
+        """Hand the episodes another worker claims, where this one holds them, over to the claimed shards."""
+        by_shard: dict[int, list[str]] = {}
+        for episode, index in heartbeat.claims:
+            if episode in self.table and index < self.shards:
+                by_shard.setdefault(index, []).append(episode)
+        for index, episodes in by_shard.items():
+            sent = self._export(index, episodes)
+            logger.info("handed %d episodes over to shard %d, where worker %s now receives their states",
+                        sent, index, heartbeat.worker)
+
     def lost_check(self, message: StateMessage) -> bool:
         """Whether ``message`` (of an episode not held) may be of an episode lost with a crashed worker."""
         return self._shard_of.get(message.episode) in self._adopted
@@ -285,8 +328,9 @@ class ShardCoordinator:
 
     # -- time and membership -----------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Heartbeats in and out, the live set, releasing shards no longer owned, re-subscribing."""
+    def tick(self) -> list[Delivery]:
+        """Heartbeats in and out, claims, the live set, releasing shards no longer owned, re-subscribing.
+        Returns the held-back deliveries to answer now."""
         now = self.clock()
         self._take_heartbeats()
         if now >= self._next_heartbeat:
@@ -307,20 +351,27 @@ class ShardCoordinator:
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_S
             self._shard_of = {episode: shard for episode, shard in self._shard_of.items()
-                              if episode in self.table}
+                              if episode in self.table or episode in self.claims}
+        # Last, so that a state let go here still finds its shard (``lost_check``).
+        return self._settle_claims() if self.claims else []
 
     def _take_heartbeats(self) -> None:
         for body in self.transport.take_heartbeats():
             try:
-                self.membership.observe(decode_heartbeat(body))
+                heartbeat = decode_heartbeat(body)
             except HeartbeatError as err:
                 logger.warning("ignoring a heartbeat: %s", err)
+                continue
+            self.membership.observe(heartbeat)
+            if heartbeat.claims and heartbeat.worker != self.worker_id:
+                self._give(heartbeat)
         if self.membership.others():
             self._others_seen = True
 
-    def _heartbeat(self) -> None:
+    def _heartbeat(self, claims: tuple[tuple[str, int], ...] = ()) -> None:
         self._next_heartbeat = self.clock() + self.settings.cluster.heartbeat_interval_s
-        self.transport.publish_heartbeat(encode_heartbeat(Heartbeat(self.worker_id, self.membership.leaving)))
+        self.transport.publish_heartbeat(encode_heartbeat(Heartbeat(self.worker_id, self.membership.leaving,
+                                                                    claims)))
 
     def _step_back(self, shard: _Shard) -> None:
         """Subscribe again to a shard this worker stands by on without owning it: at the back of the line,

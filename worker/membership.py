@@ -32,10 +32,16 @@ def new_worker_id() -> str:
 
 @dataclass(frozen=True)
 class Heartbeat:
-    """One worker's announcement: its id, and whether it is leaving (stopping after a hand-off)."""
+    """One worker's announcement: its id, and whether it is leaving (stopping after a hand-off).
+
+    ``claims`` ask the others for episodes: ``(episode, shard)`` pairs of states that reached this worker on
+    ``shard`` for episodes it does not hold. Whoever holds one hands it over to that shard (see
+    ``worker/cluster.py``: the broker can route an episode to another shard after it restarts).
+    """
 
     worker: str
     leaving: bool = False
+    claims: tuple[tuple[str, int], ...] = ()
 
 
 class HeartbeatError(ValueError):
@@ -43,7 +49,10 @@ class HeartbeatError(ValueError):
 
 
 def encode_heartbeat(heartbeat: Heartbeat) -> bytes:
-    return msgpack.packb({"v": HEARTBEAT_VERSION, "worker": heartbeat.worker, "leaving": heartbeat.leaving})
+    body = {"v": HEARTBEAT_VERSION, "worker": heartbeat.worker, "leaving": heartbeat.leaving}
+    if heartbeat.claims:
+        body["claims"] = [list(claim) for claim in heartbeat.claims]
+    return msgpack.packb(body)
 
 
 def decode_heartbeat(body: bytes) -> Heartbeat:
@@ -59,7 +68,20 @@ def decode_heartbeat(body: bytes) -> Heartbeat:
         raise HeartbeatError(f"worker: expected a non-empty string, got {worker!r:.80}")
     if type(leaving) is not bool:
         raise HeartbeatError(f"leaving: expected true or false, got {leaving!r:.80}")
-    return Heartbeat(worker, leaving)
+    return Heartbeat(worker, leaving, _claims(obj.get("claims", [])))
+
+
+def _claims(value: object) -> tuple[tuple[str, int], ...]:
+    if type(value) is not list:
+        raise HeartbeatError(f"claims: expected an array of [episode, shard] pairs, got {value!r:.80}")
+    claims = []
+    for claim in value:
+        if type(claim) is not list or len(claim) != 2 or type(claim[0]) is not str \
+                or type(claim[1]) is not int or claim[1] < 0:
+            raise HeartbeatError(f"claims: expected [episode, shard] pairs (a string and an integer >= 0), "
+                                 f"got {claim!r:.80}")
+        claims.append((claim[0], claim[1]))
+    return tuple(claims)
 
 
 class Membership:

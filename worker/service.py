@@ -208,7 +208,9 @@ class WorkerService:
             deliveries = cluster.admit(transport.poll(POLL_TIMEOUT_S))
             if deliveries:
                 self.process(deliveries)
-            cluster.tick()
+            ready = cluster.tick()
+            if ready:  # held back while their episodes were asked for (worker/claims.py)
+                self.process(ready, ack_each=True)
             self._housekeeping()
 
     def _drain_and_close(self) -> None:
@@ -245,9 +247,11 @@ class WorkerService:
     def _process_chunk(self, chunk: Sequence[Delivery], ack_each: bool) -> None:
         transport = self.transport
         metrics = self.metrics
+        table = self.table
         messages: list[StateMessage] = []
         targets: list[Delivery] = []
         codes: list[str] = []
+        held: set[int] = set()
         for delivery in chunk:
             if not delivery.reply_to:
                 self._dead_letter(delivery, DeadReason.NO_REPLY_TO, "reply_to",
@@ -269,29 +273,41 @@ class WorkerService:
                                                    problem))
                 codes.append(ErrorCode.BAD_MESSAGE)
                 continue
+            if message.seq and message.episode not in table and self._hold(delivery, message, messages):
+                held.add(delivery.tag)
+                continue
             messages.append(message)
             targets.append(delivery)
         if messages:
-            answers = self.table.handle(messages)
+            answers = table.handle(messages)
             publish = transport.publish_reply
             for delivery, answer in zip(targets, answers, strict=True):
                 publish(delivery.reply_to, delivery.correlation_id, answer.body)  # type: ignore[arg-type]
                 if answer.code is not None:
                     codes.append(answer.code)
             metrics.batch_size.observe(len(messages))
-        if ack_each:
+        if ack_each or self.cluster.claims:  # a multiple ack would cover the held-back deliveries too
             for delivery in chunk:
-                transport.ack(delivery.tag)
+                if delivery.tag not in held:
+                    transport.ack(delivery.tag)
         else:
             transport.ack(chunk[-1].tag, multiple=True)
         transport.flush()
         done = time.perf_counter()
-        metrics.states.inc(len(chunk))
-        metrics.observe_latencies(done - delivery.received for delivery in chunk)
+        answered = [delivery for delivery in chunk if delivery.tag not in held] if held else chunk
+        metrics.states.inc(len(answered))
+        metrics.observe_latencies(done - delivery.received for delivery in answered)
         if codes:
             metrics.count_errors(codes)
-        metrics.open_episodes.set(len(self.table))
-        self._handled_since_stats += len(chunk)
+        metrics.open_episodes.set(len(table))
+        self._handled_since_stats += len(answered)
+
+    def _hold(self, delivery: Delivery, message: StateMessage, earlier: Sequence[StateMessage]) -> bool:
+        """Whether the state of an episode not held here waits while the other workers are asked for it
+        (not when an earlier state of this chunk opens the episode)."""
+        if any(other.episode == message.episode for other in earlier):
+            return False
+        return self.cluster.hold_for_claim(delivery, message.episode)
 
     def _reply(self, delivery: Delivery, answer: Answer) -> None:
         self.transport.publish_reply(delivery.reply_to, delivery.correlation_id,  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ import pytest
 
 from worker.cluster import ShardCoordinator
 from worker.episodes import EpisodeTable
-from worker.membership import Heartbeat, encode_heartbeat
+from worker.membership import Heartbeat, decode_heartbeat, encode_heartbeat
 from worker.metrics import WorkerMetrics
 from worker.ownership import assign, owned_by
 from worker.protocol import StateMessage
@@ -189,3 +189,52 @@ def test_unknown_episodes_count_as_lost_only_on_shards_taken_over_among_others()
     together.admit([delivery(transport, mine, "y", 1)])
     assert together.lost_check(StateMessage(1, "y", 3, None))
     assert not together.lost_check(StateMessage(1, "never-delivered", 3, None))
+
+
+def claimed(beats: list[bytes]) -> list[tuple[str, int]]:
+    return [claim for body in beats for claim in decode_heartbeat(body).claims]
+
+
+def test_a_state_routed_to_another_worker_brings_its_episode_along() -> None:
+    # After a broker restart the rebuilt hash ring may send an episode's states to another worker's shard.
+    handoffs: dict[str, list[bytes]] = {}
+    holder, holder_transport, holder_table = coordinator("a", handoffs, others=("b",))
+    claimer, claimer_transport, claimer_table = coordinator("b", handoffs, others=("a",))
+    old_shard, new_shard = min(holder.owned), min(claimer.owned)
+    holder.admit([delivery(holder_transport, old_shard, "ep", 1)])
+    step(holder_table, "ep", range(4))
+    [held] = claimer.admit([delivery(claimer_transport, new_shard, "ep", 9)])
+    assert claimer.hold_for_claim(held, "ep") and claimer.claims
+    assert claimer.tick() == [] and claimed(claimer_transport.sent_heartbeats) == [("ep", new_shard)]
+    holder_transport.heartbeats += claimer_transport.sent_heartbeats
+    holder.tick()  # the holder hands the episode over to the claimed shard
+    assert "ep" not in holder_table and handoffs[f"t.handoff.{new_shard:02d}"]
+    assert claimer.tick() == [held] and not claimer.claims
+    assert step(claimer_table, "ep", range(4, 8)) == [expected(seq) for seq in range(4, 8)]
+
+
+def test_an_unanswered_claim_lets_its_state_go_on_as_lost() -> None:
+    claimer, transport, _ = coordinator("b", {}, others=("a",))
+    shard = min(claimer.owned)
+    [held] = claimer.admit([delivery(transport, shard, "gone", 3)])
+    assert claimer.hold_for_claim(held, "gone")
+    assert claimer.tick() == []
+    claimer.clock.now += SETTINGS.cluster.heartbeat_interval_s  # type: ignore[attr-defined]
+    assert claimer.tick() == [held]
+    assert claimer.lost_check(StateMessage(1, "gone", 3, None))  # handled per episodes.on_lost
+    [again] = claimer.admit([delivery(transport, shard, "gone", 4)])
+    assert not claimer.hold_for_claim(again, "gone")  # asked once: not held back a second time
+
+
+def test_claims_only_among_others_and_given_back_with_their_shard() -> None:
+    alone, alone_transport, _ = coordinator("a", {})
+    [state] = alone.admit([delivery(alone_transport, 0, "x", 1)])
+    assert not alone.hold_for_claim(state, "x")  # nobody else could hold it
+    claimer, transport, _ = coordinator("a", {}, others=("b",))
+    moving = next(shard for shard, owner in assign(["a", "b", "d"], SHARDS).items()
+                  if owner != "a" and shard in claimer.owned)
+    [held] = claimer.admit([delivery(transport, moving, "y", 5)])
+    assert claimer.hold_for_claim(held, "y")
+    transport.heartbeats.append(encode_heartbeat(Heartbeat("d")))
+    assert claimer.tick() == []  # d joined and owns the shard now: the held state goes back to the queue
+    assert 5 in transport.nacked and not claimer.claims

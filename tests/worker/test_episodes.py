@@ -221,9 +221,15 @@ def test_actor_ids_from_the_wire_reach_the_deployment() -> None:
 @pytest.mark.parametrize("action", [np.int64(1), 3, np.array([0.5, -1.0], dtype=np.float32),
                                     {"a": np.int64(2), "b": np.array([1, 0])}, [np.float32(0.25)]])
 @pytest.mark.parametrize("version", [None, 3])
-def test_the_fast_reply_encoder_matches_the_protocol(action: Any, version: int | None) -> None:
-    assert encode_action_reply("e", 7, action, policy_version=version) == \
-        encode_reply(Reply("e", 7, to_wire_action(action), extra={"policy_version": version}))
+@pytest.mark.parametrize("worker", [None, "vm-12-abcdef"])
+def test_the_fast_reply_encoder_matches_the_protocol(action: Any, version: int | None,
+                                                     worker: str | None) -> None:
+    extra: dict[str, Any] = {"policy_version": version}
+    if worker is not None:
+        extra["worker"] = worker
+    for episode, seq in (("e", 7), ("é" * 128, 2**40)):  # and long strings, big numbers
+        assert encode_action_reply(episode, seq, action, worker, version) == \
+            encode_reply(Reply(episode, seq, to_wire_action(action), extra=extra))
 
 
 @pytest.mark.parametrize(("episodes_and_seqs", "expected"), [

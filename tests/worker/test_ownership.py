@@ -2,6 +2,7 @@
 
 import itertools
 
+import msgpack
 import pytest
 
 from worker.membership import (
@@ -112,6 +113,11 @@ def test_heartbeats_make_workers_live_until_they_stop_or_leave() -> None:
 def test_heartbeat_encoding_round_trips_and_rejects_junk() -> None:
     beat = Heartbeat(new_worker_id(), leaving=True)
     assert decode_heartbeat(encode_heartbeat(beat)) == beat
+    claiming = Heartbeat("w", claims=(("episode-1", 3), ("episode-2", 0)))
+    assert decode_heartbeat(encode_heartbeat(claiming)) == claiming
+    for claims in ({"e": 1}, [["e"]], [["e", -1]], [[1, 2]]):
+        with pytest.raises(HeartbeatError, match="^claims:"):
+            decode_heartbeat(msgpack.packb({"v": 1, "worker": "w", "claims": claims}))
     for body, field in [(b"\xc1", "body"), (b"\x90", "v"), (b'\x82\xa1v\x01\xa6worker\x01', "worker"),
                         (b'\x83\xa1v\x01\xa6worker\xa1a\xa7leaving\x01', "leaving")]:
         with pytest.raises(HeartbeatError, match=f"^{field}:"):
