@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from worker import topology
 from worker.claims import EpisodeClaims
 from worker.episodes import EpisodeTable
-from worker.handoff import EpisodeRecord, HandoffError, decode_records, encode_records, replay
+from worker.handoff import EpisodeRecord, HandoffError, decode_records, encode_encodable_records, replay
 from worker.membership import Heartbeat, HeartbeatError, Membership, decode_heartbeat, encode_heartbeat
 from worker.metrics import WorkerMetrics
 from worker.ownership import assign, owned_by
@@ -240,11 +240,7 @@ class ShardCoordinator:
         sent = 0
         for start in range(0, len(records), RECORDS_PER_MESSAGE):
             chunk = records[start:start + RECORDS_PER_MESSAGE]
-            body: bytes | None
-            try:
-                body = encode_records(index, self.worker_id, chunk)
-            except HandoffError:
-                body = self._encode_each(index, chunk)
+            body = encode_encodable_records(index, self.worker_id, chunk)
             if body is None:
                 continue
             try:
@@ -270,19 +266,6 @@ class ShardCoordinator:
                 continue
             self._shard_of[record.episode] = index
         self.metrics.open_episodes.set(len(self.table))
-
-    def _encode_each(self, index: int, chunk: Sequence) -> bytes | None:
-        """Encode the records of ``chunk`` that can be encoded; the others are logged (their episodes will be
-        handled as lost by the new owner)."""
-        good = []
-        for record in chunk:
-            try:
-                encode_records(index, self.worker_id, [record])
-            except HandoffError as err:
-                logger.error("%s; the new owner will handle it as lost", err)
-                continue
-            good.append(record)
-        return encode_records(index, self.worker_id, good) if good else None
 
     def hold_for_claim(self, delivery: Delivery, episode: str) -> bool:
         """Whether to hold ``delivery`` back, a state (seq > 0) of ``episode`` which this worker does not

@@ -14,6 +14,7 @@ else it cannot represent, so a record is either faithful or not sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -24,6 +25,8 @@ import numpy as np
 from maze_engine.core.actor_id import ActorID
 from maze_engine.deployment.agent_deployment import AgentDeployment, PolicyRequest
 from worker.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+
+logger = logging.getLogger(__name__)
 
 HANDOFF_VERSION = 1
 SCALAR_EXT_TYPE = 43
@@ -146,6 +149,24 @@ def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) ->
             raise HandoffError(f"episode {record.episode}: its history cannot be encoded ({err})") from err
         episodes.append(wire)
     return _packb({"v": HANDOFF_VERSION, "shard": shard, "worker": worker, "episodes": episodes})
+
+
+def encode_encodable_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) -> bytes | None:
+    """``encode_records`` of the records that can be encoded (None when none can); each one that cannot is
+    logged, and its episode will be handled as lost by the new owner."""
+    try:
+        return encode_records(shard, worker, records)
+    except HandoffError:
+        pass
+    good = []
+    for record in records:
+        try:
+            encode_records(shard, worker, [record])
+        except HandoffError as err:
+            logger.error("%s; the new owner will handle it as lost", err)
+            continue
+        good.append(record)
+    return encode_records(shard, worker, good) if good else None
 
 
 @dataclass(frozen=True)

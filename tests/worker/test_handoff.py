@@ -16,6 +16,7 @@ from worker.handoff import (
     History,
     Step,
     decode_records,
+    encode_encodable_records,
     encode_records,
     replay,
 )
@@ -74,6 +75,14 @@ def test_a_history_that_cannot_be_encoded_names_the_episode() -> None:
     record = EpisodeRecord("ep-odd", 0, {}, [Step({1, 2}, None, None, None, [])])
     with pytest.raises(HandoffError, match="^episode ep-odd: its history cannot be encoded"):
         encode_records(0, "w1", [record])
+
+
+def test_records_that_cannot_be_encoded_stay_behind_and_the_others_go() -> None:
+    good = EpisodeRecord("ep-good", 0, {}, [Step([0.0], None, None, None, [{"action": 1}])])
+    bad = EpisodeRecord("ep-odd", 0, {}, [Step({1, 2}, None, None, None, [])])
+    body = encode_encodable_records(2, "w1", [bad, good])
+    assert body is not None and [record.episode for record in decode_records(body).records] == ["ep-good"]
+    assert encode_encodable_records(2, "w1", [bad]) is None
 
 
 @pytest.mark.parametrize(("body", "field"), [(b"\xc1", "body"), (msgpack.packb([1]), "v"),
