@@ -242,7 +242,8 @@ class EpisodeTable:
 
     def _handle_round(self, messages: Sequence[StateMessage], indices: Sequence[int],
                       answers: list[Answer | None], now: float) -> None:
-        stepping: list[tuple[int, _Episode]] = []
+        acting: list[tuple[int, _Episode]] = []
+        finishing: list[tuple[int, _Episode]] = []
         for index in indices:
             message = messages[index]
             episode = self._open.get(message.episode)
@@ -281,19 +282,17 @@ class EpisodeTable:
             elif message.seq != episode.last_seq + 1:
                 answers[index] = self._repeat_or_reject(episode, message)
                 continue
-            stepping.append((index, episode))
-        if not stepping:
-            return
-        acting = [(index, episode) for index, episode in stepping if not messages[index].done]
-        for index, episode in stepping:
-            if messages[index].done:
-                answers[index] = self._finish(episode, messages[index], now)
+            (finishing if message.done else acting).append((index, episode))
+        for index, episode in finishing:
+            answers[index] = self._finish(episode, messages[index], now)
         if acting:
             self._act(messages, acting, answers, now)
 
     def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, _Episode]],
              answers: list[Answer | None], now: float) -> None:
         items: list[tuple[AgentDeployment, tuple[Any, ...]]] = []
+        source = acting[0][1].source
+        one_source = True
         for index, episode in acting:
             message = messages[index]
             actor = message.actor
@@ -301,9 +300,10 @@ class EpisodeTable:
             inputs = (message.state, message.reward, False, message.info) if actor is None else \
                 (message.state, message.reward, False, message.info, None, ActorID(actor[0], actor[1]))
             items.append((episode.deployment, inputs))
+            if episode.source is not source:
+                one_source = False
         actions: list[list[Any]] = []
-        source = acting[0][1].source
-        if all(episode.source is source for _, episode in acting):
+        if one_source:
             results = self._act_batch(items, source, actions)
         else:  # episodes on two policy versions: one forward pass per version
             results, actions = self._act_by_source(items, [episode.source for _, episode in acting])
