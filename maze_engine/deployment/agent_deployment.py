@@ -14,7 +14,6 @@ in one batched policy call.
 
 import threading
 from collections.abc import Callable
-from functools import partial
 from typing import Any, NamedTuple
 
 from greenlet import GreenletExit, getcurrent, greenlet
@@ -53,9 +52,9 @@ class PolicyRequest(NamedTuple):
     deployment: "AgentDeployment"
 
 
-# Builds a PolicyRequest without NamedTuple's Python-level __new__, which costs more than the rest of the
-# request's hand-off on the hot path.
-_new_request = partial(tuple.__new__, PolicyRequest)
+# Builds a PolicyRequest as ``_new_tuple(PolicyRequest, (observation, actor_id, deployment))``, without
+# NamedTuple's Python-level __new__, which costs more than the rest of the request's hand-off on the hot path.
+_new_tuple = tuple.__new__
 
 
 class EpisodeAbortedError(MazeError, RuntimeError):
@@ -281,7 +280,7 @@ class AgentDeployment:
         if done is not True and done is not False:
             done = check_done(done)
         if type(info) is not dict:
-            info = check_info(info)
+            info = {} if info is None else check_info(info)
         if type(actor_id) is not ActorID or actor_id.step_key not in self._step_keys:
             actor_id = check_actor_id(actor_id, self._step_keys)
         checked_events = () if events is None else check_events(events)
@@ -351,7 +350,7 @@ class AgentDeployment:
         if channel.needs_action:
             channel.needs_action = False
             self._awaiting_action = True
-            return _new_request((result, channel.actor_of(), self))
+            return _new_tuple(PolicyRequest, (result, channel.actor_of(), self))
         self._awaiting_action = False
         return result
 

@@ -32,11 +32,29 @@ def _box_check(space: spaces.Box, field: str) -> StateCheck:
     shape, dtype = space.shape, space.dtype
     is_float = dtype is not None and dtype.kind == "f"
     small = len(shape) == 1 and shape[0] <= _SMALL_ARRAY
+    # Lists are converted here only for small float spaces (-1: no list has that length); others, and lists
+    # that fail the checks, go through to_space_sample.
+    list_length = shape[0] if small and is_float else -1
+    # Locals, not module attributes, on the hot path; np.array's dtype as a positional argument is cheaper.
+    array, isfinite = np.array, math.isfinite
 
     def check(value: Any) -> Any:
+        kind = type(value)
+        if kind is list:
+            if len(value) == list_length:
+                # States off the wire (msgpack, JSON) are lists of plain numbers: one conversion, same checks.
+                for item in value:
+                    if type(item) is not float and type(item) is not int:
+                        break
+                else:
+                    try:
+                        finite = isfinite(sum(value))
+                    except OverflowError:  # an integer too large for a float
+                        finite = False
+                    if finite:
+                        return array(value, dtype)
         # ``is`` first: numpy's builtin dtypes are singletons, and identity is cheaper than equality.
-        if type(value) is np.ndarray and (value.dtype is dtype or value.dtype == dtype) \
-                and value.shape == shape:
+        elif kind is np.ndarray and (value.dtype is dtype or value.dtype == dtype) and value.shape == shape:
             if not is_float:
                 return value
             # A finite sum proves every element finite; an overflowing sum falls through to the exact check.
@@ -45,20 +63,8 @@ def _box_check(space: spaces.Box, field: str) -> StateCheck:
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
                     total = float(value.sum())
-            if math.isfinite(total):
+            if isfinite(total):
                 return value
-        elif small and is_float and type(value) is list and len(value) == shape[0]:
-            # States off the wire (msgpack, JSON) are lists of plain numbers: one conversion, same checks.
-            for item in value:
-                if type(item) is not float and type(item) is not int:
-                    break
-            else:
-                try:
-                    finite = math.isfinite(sum(value))
-                except OverflowError:  # an integer too large for a float
-                    finite = False
-                if finite:
-                    return np.array(value, dtype=dtype)
         return to_space_sample(space, value, field)
 
     return check

@@ -40,13 +40,14 @@ class MazeEnv(StructuredEnv):
         return self.core_env.is_actor_done()
 
     def step(self, action: dict[str, Any]) -> EnvStep:
-        step_key = self.core_env.actor_id().step_key
-        maze_action = self.action_conversion_dict[step_key].space_to_maze(action, self.last_maze_state)
+        core_env = self.core_env
+        maze_action = self.action_conversion_dict[core_env.actor_id().step_key].space_to_maze(
+            action, self.last_maze_state)
         self.last_maze_action = maze_action
-        maze_state, reward, done, info = self.core_env.step(maze_action)
+        maze_state, reward, done, info = core_env.step(maze_action)
         self.last_maze_state = maze_state
-        conversion = self.observation_conversion_dict[self.core_env.actor_id().step_key]
-        observation = conversion.maze_to_space(maze_state)
+        # The actor after the step, which may differ from the one that acted.
+        observation = self.observation_conversion_dict[core_env.actor_id().step_key].maze_to_space(maze_state)
         return observation, reward, done, info
 
     def reset(self) -> dict[str, Any]:

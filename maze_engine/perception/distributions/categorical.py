@@ -12,8 +12,10 @@ from maze_engine.perception.distributions.base import ProbabilityDistribution, e
 def gumbel_max_sample(logits: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Sample category indices along the last dimension; one vectorised op, unlike multinomial per row."""
     uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(uniform.clamp_(min=1e-20, max=1.0 - 1e-7)))
-    return torch.argmax(logits + gumbel, dim=-1)
+    # logits + gumbel, with gumbel = -log(-log(u)), written as logits - log(-log(u)): the same floats with two
+    # fewer ops, and the in-place ops allocate no temporaries (each op costs microseconds on a small batch).
+    neg_gumbel = uniform.clamp_(min=1e-20, max=1.0 - 1e-7).log_().neg_().log_()
+    return torch.argmax(logits - neg_gumbel, dim=-1)
 
 
 def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
@@ -53,10 +55,12 @@ class CategoricalProbabilityDistribution(ProbabilityDistribution):
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         # Gumbel-max is invariant to the normalising constant, so the raw logits suffice.
-        return gumbel_max_sample(self.scaled_logits, generator) + self.start
+        indices = gumbel_max_sample(self.scaled_logits, generator)
+        return indices + self.start if self.start else indices  # adding 0 would only cost an op
 
     def deterministic_sample(self) -> torch.Tensor:
-        return torch.argmax(self.scaled_logits, dim=-1) + self.start
+        indices = torch.argmax(self.scaled_logits, dim=-1)
+        return indices + self.start if self.start else indices
 
     def log_prob(self, actions: torch.Tensor) -> torch.Tensor:
         index = (actions.long() - self.start).unsqueeze(-1)
