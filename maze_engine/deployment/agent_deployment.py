@@ -86,6 +86,8 @@ class _Channel:
 def _episode_loop(channel: _Channel) -> None:
     """The gym loop of one episode, run inside the deployment's greenlet."""
     env, core = channel.env, channel.core
+    # Bound once: CPython does not specialise attribute loads on wrappers, whose class defines __getattr__.
+    step = env.step
     try:
         observation = env.reset()
         while True:
@@ -95,7 +97,7 @@ def _episode_loop(channel: _Channel) -> None:
             else:
                 channel.needs_action = True
                 action = getcurrent().parent.switch(observation)
-            observation = env.step(action)[0]
+            observation = step(action)[0]
             if core.closing:
                 break
     except EpisodeEnded:

@@ -47,14 +47,15 @@ class LogStatsWrapper(Wrapper[StructuredEnv]):
         self._lengths = RunningStats()
 
     def step(self, action: dict[str, Any]) -> EnvStep:
-        observation, reward, done, info = self.env.step(action)
+        step = self.env.step(action)
+        _, reward, done, info = step
         reward_value = float(reward)
         self._return += reward_value
         self._length += 1
         self._step_rewards.add(reward_value)
         if done:
             self._finish_episode(bool(info.get("truncated", False)))
-        return observation, reward, done, info
+        return step  # passed on as it is: a new tuple of the same four values would only cost time
 
     def reset(self) -> dict[str, Any]:
         # An episode cut short without ``done`` (e.g. a rollout's step limit) still counts.
