@@ -1,8 +1,9 @@
-"""The worker's only contact with pika: connect, declare the topology, consume, publish, acknowledge.
+"""The agent worker's only contact with pika: declare the topology, consume, publish, acknowledge.
 
-Everything pika raises is translated here into the exceptions below, so the service loop reasons about
-``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes. Publishing and acknowledging are
-buffered and written out by ``flush``: a batch of replies and its single ``multiple`` ack leave in one go.
+Everything pika raises is translated into the errors of ``worker.broker_link`` (re-exported here), so the
+service loop reasons about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
+Publishing and acknowledging are buffered and written out by ``flush``: a batch of replies and its single
+``multiple`` ack leave in one go.
 """
 
 from __future__ import annotations
@@ -10,10 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import ssl
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,38 +21,26 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from worker import topology
+from worker.broker_link import (
+    PLUGIN_HINT,
+    AccessRefused,
+    BrokerLink,
+    BrokerUnreachable,
+    ConnectionLost,
+    PluginMissing,
+    TopologyConflict,
+    TransportError,
+    connection_parameters,
+    translated_errors,
+)
 from worker.protocol import CONTENT_TYPE
 from worker.settings import BrokerSettings
-from worker.topology import mask_url
 
 logger = logging.getLogger(__name__)
 
-PLUGIN_HINT = ("the broker lacks the consistent-hash exchange; enable it with "
-               "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` and start the worker again")
-
-
-class TransportError(Exception):
-    """Base of the errors the transport raises; pika's own exceptions never leave this module."""
-
-
-class BrokerUnreachable(TransportError):
-    """No connection could be opened (broker down, wrong host or port); worth retrying."""
-
-
-class ConnectionLost(TransportError):
-    """An open connection or channel broke (broker restart, connection closed by an operator, network)."""
-
-
-class AccessRefused(TransportError):
-    """The broker refused the credentials or the virtual host; retrying will not help."""
-
-
-class PluginMissing(TransportError):
-    """The ``x-consistent-hash`` exchange type is unknown to the broker."""
-
-
-class TopologyConflict(TransportError):
-    """An exchange or queue of this prefix exists with other arguments (e.g. a classic queue of that name)."""
+__all__ = ["PLUGIN_HINT", "AccessRefused", "BrokerLink", "BrokerUnreachable", "ConnectionLost", "Delivery",
+           "PluginMissing", "TopologyConflict", "Transport", "TransportError", "connection_parameters",
+           "translated_errors"]
 
 
 @dataclass(slots=True)
@@ -77,62 +64,7 @@ class Delivery:
     """The consumer it came through (one per shard queue), for passing a shard on."""
 
 
-def connection_parameters(settings: BrokerSettings, connection_name: str) -> pika.URLParameters:
-    """pika parameters for ``settings.url``, with TLS set up for ``amqps://`` and a name the broker shows."""
-    params = pika.URLParameters(settings.url)
-    params.heartbeat = settings.heartbeat_s
-    params.blocked_connection_timeout = 60
-    params.client_properties = {"connection_name": connection_name, "product": "maze-worker"}
-    if settings.url.lower().startswith("amqps://"):
-        tls = settings.tls
-        context = ssl.create_default_context(cafile=tls.ca_file)
-        if tls.cert_file:
-            context.load_cert_chain(tls.cert_file, tls.key_file)
-        if not tls.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        # pika leaves server_hostname unset, which breaks host name checking and SNI: name the host.
-        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
-    return params
-
-
-@contextmanager
-def _translated(action: str) -> Iterator[None]:
-    """Turn pika's exceptions raised during ``action`` into this module's."""
-    try:
-        yield
-    except pika.exceptions.ProbableAuthenticationError as err:
-        raise AccessRefused(f"{action}: the broker refused the credentials ({err})") from err
-    except pika.exceptions.ProbableAccessDeniedError as err:
-        raise AccessRefused(f"{action}: access to the virtual host was denied ({err})") from err
-    except pika.exceptions.ConnectionClosedByBroker as err:
-        if err.reply_code == 503 and "exchange type" in str(err.reply_text):
-            raise PluginMissing(PLUGIN_HINT) from err
-        if err.reply_code in (403, 530):
-            raise AccessRefused(f"{action}: {err.reply_text}") from err
-        raise ConnectionLost(f"{action}: the broker closed the connection "
-                             f"({err.reply_code} {err.reply_text})") from err
-    except pika.exceptions.ChannelClosedByBroker as err:
-        if err.reply_code == 406:
-            raise TopologyConflict(f"{action}: {err.reply_text}; delete the old queue or exchange, or choose "
-                                   f"another broker.prefix") from err
-        if err.reply_code == 403:
-            raise AccessRefused(f"{action}: {err.reply_text}") from err
-        raise ConnectionLost(f"{action}: the broker closed the channel ({err.reply_code} {err.reply_text})") \
-            from err
-    except pika.exceptions.AMQPConnectionError as err:
-        raise ConnectionLost(f"{action}: connection lost ({err!r})") from err
-    except pika.exceptions.AMQPChannelError as err:
-        raise ConnectionLost(f"{action}: channel lost ({err!r})") from err
-    except (OSError, pika.exceptions.AMQPError) as err:
-        raise ConnectionLost(f"{action}: {err!r}") from err
-
-
-translated_errors = _translated
-"""Public name of the pika error translation, for the other transports of the worker (worker/jobs/)."""
-
-
-class Transport:
+class Transport(BrokerLink):
     """A blocking connection with one channel that consumes every owned shard queue.
 
     Single-threaded by design: ``poll`` waits for the first delivery and then drains what pika has already
@@ -140,11 +72,8 @@ class Transport:
     """
 
     def __init__(self, settings: BrokerSettings, connection_name: str | None = None) -> None:
-        self.settings = settings
-        self.connection_name = (connection_name
-                                or f"maze-worker {settings.prefix} {socket.gethostname()}:{os.getpid()}")
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        super().__init__(settings, connection_name
+                         or f"maze-worker {settings.prefix} {socket.gethostname()}:{os.getpid()}")
         self._publish: Any = None
         self._consumers: dict[str, str] = {}
         self._inbox: list[Delivery] = []
@@ -153,46 +82,20 @@ class Transport:
 
     # -- connection ------------------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Open the connection and the channel; raises BrokerUnreachable, AccessRefused."""
-        self.close()
-        params = connection_parameters(self.settings, self.connection_name)
-        try:
-            with _translated(f"connecting to {mask_url(self.settings.url)}"):
-                self._connection = pika.BlockingConnection(params)
-                self._channel = self._connection.channel()
-        except ConnectionLost as err:
-            raise BrokerUnreachable(str(err)) from err
+    def _opened(self, channel: BlockingChannel) -> None:
         # The impl channel's basic_publish only buffers, where BlockingChannel's flushes after every message;
         # replies of a batch are buffered and leave together with the batch's ack.
-        self._publish = getattr(self._channel, "_impl", self._channel).basic_publish
-
-    @property
-    def is_open(self) -> bool:
-        return bool(self._connection is not None and self._connection.is_open
-                    and self._channel is not None and self._channel.is_open)
+        self._publish = getattr(channel, "_impl", channel).basic_publish
 
     @property
     def is_consuming(self) -> bool:
         return self.is_open and bool(self._consumers)
 
-    def close(self) -> None:
-        """Close the connection if open; never raises. Deliveries not yet acked go back to their queues."""
-        connection, self._connection, self._channel = self._connection, None, None
+    def _forget(self) -> None:
         self._control = None
         self._consumers.clear()
         self._inbox.clear()
         self._heartbeats.clear()
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception as err:  # noqa: BLE001 - closing a broken connection may fail in many ways
-                logger.debug("closing the connection failed: %r", err)
-
-    def _require_channel(self) -> BlockingChannel:
-        if self._channel is None or self._connection is None:
-            raise ConnectionLost("not connected")
-        return self._channel
 
     # -- topology --------------------------------------------------------------------------------------
 
@@ -202,25 +105,14 @@ class Transport:
         Raises PluginMissing when the broker does not know the consistent-hash exchange type, TopologyConflict
         when a queue of the same name exists with other arguments.
         """
-        channel = self._require_channel()
-        spec = topology.worker_topology(self.settings.prefix, self.settings.shards)
-        for exchange in spec.exchanges:
-            with _translated(f"declaring exchange {exchange.name}"):
-                channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable,
-                                         arguments=exchange.arguments or None)
-        for queue in spec.queues:
-            with _translated(f"declaring queue {queue.name}"):
-                channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
-        for binding in spec.bindings:
-            with _translated(f"binding {binding.queue} to {binding.exchange}"):
-                channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key)
+        self.declare(topology.worker_topology(self.settings.prefix, self.settings.shards))
 
     # -- consuming -------------------------------------------------------------------------------------
 
     def consume(self, queues: Sequence[str]) -> None:
         """Start one manual-ack consumer per queue; at most ``prefetch`` unacked deliveries each."""
         channel = self._require_channel()
-        with _translated("starting consumers"):
+        with translated_errors("starting consumers"):
             channel.basic_qos(prefetch_count=self.settings.prefetch)
             for queue in queues:
                 tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
@@ -239,7 +131,7 @@ class Transport:
         connection = self._connection
         if connection is None:
             raise ConnectionLost("not connected")
-        with _translated("receiving"):
+        with translated_errors("receiving"):
             if not self._inbox:
                 connection.process_data_events(time_limit=timeout)
             # Drain without waiting: each round reads what the socket holds right now.
@@ -256,7 +148,7 @@ class Transport:
         channel = self._channel
         if channel is None:
             return
-        with _translated("cancelling consumers"):
+        with translated_errors("cancelling consumers"):
             for tag in list(self._consumers):
                 channel.basic_cancel(tag)
                 del self._consumers[tag]
@@ -267,7 +159,7 @@ class Transport:
         """Queue a reply to the producer's ``reply_to`` queue (through the default exchange)."""
         self._require_channel()
         properties = pika.BasicProperties(correlation_id=correlation_id, content_type=CONTENT_TYPE)
-        with _translated("publishing a reply"):
+        with translated_errors("publishing a reply"):
             self._publish(exchange="", routing_key=reply_to, body=body, properties=properties)
 
     def dead_letter(self, delivery: Delivery, reason: str, field: str, detail: str) -> None:
@@ -280,14 +172,14 @@ class Transport:
             content_type=getattr(original, "content_type", None), correlation_id=delivery.correlation_id,
             reply_to=delivery.reply_to, message_id=getattr(original, "message_id", None),
             timestamp=getattr(original, "timestamp", None), delivery_mode=2, headers=headers)
-        with _translated("dead-lettering"):
+        with translated_errors("dead-lettering"):
             self._publish(exchange=topology.dead_letter_exchange(self.settings.prefix),
                           routing_key=delivery.routing_key, body=delivery.body, properties=properties)
 
     def ack(self, tag: int, multiple: bool = False) -> None:
         """Acknowledge ``tag`` (and, with ``multiple``, every earlier delivery on this channel)."""
         channel = self._require_channel()
-        with _translated("acknowledging"):
+        with translated_errors("acknowledging"):
             # Goes through the impl channel too, so it queues behind the replies and flush sends both.
             getattr(channel, "_impl", channel).basic_ack(delivery_tag=tag, multiple=multiple)
 
@@ -296,7 +188,7 @@ class Transport:
         connection = self._connection
         if connection is None:
             raise ConnectionLost("not connected")
-        with _translated("sending"):
+        with translated_errors("sending"):
             connection.process_data_events(time_limit=0)
 
     # -- policy announcements --------------------------------------------------------------------------
@@ -313,7 +205,7 @@ class Transport:
             except Exception:  # noqa: BLE001 - a bad announcement must not break the service loop
                 logger.exception("handling a policy announcement failed")
 
-        with _translated(f"subscribing to {exchange}"):
+        with translated_errors(f"subscribing to {exchange}"):
             channel.exchange_declare(exchange, exchange_type=topology.policies_exchange_type(), durable=True)
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, exchange, routing_key="")
@@ -324,7 +216,7 @@ class Transport:
     def consume_queue(self, queue: str) -> str:
         """Subscribe to one shard queue (at the back of its single-active-consumer line); returns the tag."""
         channel = self._require_channel()
-        with _translated(f"subscribing to {queue}"):
+        with translated_errors(f"subscribing to {queue}"):
             channel.basic_qos(prefetch_count=self.settings.prefetch)
             tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
         self._consumers[tag] = queue
@@ -334,7 +226,7 @@ class Transport:
         """Cancel one consumer; returns its deliveries handed over but not yet taken by ``poll`` (the caller
         settles them, e.g. with ``nack``). Deliveries pika still holds go back to the queue."""
         channel = self._require_channel()
-        with _translated(f"cancelling the consumer of {self._consumers.get(tag, tag)}"):
+        with translated_errors(f"cancelling the consumer of {self._consumers.get(tag, tag)}"):
             channel.basic_cancel(tag)
         self._consumers.pop(tag, None)
         held = [delivery for delivery in self._inbox if delivery.consumer_tag == tag]
@@ -345,7 +237,7 @@ class Transport:
     def nack(self, tag: int) -> None:
         """Give one delivery back to its queue unanswered (the broker delivers it to the active consumer)."""
         channel = self._require_channel()
-        with _translated("returning a delivery"):
+        with translated_errors("returning a delivery"):
             getattr(channel, "_impl", channel).basic_nack(delivery_tag=tag, multiple=False, requeue=True)
 
     def declare_cluster(self, worker_id: str) -> None:
@@ -356,17 +248,17 @@ class Transport:
             raise ConnectionLost("not connected")
         prefix, shards = self.settings.prefix, self.settings.shards
         spec = topology.cluster_topology(prefix, shards)
-        with _translated("opening the control channel"):
+        with translated_errors("opening the control channel"):
             control = connection.channel()
             control.confirm_delivery()
         for exchange in spec.exchanges:
-            with _translated(f"declaring exchange {exchange.name}"):
+            with translated_errors(f"declaring exchange {exchange.name}"):
                 control.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable)
         for queue in spec.queues:
-            with _translated(f"declaring queue {queue.name}"):
+            with translated_errors(f"declaring queue {queue.name}"):
                 control.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
         own = topology.worker_queue(prefix, worker_id)
-        with _translated(f"declaring queue {own}"):
+        with translated_errors(f"declaring queue {own}"):
             control.queue_declare(own, exclusive=True, auto_delete=True)
             control.queue_bind(own, topology.workers_exchange(prefix), routing_key="")
             control.basic_consume(own, self._on_heartbeat, auto_ack=True)
@@ -383,7 +275,7 @@ class Transport:
     def publish_heartbeat(self, body: bytes) -> None:
         """Announce this worker on ``<prefix>.workers`` (transient; waits for the broker's confirm)."""
         control = self._require_control()
-        with _translated("publishing a heartbeat"):
+        with translated_errors("publishing a heartbeat"):
             control.basic_publish(topology.workers_exchange(self.settings.prefix), "", body,
                                   pika.BasicProperties(content_type=CONTENT_TYPE))
 
@@ -397,7 +289,7 @@ class Transport:
         control = self._require_control()
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2)
         try:
-            with _translated(f"publishing hand-off records to {queue}"):
+            with translated_errors(f"publishing hand-off records to {queue}"):
                 control.basic_publish("", queue, body, properties, mandatory=True)
         except ConnectionLost:
             raise
@@ -409,7 +301,7 @@ class Transport:
         imported."""
         control = self._require_control()
         taken: list[tuple[int, bytes]] = []
-        with _translated(f"reading hand-off records from {queue}"):
+        with translated_errors(f"reading hand-off records from {queue}"):
             while True:
                 method, _properties, body = control.basic_get(queue, auto_ack=False)
                 if method is None:
@@ -419,5 +311,5 @@ class Transport:
     def ack_handoff(self, tag: int) -> None:
         """Remove an imported hand-off message (and every earlier one read on the control channel)."""
         control = self._require_control()
-        with _translated("acknowledging hand-off records"):
+        with translated_errors("acknowledging hand-off records"):
             control.basic_ack(delivery_tag=tag, multiple=True)

@@ -1,6 +1,6 @@
 """The job worker's contact with pika: take one job at a time, publish with confirms, events and replies.
 
-Like ``worker.transport`` (whose error translation it shares), pika's exceptions never leave this module.
+Like ``worker.transport`` (both build on ``worker.broker_link``), pika's exceptions never leave this module.
 One blocking connection, one channel in confirm mode: the lease copy, requeued jobs and chunk jobs are
 confirmed by the broker before the job worker goes on (``publish_confirmed``); events and replies use the same
 channel. Jobs are taken with ``basic.get``, one at a time: while a job runs the worker holds no other
@@ -22,15 +22,8 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from worker import topology
+from worker.broker_link import BrokerLink, ConnectionLost, TransportError, translated_errors
 from worker.settings import BrokerSettings
-from worker.topology import Topology, mask_url
-from worker.transport import (
-    BrokerUnreachable,
-    ConnectionLost,
-    TransportError,
-    connection_parameters,
-    translated_errors,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -55,76 +48,30 @@ class JobDelivery:
     properties: Any
 
 
-class JobTransport:
+class JobTransport(BrokerLink):
     """A blocking connection with one confirm-mode channel; see the module docstring."""
 
     def __init__(self, settings: BrokerSettings, connection_name: str | None = None) -> None:
-        self.settings = settings
-        self.connection_name = (connection_name or
-                                f"maze-job-worker {settings.prefix} {socket.gethostname()}:{os.getpid()}")
-        self._connection: pika.BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        super().__init__(settings, connection_name
+                         or f"maze-job-worker {settings.prefix} {socket.gethostname()}:{os.getpid()}")
         self._control: list[bytes] = []
 
     # -- connection ------------------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Open the connection and a confirm-mode channel; raises BrokerUnreachable, AccessRefused."""
-        self.close()
-        params = connection_parameters(self.settings, self.connection_name)
-        try:
-            with translated_errors(f"connecting to {mask_url(self.settings.url)}"):
-                self._connection = pika.BlockingConnection(params)
-                self._channel = self._connection.channel()
-                self._channel.confirm_delivery()
-        except ConnectionLost as err:
-            raise BrokerUnreachable(str(err)) from err
+    def _opened(self, channel: BlockingChannel) -> None:
+        channel.confirm_delivery()
 
-    @property
-    def is_open(self) -> bool:
-        return bool(self._connection is not None and self._connection.is_open
-                    and self._channel is not None and self._channel.is_open)
-
-    def close(self) -> None:
-        """Close the connection if open; never raises. A delivery not yet acked goes back to its queue."""
-        connection, self._connection, self._channel = self._connection, None, None
+    def _forget(self) -> None:
         self._control.clear()
-        if connection is not None and connection.is_open:
-            try:
-                connection.close()
-            except Exception as err:  # noqa: BLE001 - closing a broken connection may fail in many ways
-                logger.debug("closing the connection failed: %r", err)
-
-    def _require(self) -> BlockingChannel:
-        if self._channel is None or self._connection is None:
-            raise ConnectionLost("not connected")
-        return self._channel
-
-    # -- topology --------------------------------------------------------------------------------------
-
-    def declare(self, spec: Topology) -> None:
-        """Declare exchanges, queues and bindings of ``spec`` (raises TopologyConflict on other arguments)."""
-        channel = self._require()
-        for exchange in spec.exchanges:
-            with translated_errors(f"declaring exchange {exchange.name}"):
-                channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable,
-                                         arguments=exchange.arguments or None)
-        for queue in spec.queues:
-            with translated_errors(f"declaring queue {queue.name}"):
-                channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
-        for binding in spec.bindings:
-            with translated_errors(f"binding {binding.queue} to {binding.exchange}"):
-                channel.queue_bind(binding.queue, binding.exchange, routing_key=binding.routing_key,
-                                   arguments=binding.arguments or None)
 
     def declare_lease_queue(self, name: str, arguments: dict[str, Any]) -> None:
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors(f"declaring the lease queue {name}"):
             channel.queue_declare(name, durable=True, arguments=arguments)
 
     def listen_control(self, exchange: str) -> None:
         """Bind an exclusive, auto-delete queue to the control exchange; messages arrive during ``wait``."""
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors("subscribing to control messages"):
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, exchange)
@@ -147,7 +94,7 @@ class JobTransport:
 
     def get(self, queue: str) -> JobDelivery | None:
         """Take the next job of ``queue`` (unacknowledged), or None when it is empty."""
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors(f"taking a job from {queue}"):
             method, properties, body = channel.basic_get(queue, auto_ack=False)
         if method is None:
@@ -157,7 +104,7 @@ class JobTransport:
                            redelivered=bool(method.redelivered), properties=properties)
 
     def ack(self, tag: int) -> None:
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors("acknowledging"):
             channel.basic_ack(delivery_tag=tag)
 
@@ -165,7 +112,7 @@ class JobTransport:
                           headers: dict[str, Any] | None = None,
                           reply_to: str | None = None, correlation_id: str | None = None) -> None:
         """Publish a persistent message and wait for the broker's confirm; raises PublishRefused."""
-        channel = self._require()
+        channel = self._require_channel()
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2, headers=headers or None,
                                           reply_to=reply_to, correlation_id=correlation_id)
         try:
@@ -180,7 +127,7 @@ class JobTransport:
     def publish(self, exchange: str, routing_key: str, body: bytes,
                 correlation_id: str | None = None) -> None:
         """Publish a transient message (events, replies); confirmed too (the channel is in confirm mode)."""
-        channel = self._require()
+        channel = self._require_channel()
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, correlation_id=correlation_id)
         with translated_errors(f"publishing to {exchange or routing_key}"):
             channel.basic_publish(exchange, routing_key, body, properties)
@@ -190,7 +137,7 @@ class JobTransport:
         original = delivery.properties
         headers = {key: value for key, value in delivery.headers.items() if not key.startswith("x-death")}
         headers.update(topology.dead_letter_headers(reason, field, detail[:1000]))
-        channel = self._require()
+        channel = self._require_channel()
         properties = pika.BasicProperties(
             content_type=getattr(original, "content_type", None), correlation_id=delivery.correlation_id,
             reply_to=delivery.reply_to, message_id=getattr(original, "message_id", None), delivery_mode=2,
@@ -203,13 +150,13 @@ class JobTransport:
 
     def take_oldest(self, queue: str) -> bool:
         """Remove the oldest message of ``queue`` (the lease copy being renewed); False if it was empty."""
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors(f"renewing the lease in {queue}"):
             method, _properties, _body = channel.basic_get(queue, auto_ack=True)
         return method is not None
 
     def purge(self, queue: str) -> None:
-        channel = self._require()
+        channel = self._require_channel()
         with translated_errors(f"purging {queue}"):
             channel.queue_purge(queue)
 
