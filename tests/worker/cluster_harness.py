@@ -12,25 +12,21 @@ from __future__ import annotations
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
 import pika
+from worker_harness import WorkerProcess, wait_until
 
 from maze_engine.wrappers.wrapper import ObservationWrapper
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 CONF = HERE / "conf"
 
 
@@ -67,12 +63,8 @@ class StepPatternWrapper(ObservationWrapper):
 
 # ------------------------------------------------------------------------------------------- worker processes
 
-@dataclass
-class WorkerProcess:
-    """A ``maze-worker`` child; ``output`` collects its log lines."""
-
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
+class ClusterWorker(WorkerProcess):
+    """A ``maze-worker`` child whose log tells its id and shards."""
 
     @property
     def worker_id(self) -> str:
@@ -108,47 +100,14 @@ class WorkerProcess:
                 active.clear()
         return owned, active
 
-    def log(self) -> str:
-        return "".join(self.output)
-
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM and wait for the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        """kill -9."""
-        self.process.kill()
-        self.process.wait(timeout=30)
-
 
 def start_worker(amqp_url: str, prefix: str, *overrides: str, shards: int = 8,
-                 timeout: float = 90) -> WorkerProcess:
+                 timeout: float = 90) -> ClusterWorker:
     """A checkable ``maze-worker`` (SignPolicy over StepPatternWrapper); returns once it consumes."""
-    env = {**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", f"hydra.searchpath=[file://{CONF}]", "wrappers=step_pattern",
-         "policy._target_=worker_harness.SignPolicy", f"broker.prefix={prefix}", f"broker.shards={shards}",
-         "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", "stats.interval_s=0", *overrides],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    worker = WorkerProcess(process)
-    started = threading.Event()
-
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            worker.output.append(line)
-            if " consuming " in line:
-                started.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not started.wait(0.1):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("maze-worker did not start:\n" + worker.log())
-    return worker
+    return ClusterWorker.start(
+        amqp_url, prefix, f"hydra.searchpath=[file://{CONF}]", "wrappers=step_pattern",
+        "policy._target_=worker_harness.SignPolicy", "stats.interval_s=0", *overrides, shards=shards,
+        env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}, timeout=timeout)
 
 
 # -------------------------------------------------------------------------------------------------- the load
@@ -250,10 +209,8 @@ class ClosedLoop:
             self.connection.process_data_events(time_limit=0.05)
 
     def run_until(self, condition: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            assert time.monotonic() < deadline, f"condition not met within {timeout} s"
-            self.connection.process_data_events(time_limit=0.05)
+        wait_until(condition, "the condition was not met", timeout,
+                   step=lambda: self.connection.process_data_events(time_limit=0.05))
 
     def waiting(self) -> list[tuple[str, int, float]]:
         """States sent and not answered yet."""

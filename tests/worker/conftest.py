@@ -188,3 +188,13 @@ def prefix(amqp_url: str, broker_cleanup: BrokerCleanup) -> Iterator[str]:
         delete_prefix(amqp_url, name, broker_cleanup)
     except pika.exceptions.AMQPError as err:  # a broken broker must not hide the test's own result
         warnings.warn(f"could not delete the test topology {name}.*: {err!r}", stacklevel=1)
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A local TCP port nothing listens on (free when asked)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

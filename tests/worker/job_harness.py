@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pika
+from worker_harness import InProcessWorker, running_service, wait_until
 
 from worker import topology
 from worker.jobs.messages import JobResult, decode_result
@@ -52,42 +50,14 @@ def register_cleanup(cleanup: Any, prefix: str, *services: JobService) -> None:
         cleanup.queue(service.lease_queue)
 
 
-@dataclass
-class RunningJobWorker:
-    service: JobService
-    thread: threading.Thread
-    errors: list[BaseException] = field(default_factory=list)
-
-    def stop(self, timeout: float = 60.0) -> None:
-        self.service.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the job worker did not stop"
-
-
 @contextmanager
-def job_worker(settings: WorkerSettings, cleanup: Any = None) -> Iterator[RunningJobWorker]:
+def job_worker(settings: WorkerSettings, cleanup: Any = None) -> Iterator[InProcessWorker[JobService]]:
     """A JobService on a thread; waits until it takes jobs, stops it at the end."""
     service = JobService(settings)
     if cleanup is not None:
         register_cleanup(cleanup, settings.broker.prefix, service)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run()
-        except BaseException as err:  # noqa: BLE001 - reported by the test
-            errors.append(err)
-
-    thread = threading.Thread(target=target, name="test-job-worker", daemon=True)
-    worker = RunningJobWorker(service, thread, errors)
-    thread.start()
-    try:
-        assert service.consuming.wait(60), f"the job worker did not start: {errors!r}"
+    with running_service(service, "the job worker", start_timeout=60.0, stop_timeout=60.0) as worker:
         yield worker
-    finally:
-        if thread.is_alive():
-            worker.stop()
-    assert not errors, f"the job worker raised: {errors[0]!r}"
 
 
 class RecordingClient(JobClient):
@@ -117,16 +87,12 @@ class RecordingClient(JobClient):
         self.events = []
 
     def wait_event(self, job_id: str, event: str, timeout: float = 120.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while not self.events_of(job_id, event):
-            assert time.monotonic() < deadline, f"no {event} event of {job_id} within {timeout} s"
+        wait_until(lambda: self.events_of(job_id, event), f"no {event} event of {job_id}", timeout)
         return self.events_of(job_id, event)[0]
 
     def result(self, job_id: str, timeout: float = 180.0) -> JobResult:
-        deadline = time.monotonic() + timeout
-        while job_id not in self.results:
-            assert time.monotonic() < deadline, f"no result for {job_id} within {timeout} s"
-            self.pump(0.1)
+        wait_until(lambda: job_id in self.results, f"no result for {job_id}", timeout,
+                   step=lambda: self.pump(0.1))
         return self.results.pop(job_id)
 
 
@@ -161,13 +127,6 @@ class SelfKillingPolicy:
 
     def __init__(self, **kwargs: Any) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def wait_until(condition: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {timeout} s"
-        time.sleep(0.1)
 
 
 def tail(text: Sequence[str], lines: int = 30) -> str:

@@ -1,8 +1,6 @@
 """Helpers of the policy publication tests: tiny run directories (an untrained policy saved as training saves
 it) and an in-process agent worker serving a published policy, with waits on its metrics."""
 
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,7 +8,7 @@ from typing import Any
 
 import pika
 import torch
-from worker_harness import CARTPOLE, Producer, settings_for, state
+from worker_harness import CARTPOLE, Producer, running_service, settings_for, state
 
 from maze_engine import GymMazeEnv
 from maze_engine.perception.composers.model import build_model_composers
@@ -51,8 +49,14 @@ def save_run(run_dir: Path, seed: int = 0, env_name: str = "CartPole-v1", hidden
     return run_dir
 
 
-def policy_config(root: Path) -> dict[str, Any]:
-    return {"_target_": "worker.policy_store.load_published_policy", "name": NAME, "artifact_root": str(root),
+def save_runs(base: Path) -> dict[str, Path]:
+    """Run directories "one" and "two" (CartPole, other seeds) and "acrobot" (other spaces) under ``base``."""
+    return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
+            "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
+
+
+def policy_config(root: Path, name: str = NAME) -> dict[str, Any]:
+    return {"_target_": "worker.policy_store.load_published_policy", "name": name, "artifact_root": str(root),
             "version": None}
 
 
@@ -61,32 +65,8 @@ def serving(amqp_url: str, prefix: str, root: Path) -> Iterator[WorkerService]:
     """A worker serving the latest published version of NAME under ``root``, in a thread."""
     factory = published_source(policy_config(root), CARTPOLE, None, build_factory)
     service = WorkerService(settings_for(amqp_url, prefix), factory)
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            service.run()
-        except BaseException as err:  # noqa: BLE001 - reported by the test
-            errors.append(err)
-
-    thread = threading.Thread(target=target, name="test-policy-worker", daemon=True)
-    thread.start()
-    try:
-        wait_for(lambda: service.consuming.is_set() or bool(errors), "the worker consumes")
-        assert not errors, f"the worker failed to start: {errors[0]!r}"
+    with running_service(service, "the worker", start_timeout=60.0, stop_timeout=30.0):
         yield service
-    finally:
-        service.stop()
-        thread.join(30)
-    assert not thread.is_alive(), "the worker did not stop"
-    assert not errors, f"the worker raised: {errors[0]!r}"
-
-
-def wait_for(condition: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
 
 
 def metric(service: WorkerService, name: str, **labels: str) -> float | None:

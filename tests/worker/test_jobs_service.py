@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,15 +28,15 @@ from job_harness import (  # noqa: E402
     job_worker,
     publish_raw,
     register_cleanup,
-    wait_until,
 )
 from worker_harness import (  # noqa: E402
     ROOT,
     Producer,
+    WorkerProcess,
     close_connections,
     start_subprocess_worker,
     state,
-    stop_subprocess,
+    wait_until,
 )
 
 from maze_engine.rollout.trajectory import trajectory_files  # noqa: E402
@@ -159,8 +157,7 @@ def test_cancelling_a_running_and_a_queued_job_and_the_time_limit(
         client.wait_event(running.job_id, "epoch")
         client.submit(queued)
         client.cancel(queued.job_id, "not needed")
-        wait_until(lambda: JobRecords(tmp_path).cancellation(queued.job_id) is not None, 30,
-                   "the cancel mark")
+        wait_until(lambda: JobRecords(tmp_path).cancellation(queued.job_id) is not None, "no cancel mark", 30)
         asked = time.monotonic()
         client.cancel(running.job_id)
         result = client.result(running.job_id, timeout=60)
@@ -221,13 +218,13 @@ def test_cancelling_a_split_rollout_cancels_its_chunks_running_and_queued(
         assert result.error.message == "enough"
         records = JobRecords(tmp_path)
         chunk_ids = [f"big-split_chunk-{i}-of-3" for i in (1, 2, 3)]
-        wait_until(lambda: all(records.result(c) is not None for c in chunk_ids), 60, "every chunk answered")
+        wait_until(lambda: all(records.result(c) is not None for c in chunk_ids), "a chunk not answered", 60)
         assert {records.result(c).status for c in chunk_ids} == {JobStatus.CANCELLED}  # type: ignore[union-attr]
         client.pump(1.0)
         assert len(client.answers_of(job.job_id)) == 1, "the split rollout is answered once"
 
 
-def _start_job_worker(amqp_url: str, prefix: str, root: Path, *overrides: str) -> subprocess.Popen[str]:
+def _start_job_worker(amqp_url: str, prefix: str, root: Path, *overrides: str) -> WorkerProcess:
     return start_subprocess_worker(amqp_url, prefix, "role=jobs", f"artifact_root={root}",
                                    "jobs.lease_ttl_s=3", "jobs.poll_interval_s=0.2", *overrides)
 
@@ -241,13 +238,10 @@ def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
         client.watch(job.job_id)
         client.submit(job)
         client.wait_event(job.job_id, "epoch")
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(30)
     finally:
-        if victim.poll() is None:
-            victim.kill()
+        victim.kill()
     child = client.events_of(job.job_id, "started")[0]["pid"]
-    wait_until(lambda: not _alive(child), 30, "the killed worker's job process ending")
+    wait_until(lambda: not _alive(child), "the killed worker's job process did not end", 30)
     record = JobRecords(tmp_path).record(job.job_id) or {}
     rescuer = _start_job_worker(amqp_url, prefix, tmp_path)
     try:
@@ -260,7 +254,7 @@ def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
         assert len(client.events_of(job.job_id, "started")) == 2
         assert (JobRecords(tmp_path).record(job.job_id) or {})["worker"] != record.get("worker")
     finally:
-        assert stop_subprocess(rescuer, timeout=60) == 0
+        assert rescuer.terminate() == 0
 
 
 def _alive(pid: int) -> bool:
@@ -272,16 +266,11 @@ def _alive(pid: int) -> bool:
         return stat.read().split()[2] != "Z"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_sigterm_puts_the_running_job_back_for_another_worker(
-        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient,
+        unused_port: int) -> None:
     register_cleanup(broker_cleanup, prefix)
-    port = _free_port()
+    port = unused_port
     stopping = _start_job_worker(amqp_url, prefix, tmp_path, f"metrics.port={port}", "metrics.host=127.0.0.1",
                                  "jobs.kinds=[train]")
     job = new_job("moved", "train", LONG_TRAINING)
@@ -295,10 +284,10 @@ def test_sigterm_puts_the_running_job_back_for_another_worker(
             text = metrics.read().decode()
         assert "maze_jobs_running 1.0" in text and "maze_jobs_epochs_total" in text
     finally:
-        assert stop_subprocess(stopping, timeout=60) == 0, "a clean stop, the job put back"
+        assert stopping.terminate() == 0, "a clean stop, the job put back"
     assert not client.events_of(job.job_id, "failed") and job.job_id not in client.results
     with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
-        wait_until(lambda: len(client.events_of(job.job_id, "started")) == 2, 60, "the job starting again")
+        wait_until(lambda: len(client.events_of(job.job_id, "started")) == 2, "the job did not start again")
         assert [e["attempt"] for e in client.events_of(job.job_id, "started")] == [1, 1], \
             "a stop for a shutdown is not a failed attempt"
         client.cancel(job.job_id)
@@ -371,7 +360,7 @@ def test_the_cli_submits_waits_reports_status_and_role_all_serves_both(
         finally:
             producer.close()
     finally:
-        assert stop_subprocess(both, timeout=60) == 0
+        assert both.terminate() == 0
     unknown = _cli("jobs", "status", "never-submitted", "--artifact-root", str(tmp_path))
     assert unknown.returncode == 1 and json.loads(unknown.stdout)["status"] == "unknown"
     usage = _cli("submit", "train", "--job-id", "has space")

@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from job_harness import TINY_TRAINING, RecordingClient, job_settings, job_worker  # noqa: E402
-from policy_harness import NAME, serving, version_of, wait_for  # noqa: E402
-from worker_harness import Producer  # noqa: E402
+from policy_harness import NAME, metric, serving, version_of  # noqa: E402
+from worker_harness import Producer, wait_until  # noqa: E402
 
 from worker.jobs.messages import JobStatus, new_job  # noqa: E402
 
@@ -37,8 +37,8 @@ def test_a_trained_and_published_policy_is_served_by_the_agent_workers(
                 producer = Producer(amqp_url, prefix)
                 assert version_of(producer, "before", 0) == 1
                 assert train_and_publish(client, "train-v2") == 2
-                wait_for(lambda: service.metrics.registry.get_sample_value("maze_worker_policy_version") == 2,
-                         "the agent worker serves version 2")
+                wait_until(lambda: metric(service, "maze_worker_policy_version") == 2,
+                           "the agent worker does not serve version 2")
                 assert version_of(producer, "after", 0) == 2
                 assert version_of(producer, "before", 1) == 1
     finally:

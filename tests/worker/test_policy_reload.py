@@ -2,7 +2,6 @@
 get the announced newer version, unusable versions are rejected, missed announcements are caught up after a
 reconnect, and ``maze-worker policy=published_policy`` serves (or refuses to start without) a version."""
 
-import shutil
 import subprocess
 import sys
 import time
@@ -11,15 +10,15 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_harness import NAME, announce, metric, save_run, serving, version_of, wait_for  # noqa: E402
+from policy_harness import NAME, announce, metric, save_runs, serving, version_of  # noqa: E402
 from worker_harness import (  # noqa: E402
     ROOT,
     Producer,
     close_connections,
-    connections_named,
+    require_rabbitmqctl,
     start_subprocess_worker,
     state,
-    stop_subprocess,
+    wait_until,
 )
 
 from worker.client import MazeClient  # noqa: E402
@@ -30,9 +29,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("runs")
-    return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
-            "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
+    return save_runs(tmp_path_factory.mktemp("runs"))
 
 
 def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
@@ -45,7 +42,7 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
             assert version_of(producer, "old", 0) == 1
             two = publish_policy(tmp_path, NAME, runs["two"])
             announce(amqp_url, prefix, two)
-            wait_for(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 is swapped in")
+            wait_until(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 not swapped in")
             assert version_of(producer, "old", 1) == 1
             assert version_of(producer, "new", 0) == 2
             assert version_of(producer, "new", 1) == 2
@@ -59,12 +56,12 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
             weights = three.path / "state_dict.pt"
             weights.write_bytes(b"garbage" + weights.read_bytes()[7:])
             announce(amqp_url, prefix, three)
-            wait_for(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 1,
-                     "version 3 is rejected")
+            wait_until(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 1,
+                       "version 3 not rejected")
             four = publish_policy(tmp_path, NAME, runs["acrobot"])
             announce(amqp_url, prefix, four)
-            wait_for(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 2,
-                     "version 4 is rejected")
+            wait_until(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 2,
+                       "version 4 not rejected")
             assert metric(service, "maze_worker_policy_version") == 2
             assert metric(service, "maze_worker_policy_reloads_total", outcome="loaded") == 1
             assert version_of(producer, "newer", 0) == 2
@@ -75,36 +72,25 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_announced_one(
             producer.close()
 
 
-def _require_rabbitmqctl(fragment: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available to close the worker's connection")
-    try:
-        found = connections_named(fragment)
-    except Exception as err:  # noqa: BLE001 - no permission, another node: the test cannot run here
-        pytest.skip(f"rabbitmqctl cannot list connections here ({err})")
-    if not found:
-        pytest.skip("the broker rabbitmqctl talks to is not the one the tests use")
-
-
 def test_a_version_missed_while_disconnected_is_found_and_announcements_reach_the_new_connection(
         amqp_url: str, prefix: str, tmp_path: Path, runs: dict[str, Path]) -> None:
     publish_policy(tmp_path, NAME, runs["one"])
     with serving(amqp_url, prefix, tmp_path) as service:
         fragment = f"maze-worker {prefix} "
-        _require_rabbitmqctl(fragment)
+        require_rabbitmqctl(fragment)
         producer = Producer(amqp_url, prefix)
         try:
             assert version_of(producer, "a", 0) == 1
             publish_policy(tmp_path, NAME, runs["two"])  # never announced
             reconnects = metric(service, "maze_worker_reconnects_total") or 0
             assert close_connections(fragment) >= 1
-            wait_for(lambda: (metric(service, "maze_worker_reconnects_total") or 0) > reconnects,
-                     "the worker reconnects")
-            wait_for(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 is found")
+            wait_until(lambda: (metric(service, "maze_worker_reconnects_total") or 0) > reconnects,
+                       "the worker did not reconnect")
+            wait_until(lambda: metric(service, "maze_worker_policy_version") == 2, "version 2 not found")
             assert version_of(producer, "b", 0) == 2
             announce(amqp_url, prefix, publish_policy(tmp_path, NAME, runs["one"]))
-            wait_for(lambda: metric(service, "maze_worker_policy_version") == 3,
-                     "version 3 is heard on the new connection")
+            wait_until(lambda: metric(service, "maze_worker_policy_version") == 3,
+                       "version 3 not heard on the new connection")
             assert version_of(producer, "c", 0) == 3
         finally:
             producer.close()
@@ -124,10 +110,8 @@ def test_maze_worker_serves_a_published_policy_and_refuses_to_start_without_one(
     try:
         assert version_of(producer, "cli", 0) == 1
         announce(amqp_url, prefix, publish_policy(tmp_path, NAME, runs["two"]))
-        deadline = time.monotonic() + 60
-        while version_of(producer, f"cli-{time.monotonic()}", 0) != 2:
-            assert time.monotonic() < deadline, "maze-worker did not switch to version 2"
-            time.sleep(0.2)
+        wait_until(lambda: version_of(producer, f"cli-{time.monotonic()}", 0) == 2,
+                   "maze-worker did not switch to version 2", interval=0.2)
     finally:
         producer.close()
-        assert stop_subprocess(process) == 0
+        assert process.terminate() == 0

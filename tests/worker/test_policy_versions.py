@@ -28,8 +28,8 @@ from worker.service import build_factory
 from worker.settings import EpisodeSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-from policy_harness import save_run  # noqa: E402
-from worker_harness import CARTPOLE, SignPolicy, state  # noqa: E402
+from policy_harness import policy_config, save_run, save_runs  # noqa: E402
+from worker_harness import CARTPOLE, SignPolicy, state, wait_until  # noqa: E402
 
 
 class Source:
@@ -97,14 +97,7 @@ def test_a_policy_that_is_not_published_answers_with_version_nil() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("runs")
-    return {"one": save_run(base / "one", seed=1), "two": save_run(base / "two", seed=2),
-            "acrobot": save_run(base / "acrobot", env_name="Acrobot-v1")}
-
-
-def policy_config(root: Path, name: str = "cartpole") -> dict[str, Any]:
-    return {"_target_": "worker.policy_store.load_published_policy", "name": name, "artifact_root": str(root),
-            "version": None}
+    return save_runs(tmp_path_factory.mktemp("runs"))
 
 
 def wait_ready(reloader: PolicyReloader, timeout: float = 60.0) -> VersionedFactory:
@@ -115,13 +108,6 @@ def wait_ready(reloader: PolicyReloader, timeout: float = 60.0) -> VersionedFact
             return ready
         time.sleep(0.02)
     raise AssertionError(f"no new version loaded within {timeout} s")
-
-
-def wait_for(condition: Any, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"condition not met within {timeout} s"
-        time.sleep(0.02)
 
 
 def sample(metrics: WorkerMetrics, name: str, **labels: str) -> float | None:
@@ -150,7 +136,8 @@ def test_the_reloader_loads_announced_and_missed_versions_and_rejects_bad_ones(
         # Version 3 does not fit the served env: rejected, version 2 serves on.
         three = publish_policy(tmp_path, "cartpole", runs["acrobot"])
         reloader.on_announcement(encode_announcement(three))
-        wait_for(lambda: sample(metrics, "maze_worker_policy_reloads_total", outcome="rejected") == 1)
+        wait_until(lambda: sample(metrics, "maze_worker_policy_reloads_total", outcome="rejected") == 1,
+                   "the version was not rejected", interval=0.02)
         assert reloader.take_ready() is None and reloader.current is loaded and 3 in reloader.rejected
         assert ("policy 'cartpole' version 3 rejected, version 2 keeps serving: SpaceMismatchError"
                 in caplog.text)

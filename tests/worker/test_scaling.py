@@ -5,7 +5,6 @@ The broker-restart test restarts the shared RabbitMQ application, which disturbs
 at that moment; it runs once per suite run.
 """
 
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -16,20 +15,21 @@ import pika.exceptions
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster_harness import Answer, ClosedLoop, WorkerProcess, start_worker  # noqa: E402
+from cluster_harness import Answer, ClosedLoop, ClusterWorker, start_worker  # noqa: E402
+from worker_harness import rabbitmqctl, wait_until  # noqa: E402
 
 SHARDS = 8
 TAKEOVER_S = 10.0
 
 
-def balanced(workers: list[WorkerProcess]) -> bool:
+def balanced(workers: list[ClusterWorker]) -> bool:
     """Each worker's last ownership line says floor(S/W) or ceil(S/W) shards, and they add up to S."""
     counts = [worker.owned() for worker in workers]
     allowed = {SHARDS // len(workers), -(-SHARDS // len(workers))}
     return all(count in allowed for count in counts) and sum(count or 0 for count in counts) == SHARDS
 
 
-def converged(workers: list[WorkerProcess]) -> bool:
+def converged(workers: list[ClusterWorker]) -> bool:
     """Balanced, and single active consumer has given every shard to its owner: each worker is active on
     its own shards only, and every shard has an active owner."""
     if not balanced(workers):
@@ -59,6 +59,13 @@ def check_phase(load: ClosedLoop, since: float, planned: bool, what: str) -> Non
         assert not [answer for answer in phase if answer.resumed], f"{what}: resumed on a planned move"
     longest = load.longest_wait(since)
     assert longest < TAKEOVER_S, f"{what}: a state waited {longest:.1f} s for its reply"
+
+
+def stop(load: ClosedLoop, workers: list[ClusterWorker]) -> None:
+    load.close()
+    for worker in workers:
+        if worker.process.poll() is None:
+            worker.terminate()
 
 
 def check_episodes(answers: list[Answer], moves: int) -> None:
@@ -115,25 +122,15 @@ def test_scale_out_scale_in_and_kill_under_load(amqp_url: str, prefix: str) -> N
         # A duplicate reply is a redelivery after the kill, never a second answer on a planned move.
         assert all(answer.at >= since for answer in load.duplicates)
     finally:
-        load.close()
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.terminate()
+        stop(load, workers)
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=120)
-
-
-def wait_for_broker(amqp_url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
-            return
-        except pika.exceptions.AMQPError:
-            assert time.monotonic() < deadline, "the broker did not come back"
-            time.sleep(0.5)
+def broker_answers(amqp_url: str) -> bool:
+    try:
+        pika.BlockingConnection(pika.URLParameters(amqp_url)).close()
+    except pika.exceptions.AMQPError:
+        return False
+    return True
 
 
 STEPS_AFTER = 6
@@ -157,7 +154,7 @@ def test_broker_restart_keeps_the_episodes_going(amqp_url: str, prefix: str) -> 
         rabbitmqctl("stop_app")
         time.sleep(1.0)
         rabbitmqctl("start_app")
-        wait_for_broker(amqp_url)
+        wait_until(lambda: broker_answers(amqp_url), "the broker did not come back", interval=0.5)
         since = time.monotonic()
         load.reconnect(amqp_url)
         # Every episode open before the restart goes on, on its own wrapper stack, on one of the workers.
@@ -168,7 +165,4 @@ def test_broker_restart_keeps_the_episodes_going(amqp_url: str, prefix: str) -> 
         assert all("reconnected" in worker.log() for worker in workers)
         load.run_until(lambda: converged(workers), timeout=30)
     finally:
-        load.close()
-        for worker in workers:
-            if worker.process.poll() is None:
-                worker.terminate()
+        stop(load, workers)

@@ -164,12 +164,3 @@ def test_a_service_can_be_built_without_a_broker() -> None:
     assert not service.consuming.is_set() and not service.metrics.healthy
     assert service.ownership.owned_queues()[0] == "maze.states.00"
     assert len(service.ownership.owned_queues()) == 16
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

@@ -1,7 +1,6 @@
 """maze-worker against the real broker: concurrent episodes, replays, gaps, eviction, metrics and health."""
 
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +14,7 @@ from worker.client_errors import OutOfOrder, UnknownEpisode
 from worker.metrics import WorkerMetrics
 
 sys.path.insert(0, str(Path(__file__).parent))
-from worker_harness import Producer, SignPolicy, running_worker, settings_for, state  # noqa: E402
+from worker_harness import Producer, SignPolicy, running_worker, settings_for, state, wait_until  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -81,10 +80,7 @@ def test_idle_episodes_are_evicted(amqp_url: str, prefix: str) -> None:
             MazeClient(amqp_url, prefix=prefix) as client:
         client.act("idle", 0, state(0.1))
         client.act("idle", 1, state(0.1), reward=1.0)
-        deadline = time.monotonic() + 10
-        while "idle" in worker.service.table:
-            assert time.monotonic() < deadline, "the idle episode was not evicted"
-            time.sleep(0.1)
+        wait_until(lambda: "idle" not in worker.service.table, "the idle episode was not evicted", 10)
         with pytest.raises(UnknownEpisode, match="without a state"):
             client.act("idle", 2, state(0.1), reward=1.0)
         assert worker.service.metrics.episodes_closed.labels("idle")._value.get() == 1
@@ -124,12 +120,3 @@ def _samples(text: str) -> dict[str, float]:
             name, value = line.rsplit(" ", 1)
             values[name] = float(value)
     return values
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])

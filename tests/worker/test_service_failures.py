@@ -1,12 +1,9 @@
 """maze-worker against the real broker when things go wrong: a killed connection, SIGTERM under load, a broker
 that cannot be reached or refuses us, a missing plugin and a conflicting queue."""
 
-import shutil
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import msgpack
 import pika
@@ -21,33 +18,21 @@ from worker_harness import (  # noqa: E402
     Producer,
     SignPolicy,
     close_connections,
-    connections_named,
+    require_rabbitmqctl,
     running_worker,
     settings_for,
     start_subprocess_worker,
     state,
-    stop_subprocess,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _require_rabbitmqctl(fragment: str) -> None:
-    if shutil.which("rabbitmqctl") is None:
-        pytest.skip("rabbitmqctl is not available to close the worker's connection")
-    try:
-        found = connections_named(fragment)
-    except Exception as err:  # noqa: BLE001 - no permission, another node: the test cannot run here
-        pytest.skip(f"rabbitmqctl cannot list connections here ({err})")
-    if not found:
-        pytest.skip("the broker rabbitmqctl talks to is not the one the tests use")
 
 
 def test_episodes_continue_after_the_broker_closes_the_worker_connection(amqp_url: str, prefix: str) -> None:
     policy = SignPolicy()
     with running_worker(settings_for(amqp_url, prefix), policy) as worker:
         fragment = f"maze-worker {prefix} "
-        _require_rabbitmqctl(fragment)
+        require_rabbitmqctl(fragment)
         producer = Producer(amqp_url, prefix)
         episodes = [f"k{index}" for index in range(16)]
         values = {episode: state(0.3 if index % 2 else -0.3) for index, episode in enumerate(episodes)}
@@ -74,8 +59,8 @@ def test_sigterm_under_load_answers_what_it_holds_and_loses_nothing(amqp_url: st
         for index in range(60):
             sent.append(producer.send(f"load-{index}", seq, state(0.1), reward=None if seq == 0 else 1.0))
     producer.pump(lambda: producer.received >= 200, timeout=60)
-    assert stop_subprocess(process) == 0
-    output = "".join(process.output)  # type: ignore[attr-defined]
+    assert process.terminate() == 0
+    output = process.log()
     assert "SIGTERM received" in output and "final statistics" in output
     answered_by_first = producer.received
     assert answered_by_first < len(sent), "the load finished before SIGTERM; send more states"
@@ -88,8 +73,8 @@ def test_sigterm_under_load_answers_what_it_holds_and_loses_nothing(amqp_url: st
     producer.close()
 
 
-def test_an_unreachable_broker_is_retried_until_stopped(unused_tcp_port: int) -> None:
-    settings = settings_for(f"amqp://guest:guest@127.0.0.1:{unused_tcp_port}/%2F", "unreachable")
+def test_an_unreachable_broker_is_retried_until_stopped(unused_port: int) -> None:
+    settings = settings_for(f"amqp://guest:guest@127.0.0.1:{unused_port}/%2F", "unreachable")
     with pytest.raises(AssertionError, match="did not start consuming"), \
             running_worker(settings, start_timeout=1.5) as _:
         pass
@@ -153,14 +138,3 @@ def test_stop_from_another_thread_answers_in_flight_states(amqp_url: str, prefix
         replies = producer.wait(ids, timeout=60)
     assert all(reply["error"] is None for reply in replies)
     producer.close()
-
-
-@pytest.fixture
-def unused_tcp_port() -> Any:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    time.sleep(0.01)
-    return port

@@ -1,5 +1,6 @@
-"""Test helpers for the worker: a policy whose action is a known function of the state, an in-process worker
-with a stop hook, a subprocess worker, and a raw producer that can send anything (malformed bodies included).
+"""Test helpers for the worker: a policy whose action is a known function of the state, an in-thread service
+runner with a stop hook, a subprocess worker, a raw producer that can send anything (malformed bodies
+included), rabbitmqctl and a polling wait. job_harness, policy_harness and cluster_harness build on these.
 
 Imported by the worker tests through their own folder on ``sys.path`` (pytest runs with importlib mode).
 """
@@ -7,21 +8,23 @@ Imported by the worker tests through their own folder on ``sys.path`` (pytest ru
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import msgpack
 import numpy as np
 import pika
+import pytest
 from gymnasium import spaces
 
 from maze_engine.core.actor_id import ActorID
@@ -80,26 +83,39 @@ def settings_for(amqp_url: str, prefix: str, shards: int = 4, **episodes: Any) -
                           stats_interval_s=0)
 
 
-@dataclass
-class InProcessWorker:
-    """A WorkerService running in a thread; ``stop()`` is the stop hook a signal would pull."""
+class Service(Protocol):
+    """What ``running_service`` runs: a worker or job service with a blocking ``run`` and a stop hook."""
 
-    service: WorkerService
+    consuming: threading.Event
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+S = TypeVar("S", bound=Service)
+
+
+@dataclass
+class InProcessWorker(Generic[S]):
+    """A service running in a thread; ``stop()`` is the stop hook a signal would pull."""
+
+    service: S
     thread: threading.Thread
     errors: list[BaseException] = field(default_factory=list)
+    what: str = "the worker"
+    stop_timeout: float = 20.0
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self) -> None:
         self.service.stop()
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the worker did not stop"
+        self.thread.join(self.stop_timeout)
+        assert not self.thread.is_alive(), f"{self.what} did not stop"
 
 
 @contextmanager
-def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any = None,
-                   start_timeout: float = 30.0, **service_kwargs: Any) -> Iterator[InProcessWorker]:
-    """Start a worker in a thread, wait until it consumes, stop it at the end (also when the start fails)."""
-    factory = build_factory(policy if policy is not None else SignPolicy(), CARTPOLE, wrappers)
-    service = WorkerService(settings, factory, **service_kwargs)
+def running_service(service: S, what: str, start_timeout: float,
+                    stop_timeout: float) -> Iterator[InProcessWorker[S]]:
+    """Run ``service`` in a thread, wait until it consumes, stop it at the end (also when the start fails)."""
     errors: list[BaseException] = []
 
     def target() -> None:
@@ -108,63 +124,101 @@ def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any =
         except BaseException as err:  # noqa: BLE001 - reported by the test
             errors.append(err)
 
-    thread = threading.Thread(target=target, name="test-worker", daemon=True)
-    worker = InProcessWorker(service, thread, errors)
+    def started() -> bool:
+        assert not errors, f"{what} failed to start: {errors[0]!r}"
+        return service.consuming.is_set()
+
+    thread = threading.Thread(target=target, name=f"test: {what}", daemon=True)
+    worker = InProcessWorker(service, thread, errors, what, stop_timeout)
     thread.start()
     try:
-        deadline = time.monotonic() + start_timeout
-        while not service.consuming.is_set():
-            assert not errors, f"the worker failed to start: {errors[0]!r}"
-            assert time.monotonic() < deadline, "the worker did not start consuming"
-            time.sleep(0.02)
+        wait_until(started, f"{what} did not start consuming", start_timeout, interval=0.02)
         yield worker
     finally:
         if thread.is_alive():
             worker.stop()
-    assert not errors, f"the worker raised: {errors[0]!r}"
+    assert not errors, f"{what} raised: {errors[0]!r}"
 
 
-def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str,
-                            shards: int = 4) -> subprocess.Popen[str]:
-    """``maze-worker`` as a child process (for signals and kills); returns once it consumes."""
-    env = {**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", f"broker.shards={shards}",
-         "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", "cluster.heartbeat_interval_s=0.2",
-         "cluster.liveness_timeout_s=2", *overrides],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    deadline = time.monotonic() + 60
-    assert process.stdout is not None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        lines.append(line)
-        if "consuming" in line:
-            _drain_output(process)
-            return process
-        if not line and process.poll() is not None:
-            break
-    process.kill()
-    raise AssertionError("maze-worker did not start:\n" + "".join(lines))
+@contextmanager
+def running_worker(settings: WorkerSettings, policy: Any = None, wrappers: Any = None,
+                   start_timeout: float = 30.0,
+                   **service_kwargs: Any) -> Iterator[InProcessWorker[WorkerService]]:
+    """A WorkerService (SignPolicy on CartPole unless told) in a thread, as ``running_service``."""
+    factory = build_factory(policy if policy is not None else SignPolicy(), CARTPOLE, wrappers)
+    with running_service(WorkerService(settings, factory, **service_kwargs), "the worker", start_timeout,
+                         stop_timeout=20.0) as worker:
+        yield worker
 
 
-def _drain_output(process: subprocess.Popen[str]) -> None:
-    """Keep reading the child's output in the background (a full pipe would block it); kept on ``.output``."""
-    output: list[str] = []
-    process.output = output  # type: ignore[attr-defined]
+def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05,
+               step: Callable[[], Any] | None = None) -> None:
+    """Poll ``condition`` until it is true, calling ``step`` (else sleeping ``interval``) in between; after
+    ``timeout`` seconds fails with ``what`` (what went wrong: "the worker did not stop")."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {timeout} s"
+        if step is None:
+            time.sleep(interval)
+        else:
+            step()
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            output.append(line)
 
-    threading.Thread(target=read, daemon=True).start()
+QUICK_HEARTBEAT = ("cluster.heartbeat_interval_s=0.2", "cluster.liveness_timeout_s=2")
 
 
-def stop_subprocess(process: subprocess.Popen[str], timeout: float = 30) -> int:
-    """SIGTERM, then wait for the exit code."""
-    process.send_signal(signal.SIGTERM)
-    return process.wait(timeout=timeout)
+@dataclass
+class WorkerProcess:
+    """A ``maze-worker`` child; ``output`` collects its log lines (read in the background, as a full pipe
+    would block it)."""
+
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, amqp_url: str, prefix: str, *overrides: str, shards: int,
+              env: dict[str, str] | None = None, timeout: float = 60.0) -> Self:
+        """Start ``maze-worker`` with fast reconnects and ``overrides``; returns once it consumes."""
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", f"broker.shards={shards}",
+             "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],
+            cwd=ROOT, env={**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1", **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        worker = cls(process)
+        started = threading.Event()
+
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                worker.output.append(line)
+                if " consuming " in line:
+                    started.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not started.wait(0.1):
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError("maze-worker did not start:\n" + worker.log())
+        return worker
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def terminate(self, timeout: float = 60) -> int:
+        """SIGTERM and wait for the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        """kill -9 (nothing if it has exited)."""
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str, shards: int = 4) -> WorkerProcess:
+    """``maze-worker`` (SignPolicy, fast heartbeats) as a child process, for signals and kills."""
+    return WorkerProcess.start(amqp_url, prefix, *QUICK_HEARTBEAT, *overrides, shards=shards)
 
 
 class Producer:
@@ -213,10 +267,8 @@ class Producer:
 
     def pump(self, until: Any, timeout: float = 30.0) -> None:
         """Process replies until ``until()`` is true; fails after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while not until():
-            assert time.monotonic() < deadline, f"condition not met within {timeout} s"
-            self.connection.process_data_events(time_limit=0.05)
+        wait_until(until, "the condition was not met", timeout,
+                   step=lambda: self.connection.process_data_events(time_limit=0.05))
 
     def dead_letters(self) -> list[tuple[Any, bytes]]:
         """Take every message from ``<prefix>.dead``: (properties, body) pairs."""
@@ -235,17 +287,33 @@ class Producer:
             self.connection.close()
 
 
+def rabbitmqctl(*args: str, timeout: float = 120) -> str:
+    """``rabbitmqctl -q ARGS``; its output (fails on a non-zero exit)."""
+    return subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=timeout,
+                          check=True).stdout
+
+
 def connections_named(fragment: str) -> list[str]:
-    """Broker connection pids whose client-provided name contains ``fragment`` (via rabbitmqctl)."""
-    result = subprocess.run(["rabbitmqctl", "-q", "list_connections", "pid", "client_properties"],
-                            capture_output=True, text=True, timeout=60, check=True)
-    return [line.split("\t", 1)[0] for line in result.stdout.splitlines() if fragment in line]
+    """Broker connection pids whose client-provided name contains ``fragment``."""
+    listed = rabbitmqctl("list_connections", "pid", "client_properties", timeout=60)
+    return [line.split("\t", 1)[0] for line in listed.splitlines() if fragment in line]
 
 
 def close_connections(fragment: str) -> int:
     """Close the broker connections whose client-provided name contains ``fragment``; returns how many."""
     pids = connections_named(fragment)
     for pid in pids:
-        subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test: connection killed"],
-                       capture_output=True, text=True, timeout=60, check=True)
+        rabbitmqctl("close_connection", pid, "test: connection killed", timeout=60)
     return len(pids)
+
+
+def require_rabbitmqctl(fragment: str) -> None:
+    """Skip the test unless rabbitmqctl can see a connection named like ``fragment`` on the tests' broker."""
+    if shutil.which("rabbitmqctl") is None:
+        pytest.skip("rabbitmqctl is not available to close the worker's connection")
+    try:
+        found = connections_named(fragment)
+    except Exception as err:  # noqa: BLE001 - no permission, another node: the test cannot run here
+        pytest.skip(f"rabbitmqctl cannot list connections here ({err})")
+    if not found:
+        pytest.skip("the broker rabbitmqctl talks to is not the one the tests use")
