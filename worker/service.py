@@ -292,7 +292,7 @@ class WorkerService:
                     transport.ack(delivery.tag)
         else:
             transport.ack(chunk[-1].tag, multiple=True)
-        transport.flush()
+        # Counted before the flush sends the replies out, so whoever holds a reply finds its state counted.
         done = time.perf_counter()
         answered = [delivery for delivery in chunk if delivery.tag not in held] if held else chunk
         metrics.states.inc(len(answered))
@@ -301,6 +301,7 @@ class WorkerService:
             metrics.count_errors(codes)
         metrics.open_episodes.set(len(table))
         self._handled_since_stats += len(answered)
+        transport.flush()
 
     def _hold(self, delivery: Delivery, message: StateMessage, earlier: Sequence[StateMessage]) -> bool:
         """Whether the state of an episode not held here waits while the other workers are asked for it
