@@ -10,8 +10,9 @@ a shard it owns while other workers are live, is held back and *claimed*:
 3. the held states are answered once the episode is imported.
 
 A claim nobody answers within the wait (the episode's worker crashed, or the episode never existed) lets its
-states go on as they would have: ``episodes.on_lost`` or ``unknown_episode``. Broker-free; the coordinator
-(``worker/cluster.py``) does the sending and importing.
+states go on as they would have: ``episodes.on_lost`` or ``unknown_episode``. Held states count against
+their shard's prefetch, so at most half of it is held per shard: a flood of states for episodes nobody has
+cannot stall a shard. Broker-free; the coordinator (``worker/cluster.py``) does the sending and importing.
 """
 
 from __future__ import annotations
@@ -37,9 +38,13 @@ class _Claim:
 class EpisodeClaims:
     """The episodes this worker has asked for and the deliveries waiting for them."""
 
-    def __init__(self, wait_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, wait_s: float, max_held_per_shard: int,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.wait_s = wait_s
+        self.max_held_per_shard = max_held_per_shard
         self.clock = clock
+        self._held: dict[int, int] = {}
+        """Shard -> deliveries held back for it."""
         self._claims: dict[str, _Claim] = {}
         self._unsent: list[tuple[str, int]] = []
         self._expired: OrderedDict[str, None] = OrderedDict()
@@ -52,8 +57,10 @@ class EpisodeClaims:
         return episode in self._claims
 
     def hold(self, episode: str, shard: int, delivery: Delivery) -> bool:
-        """Hold ``delivery`` back while ``episode`` is claimed for ``shard``; False when its claim already
-        went unanswered (the state is handled at once)."""
+        """Hold ``delivery`` back while ``episode`` is claimed for ``shard``; False (handle the state at once)
+        when its claim already went unanswered or the shard holds its maximum."""
+        if self._held.get(shard, 0) >= self.max_held_per_shard:
+            return False
         claim = self._claims.get(episode)
         if claim is None:
             if episode in self._expired:
@@ -61,7 +68,13 @@ class EpisodeClaims:
             claim = self._claims[episode] = _Claim(shard, self.clock() + self.wait_s)
             self._unsent.append((episode, shard))
         claim.deliveries.append(delivery)
+        self._held[shard] = self._held.get(shard, 0) + 1
         return True
+
+    def _pop(self, episode: str) -> list[Delivery]:
+        claim = self._claims.pop(episode)
+        self._held[claim.shard] -= len(claim.deliveries)
+        return claim.deliveries
 
     def take_unsent(self) -> tuple[tuple[str, int], ...]:
         """The ``(episode, shard)`` claims not sent yet."""
@@ -78,7 +91,7 @@ class EpisodeClaims:
         done = [episode for episode, claim in self._claims.items() if now >= claim.until or arrived(episode)]
         released: list[Delivery] = []
         for episode in done:
-            released += self._claims.pop(episode).deliveries
+            released += self._pop(episode)
             if not arrived(episode):
                 self._expired[episode] = None
                 if len(self._expired) > EXPIRED_MEMORY:
@@ -88,9 +101,10 @@ class EpisodeClaims:
     def drop_shard(self, shard: int) -> list[Delivery]:
         """Forget the claims for ``shard`` (it moves away); returns their deliveries, to give back."""
         dropped = [episode for episode, claim in self._claims.items() if claim.shard == shard]
-        return [delivery for episode in dropped for delivery in self._claims.pop(episode).deliveries]
+        return [delivery for episode in dropped for delivery in self._pop(episode)]
 
     def clear(self) -> None:
         """The connection is gone, and with it the held deliveries (the broker delivers them again)."""
         self._claims.clear()
         self._unsent.clear()
+        self._held.clear()

@@ -87,7 +87,8 @@ class ShardCoordinator:
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
         self._connected_before = False
-        self.claims = EpisodeClaims(settings.cluster.heartbeat_interval_s, clock)
+        self.claims = EpisodeClaims(settings.cluster.heartbeat_interval_s, max(1, broker.prefetch // 2),
+                                    clock)
         """States held back while their episodes are asked for from the other workers (worker/claims.py)."""
         table.lost_check = self.lost_check
 

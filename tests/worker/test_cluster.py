@@ -12,6 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
+from worker.claims import EpisodeClaims
 from worker.cluster import ShardCoordinator
 from worker.episodes import EpisodeTable
 from worker.membership import Heartbeat, decode_heartbeat, encode_heartbeat
@@ -238,3 +239,18 @@ def test_claims_only_among_others_and_given_back_with_their_shard() -> None:
     transport.heartbeats.append(encode_heartbeat(Heartbeat("d")))
     assert claimer.tick() == []  # d joined and owns the shard now: the held state goes back to the queue
     assert 5 in transport.nacked and not claimer.claims
+
+
+def test_held_states_stay_within_half_the_prefetch_of_their_shard() -> None:
+    clock = Clock()
+    claims = EpisodeClaims(wait_s=1.0, max_held_per_shard=2, clock=clock)
+    deliveries = [Delivery(tag=tag, body=b"", reply_to="r", correlation_id="c", content_type=None, queue="q",
+                           routing_key=f"e{tag}", redelivered=False, received=0.0, properties=None)
+                  for tag in range(4)]
+    assert [claims.hold(f"e{d.tag}", 0, d) for d in deliveries[:3]] == [True, True, False]
+    assert claims.hold("e3", 1, deliveries[3])  # another shard has room of its own
+    assert len(claims.take_unsent()) == 3
+    assert claims.ready(lambda episode: episode == "e0") == [deliveries[0]]
+    assert claims.hold("e2", 0, deliveries[2])  # room again once a held state went on
+    clock.now += 1.0
+    assert sorted(d.tag for d in claims.ready(lambda episode: False)) == [1, 2, 3] and not claims
