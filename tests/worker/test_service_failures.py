@@ -23,6 +23,7 @@ from worker_harness import (  # noqa: E402
     settings_for,
     start_subprocess_worker,
     state,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -50,25 +51,43 @@ def test_episodes_continue_after_the_broker_closes_the_worker_connection(amqp_ur
         assert worker.service.consuming.is_set() and len(worker.service.table) == 16
 
 
+LAST_SEQ = 29
+
+
+class ClosedLoop:
+    """Episodes driven as the protocol asks: the next state of an episode only after the reply to its last."""
+
+    def __init__(self, producer: Producer, episodes: int) -> None:
+        self.producer = producer
+        self.pending = {producer.send(f"load-{index}", 0, state(0.1), reward=None): (f"load-{index}", 0)
+                        for index in range(episodes)}
+        self.replies: list[dict] = []
+
+    def step(self) -> None:
+        producer = self.producer
+        producer.connection.process_data_events(time_limit=0.05)
+        for correlation_id in [cid for cid in self.pending if cid in producer.replies]:
+            episode, seq = self.pending.pop(correlation_id)
+            self.replies.append(producer.replies.pop(correlation_id))
+            if seq < LAST_SEQ:
+                self.pending[producer.send(episode, seq + 1, state(0.1))] = (episode, seq + 1)
+
+
 def test_sigterm_under_load_answers_what_it_holds_and_loses_nothing(amqp_url: str, prefix: str) -> None:
     process = start_subprocess_worker(amqp_url, prefix, "stats.interval_s=0")
     producer = Producer(amqp_url, prefix)
-    sent: list[str] = []
-    # Pipelined episodes: every state of 60 episodes is in the queues at once.
-    for seq in range(30):
-        for index in range(60):
-            sent.append(producer.send(f"load-{index}", seq, state(0.1), reward=None if seq == 0 else 1.0))
-    producer.pump(lambda: producer.received >= 200, timeout=60)
+    load = ClosedLoop(producer, episodes=60)
+    wait_until(lambda: len(load.replies) >= 300, "300 replies did not arrive", 60, step=load.step)
     assert process.terminate() == 0
     output = process.log()
     assert "SIGTERM received" in output and "final statistics" in output
-    answered_by_first = producer.received
-    assert answered_by_first < len(sent), "the load finished before SIGTERM; send more states"
-    # What the first worker did not take stays queued; a second worker answers it.
+    assert load.pending, "the load finished before SIGTERM; run longer episodes"
+    # The episodes handed over at SIGTERM and the states left queued go on with a second worker.
     with running_worker(settings_for(amqp_url, prefix)):
-        replies = producer.wait(sent, timeout=60)
-    codes = {(reply["error"] or {}).get("code") for reply in replies}
-    assert codes <= {None, "unknown_episode"}, codes
+        wait_until(lambda: not load.pending, "the episodes did not all reach their last step", 60,
+                   step=load.step)
+    assert len(load.replies) == 60 * (LAST_SEQ + 1)
+    assert [reply["error"] for reply in load.replies if reply["error"]] == []
     assert producer.dead_letter_count() == 0
     producer.close()
 
