@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from worker.transport import Delivery
 
 EXPIRED_MEMORY = 4096
-"""Episodes whose claim went unanswered, remembered so that their next states are not held back again."""
+"""Episodes whose claim went unanswered, remembered so that their next states are not held back again..."""
+EXPIRED_FOR_S = 60.0
+"""...for this long (a later broker restart may route such an episode here again while another worker holds
+it)."""
 
 
 @dataclass
@@ -47,7 +50,8 @@ class EpisodeClaims:
         """Shard -> deliveries held back for it."""
         self._claims: dict[str, _Claim] = {}
         self._unsent: list[tuple[str, int]] = []
-        self._expired: OrderedDict[str, None] = OrderedDict()
+        self._expired: OrderedDict[str, float] = OrderedDict()
+        """Episode -> when its claim went unanswered, oldest first."""
 
     def __bool__(self) -> bool:
         """Whether deliveries are held back (their acknowledgements must not be covered by others')."""
@@ -63,9 +67,11 @@ class EpisodeClaims:
             return False
         claim = self._claims.get(episode)
         if claim is None:
-            if episode in self._expired:
+            now = self.clock()
+            expired = self._expired.get(episode)
+            if expired is not None and now - expired < EXPIRED_FOR_S:
                 return False
-            claim = self._claims[episode] = _Claim(shard, self.clock() + self.wait_s)
+            claim = self._claims[episode] = _Claim(shard, now + self.wait_s)
             self._unsent.append((episode, shard))
         claim.deliveries.append(delivery)
         self._held[shard] = self._held.get(shard, 0) + 1
@@ -93,7 +99,8 @@ class EpisodeClaims:
         for episode in done:
             released += self._pop(episode)
             if not arrived(episode):
-                self._expired[episode] = None
+                self._expired.pop(episode, None)
+                self._expired[episode] = now
                 if len(self._expired) > EXPIRED_MEMORY:
                     self._expired.popitem(last=False)
         return released

@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.claims import EpisodeClaims
+from worker.claims import EXPIRED_FOR_S, EpisodeClaims
 from worker.cluster import ShardCoordinator
 from worker.episodes import EpisodeTable
 from worker.membership import Heartbeat, decode_heartbeat, encode_heartbeat
@@ -224,7 +224,9 @@ def test_an_unanswered_claim_lets_its_state_go_on_as_lost() -> None:
     assert claimer.tick() == [held]
     assert claimer.lost_check(StateMessage(1, "gone", 3, None))  # handled per episodes.on_lost
     [again] = claimer.admit([delivery(transport, shard, "gone", 4)])
-    assert not claimer.hold_for_claim(again, "gone")  # asked once: not held back a second time
+    assert not claimer.hold_for_claim(again, "gone")  # asked once: not held back a second time...
+    claimer.clock.now += EXPIRED_FOR_S  # type: ignore[attr-defined]
+    assert claimer.hold_for_claim(again, "gone")  # ...for a while
 
 
 def test_claims_only_among_others_and_given_back_with_their_shard() -> None:
