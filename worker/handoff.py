@@ -59,12 +59,10 @@ class History:
     tracking at its first look. States off the wire are never tuples, so ``steps`` turns it back.
     """
 
-    __slots__ = ("_items", "count")
+    __slots__ = ("_items",)
 
     def __init__(self, steps: Iterable[Step] = ()) -> None:
         self._items: list[Any] = []
-        self.count = 0
-        """How many steps are recorded."""
         for step in steps:
             self.record(step.state, step.reward, step.info, step.actor, step.actions)
 
@@ -74,7 +72,6 @@ class History:
         items = self._items
         items += (tuple(state) if type(state) is list else state, reward, info, actor, len(actions))
         items += actions
-        self.count += 1
 
     def steps(self) -> list[Step]:
         """The recorded steps, in order."""

@@ -104,7 +104,7 @@ def test_a_moved_episode_goes_on_as_if_it_had_not_moved() -> None:
     baseline = drive(control, "e", range(12))
     [record] = decode_records(encode_records(0, "old", old.export(["e"]))).records
     assert "e" not in old and record.last_seq == 6 and len(record.steps) == 7
-    assert new.adopt(record, replay(record, new.create_deployment()))
+    assert new.adopt(record, replay(record, new.factory.create()))
     # A redelivered state is answered from the moved replay window, with the old worker's reply.
     assert reply(new.handle([msg("e", 6)])[0]) == {**baseline[6], "worker": "old"}
     moved = drive(new, "e", range(7, 12))
@@ -123,7 +123,7 @@ def test_histories_give_back_what_they_recorded_and_leave_the_garbage_collector_
     for seq in range(8):
         history.record(state(seq), 1.0, None if seq else {"k": 1}, (0, 1), actions[:seq % 4])
     steps = history.steps()
-    assert history.count == len(steps) == 8
+    assert len(steps) == 8
     assert [step.state for step in steps] == [state(seq) for seq in range(8)]
     assert all(type(step.state) is list for step in steps)
     assert [len(step.actions) for step in steps] == [0, 1, 2, 3, 0, 1, 2, 3]
@@ -148,7 +148,7 @@ def test_adopt_keeps_the_newer_copy() -> None:
     drive(first, "e", range(5))
     drive(second, "e", range(3))
     [stale] = second.export(["e"])
-    assert not first.adopt(stale, replay(stale, first.create_deployment()))
+    assert not first.adopt(stale, replay(stale, first.factory.create()))
     assert reply(first.handle([msg("e", 5)])[0])["action"] == expected(5)
 
 
@@ -158,7 +158,7 @@ def test_replay_that_runs_out_of_actions_fails_cleanly() -> None:
     [record] = episodes.export(["e"])
     record.steps[1] = record.steps[1]._replace(actions=[])
     with pytest.raises(HandoffError, match="^episode e: step 1 needs more policy actions"):
-        replay(record, episodes.create_deployment())
+        replay(record, episodes.factory.create())
 
 
 def test_lost_episodes_resume_or_error_as_configured() -> None:
