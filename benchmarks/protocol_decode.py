@@ -1,4 +1,4 @@
-"""Cost of decoding and validating states (worker.protocol.decode_state) against a bare msgpack.unpackb.
+"""Cost of decoding and validating states (worker.wire.protocol.decode_state) against a bare msgpack.unpackb.
 
 Two bodies: a CartPole state as a list of four floats, and an 84x84x4 uint8 image in the binary ndarray
 encoding. Baseline and candidate run interleaved in the same process over several rounds (so load from other
@@ -17,7 +17,7 @@ from functools import partial
 import msgpack
 import numpy as np
 
-from worker.protocol import StateMessage, decode_state, encode_state
+from worker.wire.protocol import StateMessage, decode_state, encode_state
 
 
 def _best_us(function: Callable[[], object], count: int) -> float:

@@ -8,7 +8,7 @@ per state for both, the speed-up, and whether the batch path meets the target of
 gymnasium CartPole step is timed too, to tell a slow machine from a slow worker.
 Times are CPU time of this process (torch on one thread, as in the worker), so other processes on a shared
 machine do not inflate them. Like ``maze-worker``, each run exempts the heap built before serving (imports,
-policy, factory) from garbage collection (``worker/heap.py``); the figure without that is printed too.
+policy, factory) from garbage collection (``worker/serving/heap.py``); the figure without that is printed too.
 
     .venv/bin/python benchmarks/worker_batch_step.py [--episodes 256] [--rounds 200]
 """
@@ -26,12 +26,13 @@ import yaml
 
 from maze_engine import GymMazeEnv
 from maze_engine.perception.composers.model import build_model_composers_from_spaces
-from maze_engine.policies.torch_policy import TorchPolicy, save_torch_policy
-from worker.episodes import EpisodeTable
-from worker.heap import freeze_startup_heap
-from worker.protocol import StateMessage
-from worker.service import build_factory
+from maze_engine.policies.torch_io import save_torch_policy
+from maze_engine.policies.torch_policy import TorchPolicy
+from worker.episodes.table import EpisodeTable
+from worker.serving.heap import freeze_startup_heap
+from worker.serving.service import build_factory
 from worker.settings import EpisodeSettings
+from worker.wire.protocol import StateMessage
 
 ENV = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
 MODEL_CONFIG = Path(__file__).resolve().parent.parent / "conf" / "model" / "flatten_concat.yaml"

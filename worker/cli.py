@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from maze_engine.config import CONFIG_PATH, HYDRA_VERSION_BASE, compose_config, register_schemas
 from maze_engine.core.errors import ConfigError, MazeError
-from worker.error_text import one_line
+from worker.errors import one_line
 
 WORKER_CONFIG = "conf_worker"
 EXIT_OK = 0
@@ -67,8 +67,8 @@ def settings_of(cfg: DictConfig) -> Any:
 
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
-    from worker.policy_reload import published_policy_name, published_source
-    from worker.service import build_factory
+    from worker.policy_store.reload import published_policy_name, published_source
+    from worker.serving.service import build_factory
 
     resolved = _resolved(cfg)
     settings = settings_of(cfg)
@@ -110,9 +110,9 @@ def configure_logging(level_name: Any) -> None:
 
 def serve(cfg: DictConfig) -> int:
     """Run the worker for a composed config until it is stopped; returns the exit code."""
-    from worker.heap import freeze_startup_heap
-    from worker.service import WorkerService
-    from worker.transport import TransportError
+    from worker.broker.agent_transport import TransportError
+    from worker.serving.heap import freeze_startup_heap
+    from worker.serving.service import WorkerService
 
     if cfg.get("role", "agent") == "jobs":
         from worker.jobs.app import serve_jobs

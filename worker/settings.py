@@ -10,8 +10,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from maze_engine.core.errors import ConfigError
-from worker import topology
-from worker.topology import mask_url
+from worker.wire import topology
+from worker.wire.topology import mask_url
 
 DEFAULT_URL = topology.DEFAULT_AMQP_URL
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker import topology
+from worker.wire import topology
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 

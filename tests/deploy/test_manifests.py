@@ -280,7 +280,7 @@ def test_checks_catch(mutation: str, objects: Objects, workdir: str) -> None:
 
 def test_job_scaler_counts_queued_and_running_jobs(objects: Objects) -> None:
     """Running jobs sit in their workers' lease queues: a scaler that missed them would stop running jobs."""
-    from worker import topology
+    from worker.wire import topology
 
     scaled = objects["ScaledObject"]["maze-job-worker"]
     pattern = re.compile(str(scaled["spec"]["triggers"][0]["metadata"]["queueName"]))

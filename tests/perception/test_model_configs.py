@@ -15,7 +15,7 @@ from maze_engine import (
 )
 from maze_engine.core.errors import ConfigError
 from maze_engine.perception.composers.model import build_model_composers
-from maze_engine.policies.torch_policy import save_torch_policy
+from maze_engine.policies.torch_io import save_torch_policy
 
 
 def _model_config(model: str, critic: str) -> DictConfig:

@@ -13,7 +13,7 @@ from gymnasium import spaces
 from maze_engine import GymMazeEnv, TorchPolicy, instantiate, load_torch_policy
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
 from maze_engine.perception.composers.model import build_model_composers
-from maze_engine.policies.torch_policy import save_torch_policy
+from maze_engine.policies.torch_io import save_torch_policy
 
 MODEL_CONFIG = {
     "distribution_mapper_config": [],

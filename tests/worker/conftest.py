@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 import pytest
 
-from worker import topology
+from worker.wire import topology
 
 LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CONTAINER_IMAGE = "rabbitmq:3.13"

@@ -14,11 +14,11 @@ from typing import Any
 import pika
 from worker_harness import InProcessWorker, running_service, wait_until
 
-from worker import topology
 from worker.jobs.messages import JobResult, decode_result
 from worker.jobs.service import JobService
 from worker.jobs.submit import JobClient
 from worker.settings import BrokerSettings, JobSettings, ReconnectSettings, WorkerSettings
+from worker.wire import topology
 
 HERE = Path(__file__).resolve().parent
 

@@ -12,10 +12,10 @@ from worker_harness import CARTPOLE, Producer, running_service, settings_for, st
 
 from maze_engine import GymMazeEnv
 from maze_engine.perception.composers.model import build_model_composers
-from maze_engine.policies.torch_policy import save_torch_policy
-from worker.policy_reload import published_source
-from worker.policy_store import PublishedPolicy, encode_announcement
-from worker.service import WorkerService, build_factory
+from maze_engine.policies.torch_io import save_torch_policy
+from worker.policy_store.reload import published_source
+from worker.policy_store.store import PublishedPolicy, encode_announcement
+from worker.serving.service import WorkerService, build_factory
 
 NAME = "cartpole"
 
@@ -56,7 +56,8 @@ def save_runs(base: Path) -> dict[str, Path]:
 
 
 def policy_config(root: Path, name: str = NAME) -> dict[str, Any]:
-    return {"_target_": "worker.policy_store.load_published_policy", "name": name, "artifact_root": str(root),
+    return {"_target_": "worker.policy_store.store.load_published_policy", "name": name,
+            "artifact_root": str(root),
             "version": None}
 
 

@@ -12,8 +12,7 @@ import numpy as np
 import pika
 import pytest
 
-from worker import topology
-from worker.client import (
+from worker.client.maze_client import (
     BadMessage,
     ClientTimeout,
     ConnectionFailed,
@@ -27,7 +26,16 @@ from worker.client import (
     UnknownEpisode,
     Unroutable,
 )
-from worker.protocol import CONTENT_TYPE, DecodeError, ErrorCode, ErrorInfo, Reply, decode_state, encode_reply
+from worker.wire import topology
+from worker.wire.protocol import (
+    CONTENT_TYPE,
+    DecodeError,
+    ErrorCode,
+    ErrorInfo,
+    Reply,
+    decode_state,
+    encode_reply,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -12,16 +12,16 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.claims import EXPIRED_FOR_S, EpisodeClaims
-from worker.cluster import ShardCoordinator
-from worker.episodes import EpisodeTable
-from worker.membership import Heartbeat, decode_heartbeat, encode_heartbeat
+from worker.broker.agent_transport import ConnectionLost, Delivery
+from worker.cluster.claims import EXPIRED_FOR_S, EpisodeClaims
+from worker.cluster.coordinator import ShardCoordinator
+from worker.cluster.membership import Heartbeat, decode_heartbeat, encode_heartbeat
+from worker.cluster.ownership import assign, owned_by
+from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
-from worker.ownership import assign, owned_by
-from worker.protocol import StateMessage
-from worker.service import build_factory
+from worker.serving.service import build_factory
 from worker.settings import BrokerSettings, ClusterSettings, EpisodeSettings, WorkerSettings
-from worker.transport import ConnectionLost, Delivery
+from worker.wire.protocol import StateMessage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster_harness import StepPatternWrapper, expected  # noqa: E402

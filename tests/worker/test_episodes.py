@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from maze_engine.wrappers.wrapper import Wrapper
-from worker.episodes import CloseReason, EpisodeTable, _rounds, encode_action_reply
-from worker.protocol import ErrorCode, Reply, StateMessage, encode_reply, to_wire_action
-from worker.service import build_factory
+from worker.episodes.table import CloseReason, EpisodeTable, _rounds, encode_action_reply
+from worker.serving.service import build_factory
 from worker.settings import EpisodeSettings
+from worker.wire.protocol import ErrorCode, Reply, StateMessage, encode_reply, to_wire_action
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import CARTPOLE, SignPolicy, state  # noqa: E402

@@ -9,8 +9,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from worker.episodes import EpisodeTable
-from worker.handoff import (
+from worker.episodes.handoff import (
     EpisodeRecord,
     HandoffError,
     History,
@@ -20,9 +19,10 @@ from worker.handoff import (
     encode_records,
     replay,
 )
-from worker.protocol import ErrorCode, StateMessage
-from worker.service import build_factory
+from worker.episodes.table import EpisodeTable
+from worker.serving.service import build_factory
 from worker.settings import EpisodeSettings
+from worker.wire.protocol import ErrorCode, StateMessage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from cluster_harness import StepPatternWrapper, expected  # noqa: E402
@@ -180,7 +180,7 @@ def test_lost_episodes_resume_or_error_as_configured() -> None:
 
 
 def test_reply_fields_resumed_and_worker_decode_and_are_checked() -> None:
-    from worker.protocol import DecodeError, decode_reply
+    from worker.wire.protocol import DecodeError, decode_reply
 
     first = decode_reply(table().handle([msg("e", 0)])[0].body)
     assert first.worker == "w1" and not first.resumed

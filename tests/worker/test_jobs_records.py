@@ -124,10 +124,10 @@ def test_a_summary_gives_back_its_sums() -> None:
 
 @pytest.mark.parametrize("answered", [True, False])
 def test_a_leftover_copy_answers_only_when_the_result_may_be_lost(tmp_path: Path, answered: bool) -> None:
-    from worker import topology
+    from worker.broker.job_transport import JobDelivery
     from worker.jobs.intake import JobIntake, Rejected
     from worker.jobs.messages import encode_job
-    from worker.jobs.transport import JobDelivery
+    from worker.wire import topology
 
     records = JobRecords(tmp_path)
     stored = records.store_result(JobResult("leftover", "rollout", JobStatus.FINISHED, "out"))

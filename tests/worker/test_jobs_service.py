@@ -40,11 +40,11 @@ from worker_harness import (  # noqa: E402
 )
 
 from maze_engine.rollout.trajectory import trajectory_files  # noqa: E402
-from worker import topology  # noqa: E402
 from worker.jobs.messages import JobStatus, new_job  # noqa: E402
 from worker.jobs.records import JobRecords  # noqa: E402
 from worker.jobs.split import merge_statistics  # noqa: E402
 from worker.jobs.submit import job_status  # noqa: E402
+from worker.wire import topology  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_a_training_job_runs_to_its_result_with_events_and_answers_a_resubmissio
 
 def test_a_training_job_with_publish_policy_publishes_and_announces_the_policy(
         amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
-    from worker.policy_store import decode_announcement, latest_policy
+    from worker.policy_store.store import decode_announcement, latest_policy
 
     with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
         announcements = client.channel.queue_declare("", exclusive=True).method.queue
@@ -302,13 +302,13 @@ def test_a_job_survives_its_worker_losing_the_broker_connection(
         client.watch(job.job_id)
         client.submit(job)
         client.wait_event(job.job_id, "epoch")
-        assert close_connections(worker.service.worker_id) == 1
+        assert close_connections(worker.serving.service.worker_id) == 1
         result = client.result(job.job_id, timeout=180)
         assert result.status is JobStatus.FINISHED and result.attempts == 1, result
         assert [e["epoch"] for e in client.events_of(job.job_id, "epoch")] == [1, 2, 3, 4, 5]
         client.pump(2.0)
         assert len(client.events_of(job.job_id, "started")) == 1, "the job ran once"
-        method = client.channel.queue_declare(worker.service.lease_queue, passive=True).method
+        method = client.channel.queue_declare(worker.serving.service.lease_queue, passive=True).method
         assert method.message_count == 0, "the lease is released"
 
 

@@ -9,12 +9,12 @@ import pytest
 
 from maze_engine.config import compose_config
 from maze_engine.core.errors import ConfigError
-from worker import topology
+from worker.broker.job_transport import JobDelivery
 from worker.jobs.intake import Accepted, JobIntake, Rejected, attempts_of
 from worker.jobs.messages import JobResult, JobStatus
 from worker.jobs.records import JobRecords
-from worker.jobs.transport import JobDelivery
 from worker.settings import JobSettings, WorkerSettings
+from worker.wire import topology
 
 
 def test_the_shipped_config_has_the_job_keys_and_their_defaults() -> None:

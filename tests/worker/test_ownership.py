@@ -5,7 +5,7 @@ import itertools
 import msgpack
 import pytest
 
-from worker.membership import (
+from worker.cluster.membership import (
     Heartbeat,
     HeartbeatError,
     Membership,
@@ -13,7 +13,7 @@ from worker.membership import (
     encode_heartbeat,
     new_worker_id,
 )
-from worker.ownership import ShardOwnership, assign, moves, owned_by
+from worker.cluster.ownership import ShardOwnership, assign, moves, owned_by
 
 
 def ids(count: int) -> list[str]:
@@ -125,7 +125,7 @@ def test_heartbeat_encoding_round_trips_and_rejects_junk() -> None:
 
 
 def test_worker_ids_fit_the_queue_names() -> None:
-    from worker import topology
+    from worker.wire import topology
 
     worker = new_worker_id()
     assert topology.worker_queue("maze", worker).startswith("maze.workers.")

@@ -11,7 +11,7 @@ import torch
 
 from maze_engine import GymMazeEnv, TorchPolicy
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
-from worker.policy_store import (
+from worker.policy_store.store import (
     MANIFEST_FILE,
     Announcement,
     AnnouncementError,

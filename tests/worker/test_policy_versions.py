@@ -12,9 +12,9 @@ import msgpack
 import pytest
 
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
-from worker.episodes import EpisodeTable
+from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
-from worker.policy_reload import (
+from worker.policy_store.reload import (
     PolicyReloader,
     PolicyReloadMetrics,
     VersionedFactory,
@@ -22,10 +22,10 @@ from worker.policy_reload import (
     published_source,
     with_statistics,
 )
-from worker.policy_store import encode_announcement, publish_policy
-from worker.protocol import StateMessage
-from worker.service import build_factory
+from worker.policy_store.store import encode_announcement, publish_policy
+from worker.serving.service import build_factory
 from worker.settings import EpisodeSettings
+from worker.wire.protocol import StateMessage
 
 sys.path.insert(0, str(Path(__file__).parent))
 from policy_harness import policy_config, save_run, save_runs  # noqa: E402

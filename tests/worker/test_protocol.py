@@ -9,8 +9,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from worker.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
-from worker.protocol import (
+from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+from worker.wire.protocol import (
     STATE_FIELDS,
     DecodeError,
     EncodeError,

@@ -13,8 +13,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.protocol import CONTENT_TYPE, DecodeError, decode_state
-from worker.topology import DEAD_DETAIL_HEADER, DEAD_FIELD_HEADER, DEAD_REASON_HEADER, DeadReason
+from worker.wire.protocol import CONTENT_TYPE, DecodeError, decode_state
+from worker.wire.topology import DEAD_DETAIL_HEADER, DEAD_FIELD_HEADER, DEAD_REASON_HEADER, DeadReason
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import Producer, running_worker, settings_for, state  # noqa: E402
@@ -156,5 +156,5 @@ def test_fuzzed_bodies_and_properties_are_each_answered_or_dead_lettered(served:
     producer.pump(lambda: producer.dead_letter_count() >= expected_dead, timeout=60)
     assert producer.received == expected_replies
     assert producer.dead_letter_count() == expected_dead
-    assert worker.service.metrics.states._value.get() == count
-    assert worker.thread.is_alive() and worker.service.consuming.is_set()
+    assert worker.serving.service.metrics.states._value.get() == count
+    assert worker.thread.is_alive() and worker.serving.service.consuming.is_set()

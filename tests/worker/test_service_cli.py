@@ -14,11 +14,11 @@ from maze_engine.config import compose_config
 from maze_engine.core.errors import ConfigError
 from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
 from worker import cli as worker_cli
+from worker.broker.agent_transport import connection_parameters
 from worker.cli import WORKER_CONFIG, main, prepare
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.service import Backoff, WorkerService, with_log_stats
+from worker.serving.service import Backoff, WorkerService, with_log_stats
 from worker.settings import BrokerSettings, TLSSettings, WorkerSettings
-from worker.transport import connection_parameters
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import ROOT, running_worker, settings_for  # noqa: E402

@@ -9,9 +9,9 @@ import msgpack
 import pika
 import pytest
 
-from worker import topology
+from worker.broker.agent_transport import AccessRefused, PluginMissing, TopologyConflict, Transport
 from worker.settings import BrokerSettings
-from worker.transport import AccessRefused, PluginMissing, TopologyConflict, Transport
+from worker.wire import topology
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import (  # noqa: E402
@@ -47,8 +47,8 @@ def test_episodes_continue_after_the_broker_closes_the_worker_connection(amqp_ur
                 assert (reply["episode"], reply["seq"], reply["action"]) == \
                     (episode, seq, SignPolicy.expected(values[episode]))
         producer.close()
-        assert worker.service.metrics.reconnects._value.get() >= 1
-        assert worker.service.consuming.is_set() and len(worker.service.table) == 16
+        assert worker.serving.service.metrics.reconnects._value.get() >= 1
+        assert worker.serving.service.consuming.is_set() and len(worker.serving.service.table) == 16
 
 
 LAST_SEQ = 29

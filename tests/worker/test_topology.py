@@ -2,8 +2,8 @@
 
 import pytest
 
-from worker import topology
-from worker.topology import (
+from worker.wire import topology
+from worker.wire.topology import (
     DEAD_DETAIL_HEADER,
     DEAD_FIELD_HEADER,
     DEAD_REASON_HEADER,

@@ -29,7 +29,7 @@ from gymnasium import spaces
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.policies.policy import StructuredPolicy
-from worker.service import WorkerService, build_factory
+from worker.serving.service import WorkerService, build_factory
 from worker.settings import (
     BrokerSettings,
     ClusterSettings,

@@ -15,7 +15,7 @@ from maze_engine import (
     read_trajectories,
 )
 from maze_engine.core.env.gym_env import GymCoreEnv
-from maze_engine.rollout.event_log import EventLogError, EventLogWriter, event_log_path
+from maze_engine.records.event_log import EventLogError, EventLogWriter, event_log_path
 
 
 class EventCoreEnv(GymCoreEnv):

@@ -12,7 +12,7 @@ from maze_engine import (
     instantiate,
     read_trajectories,
 )
-from maze_engine.rollout.trajectory import read_trajectory
+from maze_engine.records.trajectory import read_trajectory
 
 
 def _play(env, actions):

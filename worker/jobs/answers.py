@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from worker import topology
+from worker.broker.job_transport import JobDelivery, JobTransport, PublishRefused
 from worker.jobs.messages import JobEvent, JobResult, JobStatus, encode_event, encode_result
 from worker.jobs.metrics import JobMetrics
 from worker.jobs.records import JobRecords
-from worker.jobs.transport import JobDelivery, JobTransport, PublishRefused
+from worker.wire import topology
 
 logger = logging.getLogger(__name__)
 

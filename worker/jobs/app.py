@@ -19,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 def serve_jobs(cfg: DictConfig) -> int:
     """Run the job service for a composed ``conf_worker`` config until SIGTERM or Ctrl-C; the exit code."""
+    from worker.broker.agent_transport import TransportError
     from worker.cli import (
         EXIT_CONFIG_ERROR,
         EXIT_FAILURE,
@@ -30,7 +31,6 @@ def serve_jobs(cfg: DictConfig) -> int:
         settings_of,
     )
     from worker.metrics import MetricsServer, WorkerMetrics
-    from worker.transport import TransportError
 
     try:
         configure_logging(cfg.get("log_level", "INFO"))

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from worker import topology
-from worker.error_text import one_line
+from worker.broker.job_transport import JobDelivery
+from worker.errors import one_line
 from worker.jobs import split
 from worker.jobs.messages import (
     JobDecodeError,
@@ -27,8 +27,8 @@ from worker.jobs.messages import (
     decode_job,
 )
 from worker.jobs.records import JobRecords
-from worker.jobs.transport import JobDelivery
-from worker.topology import JOB_ATTEMPTS_HEADER, DeadReason
+from worker.wire import topology
+from worker.wire.topology import JOB_ATTEMPTS_HEADER, DeadReason
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from worker.jobs.transport import JobDelivery, JobTransport
+from worker.broker.job_transport import JobDelivery, JobTransport
 
 
 class JobLease:

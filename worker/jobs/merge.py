@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR
-from worker import topology
+from worker.broker.job_transport import JobTransport
 from worker.jobs.answers import JobAnswers
 from worker.jobs.messages import (
     ControlMessage,
@@ -29,7 +29,7 @@ from worker.jobs.messages import (
 )
 from worker.jobs.records import JobRecords, claim
 from worker.jobs.split import merge_statistics
-from worker.jobs.transport import JobTransport
+from worker.wire import topology
 
 logger = logging.getLogger(__name__)
 

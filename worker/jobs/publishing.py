@@ -1,15 +1,16 @@
-"""Publishing the policy of a finished training job (``publish_policy``): ``worker.policy_store`` copies the
-run directory to the next version of the name, and the version is announced on ``<prefix>.policies``."""
+"""Publishing the policy of a finished training job (``publish_policy``):
+``worker.policy_store.store`` copies the run directory to the next version of the name, and the version
+is announced on ``<prefix>.policies``."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
 
-from worker import topology
+from worker.broker.job_transport import JobTransport
 from worker.jobs.messages import JobError, JobErrorCode, JobMessage, JobResult, JobStatus
 from worker.jobs.records import JobRecords
-from worker.jobs.transport import JobTransport
+from worker.wire import topology
 
 logger = logging.getLogger(__name__)
 

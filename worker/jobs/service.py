@@ -23,7 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker import topology
+from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost
+from worker.broker.job_transport import JobDelivery, JobTransport, headers_without_death
 from worker.jobs import split
 from worker.jobs.answers import JobAnswers
 from worker.jobs.intake import Accepted, JobIntake, Rejected
@@ -46,10 +47,9 @@ from worker.jobs.metrics import JobMetrics
 from worker.jobs.publishing import publish_trained_policy
 from worker.jobs.records import JobRecords
 from worker.jobs.runner import ChildProcess, ChildSpec, Outcome
-from worker.jobs.transport import JobDelivery, JobTransport, headers_without_death
 from worker.settings import JobSettings, WorkerSettings
-from worker.topology import JOB_ATTEMPTS_HEADER, JOB_KIND_HEADER, DeadReason, mask_url
-from worker.transport import BrokerUnreachable, ConnectionLost
+from worker.wire import topology
+from worker.wire.topology import JOB_ATTEMPTS_HEADER, JOB_KIND_HEADER, DeadReason, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class JobService:
 
     def run(self) -> None:
         """Serve until ``stop()`` and the running job is put back. Raises AccessRefused, TopologyConflict."""
-        from worker.service import Backoff
+        from worker.serving.service import Backoff
 
         reconnect = self.settings.reconnect
         backoff = Backoff(reconnect.initial_backoff_s, reconnect.max_backoff_s)

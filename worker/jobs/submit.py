@@ -25,7 +25,6 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from worker import topology
 from worker.jobs.messages import (
     ControlMessage,
     JobDecodeError,
@@ -39,6 +38,7 @@ from worker.jobs.messages import (
     new_job,
 )
 from worker.jobs.records import JobRecords
+from worker.wire import topology
 
 CONTENT_TYPE = "application/msgpack"
 ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"

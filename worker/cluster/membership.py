@@ -36,7 +36,7 @@ class Heartbeat:
 
     ``claims`` ask the others for episodes: ``(episode, shard)`` pairs of states that reached this worker on
     ``shard`` for episodes it does not hold. Whoever holds one hands it over to that shard (see
-    ``worker/cluster.py``: the broker can route an episode to another shard after it restarts).
+    ``worker/cluster/coordinator.py``: the broker can route an episode to another shard after it restarts).
     """
 
     worker: str

@@ -308,7 +308,7 @@ def load_published_policy(name: str, artifact_root: str | Path, version: int | N
 def load_version(published: PublishedPolicy, action_spaces_dict: Mapping[Any, Any] | None = None,
                  observation_spaces_dict: Mapping[Any, Any] | None = None, device: str = "cpu") -> Any:
     """Verify ``published`` and rebuild its TorchPolicy (weights only; spaces checked against the given)."""
-    from maze_engine.policies.torch_policy import load_torch_policy
+    from maze_engine.policies.torch_io import load_torch_policy
 
     verify_policy(published)
     return load_torch_policy(published.path, action_spaces_dict=action_spaces_dict,

@@ -11,8 +11,8 @@ seq is ``out_of_order``, seq > 0 of an episode not held is ``unknown_episode``. 
 the episode and is answered with action nil; an idle episode is closed after ``idle_timeout_s``. Closing
 flushes the deployment's statistics into ``FinishedEpisodes``.
 
-Moving episodes (``worker/handoff.py``): every open episode records its steps, ``export`` takes episodes out
-with their histories and ``adopt`` puts a replayed one in. A seq > 0 of an episode not held that
+Moving episodes (``worker/episodes/handoff.py``): every open episode records its steps, ``export`` takes
+episodes out with their histories and ``adopt`` puts a replayed one in. A seq > 0 of an episode not held that
 ``lost_check`` explains by a failover (its shard came from a crashed worker) is handled per
 ``episodes.on_lost``: resumed from that state (reply flagged ``resumed``) or answered ``episode_lost``.
 """
@@ -37,8 +37,9 @@ from maze_engine.deployment.agent_deployment import AgentDeployment
 from maze_engine.deployment.batch import act_batch
 from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
 from maze_engine.wrappers.wrapper import find_wrapper
-from worker.handoff import EpisodeRecord, History
-from worker.protocol import (
+from worker.episodes.handoff import EpisodeRecord, History
+from worker.settings import EpisodeSettings
+from worker.wire.protocol import (
     POLICY_VERSION_FIELD,
     PROTOCOL_VERSION,
     RESUMED_FIELD,
@@ -50,7 +51,6 @@ from worker.protocol import (
     encode_reply,
     to_wire_action,
 )
-from worker.settings import EpisodeSettings
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ a shard it owns while other workers are live, is held back and *claimed*:
 A claim nobody answers within the wait (the episode's worker crashed, or the episode never existed) lets its
 states go on as they would have: ``episodes.on_lost`` or ``unknown_episode``. Held states count against
 their shard's prefetch, so at most half of it is held per shard: a flood of states for episodes nobody has
-cannot stall a shard. Broker-free; the coordinator (``worker/cluster.py``) does the sending and importing.
+cannot stall a shard. Broker-free; the coordinator (``worker/cluster/coordinator.py``) does the sending
+and importing.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker.transport import Delivery
+from worker.broker.agent_transport import Delivery
 
 EXPIRED_MEMORY = 4096
 """Episodes whose claim went unanswered, remembered so that their next states are not held back again..."""

@@ -1,6 +1,7 @@
 """The job worker's contact with pika: take one job at a time, publish with confirms, events and replies.
 
-Like ``worker.transport`` (both build on ``worker.broker_link``), pika's exceptions never leave this module.
+Like ``worker.broker.agent_transport`` (both build on ``worker.broker.link``), pika's exceptions never
+leave this module.
 One blocking connection, one channel in confirm mode: the lease copy, requeued jobs and chunk jobs are
 confirmed by the broker before the job worker goes on (``publish_confirmed``); events and replies use the same
 channel. Jobs are taken with ``basic.get``, one at a time: while a job runs the worker holds no other
@@ -21,9 +22,9 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker import topology
-from worker.broker_link import BrokerLink, ConnectionLost, TransportError, translated_errors
+from worker.broker.link import BrokerLink, ConnectionLost, TransportError, translated_errors
 from worker.settings import BrokerSettings
+from worker.wire import topology
 
 logger = logging.getLogger(__name__)
 

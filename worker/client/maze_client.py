@@ -25,8 +25,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker import topology
-from worker.client_errors import (
+from worker.client.errors import (
     BadMessage,
     ClientTimeout,
     ConnectionFailed,
@@ -42,7 +41,8 @@ from worker.client_errors import (
     Unroutable,
     raise_for_error,
 )
-from worker.protocol import (
+from worker.wire import topology
+from worker.wire.protocol import (
     CONTENT_TYPE,
     MAX_EPISODE_ID_LENGTH,
     PROTOCOL_VERSION,

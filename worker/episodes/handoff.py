@@ -24,7 +24,7 @@ import numpy as np
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.deployment.agent_deployment import AgentDeployment, PolicyRequest
-from worker.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ subclass (``OutOfOrder``, ``Overloaded``, ...) to react to one code.
 
 from typing import Any
 
-from worker.protocol import ErrorCode, Reply
+from worker.wire.protocol import ErrorCode, Reply
 
 
 class MazeClientError(Exception):

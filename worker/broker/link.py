@@ -2,8 +2,9 @@
 
 pika's exceptions never leave the transports: ``translated_errors`` turns them into the errors below, so the
 services reason about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
-``BrokerLink`` opens and closes the connection and declares a topology; ``worker.transport.Transport`` (the
-agent worker) and ``worker.jobs.transport.JobTransport`` (the job worker) build on it.
+``BrokerLink`` opens and closes the connection and declares a topology;
+``worker.broker.agent_transport.Transport`` (the agent worker) and
+``worker.broker.job_transport.JobTransport`` (the job worker) build on it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
 from worker.settings import BrokerSettings
-from worker.topology import Topology, mask_url
+from worker.wire.topology import Topology, mask_url
 
 logger = logging.getLogger(__name__)
 

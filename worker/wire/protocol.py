@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 
 from maze_engine.core.spaces import to_plain
-from worker.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/msgpack"

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from maze_engine.core.errors import ConfigError
 from maze_engine.core.factory import resolve_target
 from maze_engine.deployment.agent_deployment import AgentDeployment
-from worker.policy_store import (
+from worker.policy_store.store import (
     STATISTICS_FILE,
     AnnouncementError,
     PublishedPolicy,

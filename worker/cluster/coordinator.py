@@ -4,9 +4,9 @@ Every agent worker subscribes to every shard queue of its prefix. Single active 
 one subscriber at a time, and RabbitMQ says nothing about who that is: a worker learns it is active on a
 shard from that shard's first delivery. Then:
 
-- it owns the shard (``worker/ownership.py`` over the live set of ``worker/membership.py``): it first
-  imports the shard's hand-off records (``<prefix>.handoff.NN``: the histories of the episodes that moved
-  to it, replayed through fresh deployments) and then answers;
+- it owns the shard (``worker/cluster/ownership.py`` over the live set of
+  ``worker/cluster/membership.py``): it first imports the shard's hand-off records
+  (``<prefix>.handoff.NN``: the histories of the episodes that moved to it, replayed through fresh deployments) and then answers;
 - it does not own it: it *passes the shard on*. Hand-off records of any episodes of that shard it holds go
   out first (with publisher confirms), then its consumer is cancelled, the deliveries it got are given back
   unanswered, and it subscribes again, at the back of the line, a heartbeat interval later. The broker
@@ -17,7 +17,7 @@ planned move is a hand-off: the episodes travel with their wrapper-stack state a
 not moved. A crashed worker publishes nothing; its shards go to the stand-bys and the states of its
 episodes are ``lost`` (``episodes.on_lost``). A state that reaches the owner of its shard while another
 worker holds its episode (after a broker restart rebuilt the hash ring) is held back while the episode is
-claimed from that worker (``worker/claims.py``). One thread drives all of this, between batches.
+claimed from that worker (``worker/cluster/claims.py``). One thread drives all of this, between batches.
 """
 
 from __future__ import annotations
@@ -27,16 +27,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from worker import topology
-from worker.claims import EpisodeClaims
-from worker.episodes import EpisodeTable
-from worker.handoff import EpisodeRecord, HandoffError, decode_records, encode_encodable_records, replay
-from worker.membership import Heartbeat, HeartbeatError, Membership, decode_heartbeat, encode_heartbeat
+from worker.broker.agent_transport import ConnectionLost, Delivery, Transport
+from worker.cluster.claims import EpisodeClaims
+from worker.cluster.membership import (
+    Heartbeat,
+    HeartbeatError,
+    Membership,
+    decode_heartbeat,
+    encode_heartbeat,
+)
+from worker.cluster.ownership import assign, owned_by
+from worker.episodes.handoff import (
+    EpisodeRecord,
+    HandoffError,
+    decode_records,
+    encode_encodable_records,
+    replay,
+)
+from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
-from worker.ownership import assign, owned_by
-from worker.protocol import StateMessage
 from worker.settings import WorkerSettings
-from worker.transport import ConnectionLost, Delivery, Transport
+from worker.wire import topology
+from worker.wire.protocol import StateMessage
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +101,8 @@ class ShardCoordinator:
         self._connected_before = False
         self.claims = EpisodeClaims(settings.cluster.heartbeat_interval_s, max(1, broker.prefetch // 2),
                                     clock)
-        """States held back while their episodes are asked for from the other workers (worker/claims.py)."""
+        """States held back while their episodes are asked for from the other workers
+        (worker/cluster/claims.py)."""
         table.lost_check = self.lost_check
 
     # -- connection --------------------------------------------------------------------------------------
@@ -270,7 +283,8 @@ class ShardCoordinator:
 
     def hold_for_claim(self, delivery: Delivery, episode: str) -> bool:
         """Whether to hold ``delivery`` back, a state (seq > 0) of ``episode`` which this worker does not
-        hold, and ask the other workers for the episode (see worker/claims.py). For admitted deliveries."""
+        hold, and ask the other workers for the episode (see worker/cluster/claims.py). For admitted
+        deliveries."""
         shard = self._by_tag.get(delivery.consumer_tag)
         if shard is None or not shard.active or not self.membership.others() \
                 or self.table.recently_closed(episode):

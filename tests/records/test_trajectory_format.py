@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from maze_engine import ActorID, MazeError, read_trajectories
-from maze_engine.rollout.trajectory import TrajectoryBuffer, TrajectoryFormatError, read_trajectory
+from maze_engine.records.trajectory import TrajectoryBuffer, TrajectoryFormatError, read_trajectory
 
 
 def _append(buffer, observation, maze_state=None, maze_action=None, actor_id=ActorID(0, 0), reward=0.0):

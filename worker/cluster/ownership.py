@@ -1,8 +1,8 @@
 """Which shard queues each worker owns: a pure, deterministic function of the live worker ids.
 
-Every worker of a prefix computes the same assignment from the same live set (``worker/membership.py``), so
-they agree without talking about it. The assignment is *balanced rendezvous hashing*: each (shard, worker)
-pair gets a score from a stable hash; pairs are taken best score first, and a shard goes to the first worker
+Every worker of a prefix computes the same assignment from the same live set
+(``worker/cluster/membership.py``), so they agree without talking about it. The assignment is *balanced
+rendezvous hashing*: each (shard, worker) pair gets a score from a stable hash; pairs are taken best score first, and a shard goes to the first worker
 of its pairs that still has room. Room is ``floor(S/W)`` shards per worker plus one for the first
 ``S mod W`` workers to fill up, so every worker owns floor(S/W) or ceil(S/W) shards. A worker joining or
 leaving moves few shards: the scores of the other pairs do not change, so most shards keep their owner.
@@ -19,7 +19,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from worker import topology
+from worker.wire import topology
 
 
 def _score(worker: str, shard: int) -> int:

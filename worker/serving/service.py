@@ -21,16 +21,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from maze_engine.deployment.factory import DeploymentFactory
 from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
-from worker.cluster import ShardCoordinator
-from worker.episodes import Answer, ClosedEpisode, EpisodeTable, FinishedEpisodes, error_answer
-from worker.membership import new_worker_id
+from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost, Delivery, Transport
+from worker.cluster.coordinator import ShardCoordinator
+from worker.cluster.membership import new_worker_id
+from worker.cluster.ownership import ShardOwnership
+from worker.episodes.table import Answer, ClosedEpisode, EpisodeTable, FinishedEpisodes, error_answer
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.ownership import ShardOwnership
-from worker.policy_reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
-from worker.protocol import CONTENT_TYPE, DecodeError, ErrorCode, StateMessage, decode_state
+from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
 from worker.settings import WorkerSettings
-from worker.topology import DeadReason, mask_url
-from worker.transport import BrokerUnreachable, ConnectionLost, Delivery, Transport
+from worker.wire.protocol import CONTENT_TYPE, DecodeError, ErrorCode, StateMessage, decode_state
+from worker.wire.topology import DeadReason, mask_url
 
 logger = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ class WorkerService:
             if deliveries:
                 self.process(deliveries)
             ready = cluster.tick()
-            if ready:  # held back while their episodes were asked for (worker/claims.py)
+            if ready:  # held back while their episodes were asked for (worker/cluster/claims.py)
                 self.process(ready, ack_each=True)
             self._housekeeping()
 

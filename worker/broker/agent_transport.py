@@ -1,6 +1,6 @@
 """The agent worker's only contact with pika: declare the topology, consume, publish, acknowledge.
 
-Everything pika raises is translated into the errors of ``worker.broker_link`` (re-exported here), so the
+Everything pika raises is translated into the errors of ``worker.broker.link`` (re-exported here), so the
 service loop reasons about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
 Publishing and acknowledging are buffered and written out by ``flush``: a batch of replies and its single
 ``multiple`` ack leave in one go.
@@ -20,8 +20,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker import topology
-from worker.broker_link import (
+from worker.broker.link import (
     PLUGIN_HINT,
     AccessRefused,
     BrokerLink,
@@ -33,8 +32,9 @@ from worker.broker_link import (
     connection_parameters,
     translated_errors,
 )
-from worker.protocol import CONTENT_TYPE
 from worker.settings import BrokerSettings
+from worker.wire import topology
+from worker.wire.protocol import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 

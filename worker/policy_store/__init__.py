@@ -1,0 +1,1 @@
+"""Published policies in the artifact root, and hot reload of newer versions."""
