@@ -6,7 +6,8 @@ shard from that shard's first delivery. Then:
 
 - it owns the shard (``worker/cluster/ownership.py`` over the live set of
   ``worker/cluster/membership.py``): it first imports the shard's hand-off records
-  (``<prefix>.handoff.NN``: the histories of the episodes that moved to it, replayed through fresh deployments) and then answers;
+  (``<prefix>.handoff.NN``: the histories of the episodes that moved to it, replayed through fresh
+  deployments) and then answers;
 - it does not own it: it *passes the shard on*. Hand-off records of any episodes of that shard it holds go
   out first (with publisher confirms), then its consumer is cancelled, the deliveries it got are given back
   unanswered, and it subscribes again, at the back of the line, a heartbeat interval later. The broker

@@ -2,10 +2,11 @@
 
 Every worker of a prefix computes the same assignment from the same live set
 (``worker/cluster/membership.py``), so they agree without talking about it. The assignment is *balanced
-rendezvous hashing*: each (shard, worker) pair gets a score from a stable hash; pairs are taken best score first, and a shard goes to the first worker
-of its pairs that still has room. Room is ``floor(S/W)`` shards per worker plus one for the first
-``S mod W`` workers to fill up, so every worker owns floor(S/W) or ceil(S/W) shards. A worker joining or
-leaving moves few shards: the scores of the other pairs do not change, so most shards keep their owner.
+rendezvous hashing*: each (shard, worker) pair gets a score from a stable hash; pairs are taken best score
+first, and a shard goes to the first worker of its pairs that still has room. Room is ``floor(S/W)`` shards
+per worker plus one for the first ``S mod W`` workers to fill up, so every worker owns floor(S/W) or
+ceil(S/W) shards. A worker joining or leaving moves few shards: the scores of the other pairs do not change,
+so most shards keep their owner.
 
     >>> assign(["a", "b"], 4) == assign(["b", "a"], 4)
     True
