@@ -45,8 +45,8 @@ _EXPORTS: dict[str, str] = {
     "StructuredPolicy": "maze_engine.policies.policy",
     "RandomPolicy": "maze_engine.policies.random_policy",
     "TorchPolicy": "maze_engine.policies.torch_policy",
-    "load_torch_policy": "maze_engine.policies.torch_policy",
-    "save_torch_policy": "maze_engine.policies.torch_policy",
+    "load_torch_policy": "maze_engine.policies.torch_io",
+    "save_torch_policy": "maze_engine.policies.torch_io",
     # deployment
     "AgentDeployment": "maze_engine.deployment.agent_deployment",
     "ExternalCoreEnv": "maze_engine.deployment.external_core_env",
@@ -59,9 +59,10 @@ _EXPORTS: dict[str, str] = {
     "RolloutRunner": "maze_engine.rollout.runner",
     "SequentialRolloutRunner": "maze_engine.rollout.sequential",
     "ParallelRolloutRunner": "maze_engine.rollout.parallel",
-    "read_trajectories": "maze_engine.rollout.trajectory",
-    "Trajectory": "maze_engine.rollout.trajectory",
-    "read_event_logs": "maze_engine.rollout.event_log",
+    # records
+    "read_trajectories": "maze_engine.records.trajectory",
+    "Trajectory": "maze_engine.records.trajectory",
+    "read_event_logs": "maze_engine.records.event_log",
     # perception
     "DistributionMapper": "maze_engine.perception.distributions.mapper",
     "ProbabilityDistribution": "maze_engine.perception.distributions.base",

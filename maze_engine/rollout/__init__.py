@@ -1,1 +1,2 @@
-"""Rollout runners (sequential and parallel) and the trajectory and event-log formats they write."""
+"""Rollout runners (sequential and parallel); the trajectory and event-log formats they write live in
+``maze_engine.records``."""

@@ -4,7 +4,7 @@ import os
 from typing import Any
 
 from maze_engine.core.env.structured_env import EnvStep, StructuredEnv
-from maze_engine.rollout.event_log import EventLogWriter
+from maze_engine.records.event_log import EventLogWriter
 from maze_engine.wrappers.recording.episode_id import EpisodeIdWrapper
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from maze_engine.core.env.structured_env import EnvStep, StructuredEnv
-from maze_engine.rollout.trajectory import TrajectoryBuffer
+from maze_engine.records.trajectory import TrajectoryBuffer
 from maze_engine.wrappers.recording.episode_id import EpisodeIdWrapper
 
 
