@@ -147,7 +147,7 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
                    silent: bool | None = None) -> TrainingRun:
     """Assemble env factory, model, algorithm, runner, evaluator and outputs from a ``conf_train`` config."""
     from maze_engine.perception.composers.model import build_model_composers
-    from maze_engine.policies.torch_policy import save_torch_policy
+    from maze_engine.policies.torch_io import save_torch_policy
 
     config: dict[str, Any] = dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
                                   else cfg)  # type: ignore[arg-type]
@@ -248,7 +248,7 @@ def _estimate_normalization(env: StructuredEnv, factory: EnvFactory, runner: Tra
 
 def _load_weights(input_dir: Path, policy: Any, critic: Any) -> None:
     """Continue from a previous run: load its ``state_dict.pt`` (weights only) into policy and critic."""
-    from maze_engine.policies.torch_policy import STATE_DICT_FILE, load_state_dict_file
+    from maze_engine.policies.torch_io import STATE_DICT_FILE, load_state_dict_file
 
     path = input_dir / STATE_DICT_FILE
     if not path.is_file():
