@@ -39,7 +39,7 @@ from worker_harness import (  # noqa: E402
     wait_until,
 )
 
-from maze_engine.rollout.trajectory import trajectory_files  # noqa: E402
+from maze_engine.records.trajectory import trajectory_files  # noqa: E402
 from worker.jobs.messages import JobStatus, new_job  # noqa: E402
 from worker.jobs.records import JobRecords  # noqa: E402
 from worker.jobs.split import merge_statistics  # noqa: E402
