@@ -76,6 +76,14 @@ def shard_queues(prefix: str, shards: int = DEFAULT_SHARDS) -> list[str]:
     return [shard_queue(prefix, index, shards) for index in range(shards)]
 
 
+SHARD_DELIVERY_LIMIT = 20
+"""Deliveries of one state a shard queue allows (quorum ``x-delivery-limit``); the worker refuses a state on its
+last one (``x-delivery-count`` header), so a message that crashes workers cannot crash the fleet in a loop.
+Generous, because passing a shard on and handing it over give deliveries back, which counts too."""
+DELIVERY_COUNT_HEADER = "x-delivery-count"
+"""Header a quorum queue sets on a redelivery: how many times the message was delivered before."""
+
+
 def shard_queue_arguments(prefix: str) -> dict[str, Any]:
     """Declare arguments of a shard queue: a quorum queue read by one consumer at a time, in order.
 
@@ -103,6 +111,9 @@ class DeadReason(StrEnum):
     """A job that cannot run: undecodable, an unknown kind or config, overrides that do not compose."""
     JOB_FAILED = "job_failed"
     """A job that failed on every attempt up to the delivery limit (its child process kept crashing)."""
+    POISON = "poison"
+    """A state delivered ``SHARD_DELIVERY_LIMIT`` times without being acknowledged (it may crash workers): the
+    worker answers ``internal`` and dead-letters it instead of handling it once more."""
 
 
 def dead_letter_exchange(prefix: str) -> str:
