@@ -29,8 +29,8 @@ from maze_engine.perception.composers.model import build_model_composers_from_sp
 from maze_engine.policies.torch_io import save_torch_policy
 from maze_engine.policies.torch_policy import TorchPolicy
 from worker.episodes.table import EpisodeTable
+from worker.serving.factory import build_factory
 from worker.serving.heap import freeze_startup_heap
-from worker.serving.service import build_factory
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import StateMessage
 

@@ -68,7 +68,7 @@ def settings_of(cfg: DictConfig) -> Any:
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
     from worker.policy_store.reload import published_policy_name, published_source
-    from worker.serving.service import build_factory
+    from worker.serving.factory import build_factory
 
     resolved = _resolved(cfg)
     settings = settings_of(cfg)

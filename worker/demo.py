@@ -3,7 +3,7 @@
 1. Find a broker (``MAZE_AMQP_URL`` or the local one); without one, say how to start one and exit 1.
 2. Start ``maze-worker`` on CartPole as a child process with a prefix of its own.
 3. Play episodes the way a production system would: gymnasium CartPole envs, each asking the worker for its
-   next action through ``worker.client.maze_client``, many episodes in flight from one thread.
+   next action through ``worker.client``, many episodes in flight from one thread.
 4. Print the episode returns and the throughput, stop the worker with SIGTERM and check it exits cleanly.
 
 ``--producer-only`` skips 2 and 4 and plays against workers that already serve ``--prefix`` (Docker Compose).
@@ -29,8 +29,8 @@ import gymnasium as gym
 import pika
 import pika.exceptions
 
+from worker.client import MazeClient
 from worker.client.errors import MazeClientError, ReplyError, TopologyMissing, raise_for_error
-from worker.client.maze_client import MazeClient
 from worker.wire import topology
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -275,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("maze-worker did not start (its output is above)", file=sys.stderr)
             return 1
         print(f"playing {args.episodes} concurrent {ENV_NAME} episodes for {args.seconds:g} s "
-              "through worker.client.maze_client", flush=True)
+              "through worker.client", flush=True)
         try:
             with MazeClient(url, prefix=prefix, timeout=30) as client:
                 report = run_production(client, args.episodes, args.seconds)

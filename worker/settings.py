@@ -4,6 +4,7 @@ Every invalid value raises ConfigError naming its key (``broker.shards: expected
 the CLI can print one clear line instead of failing later inside the service loop.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,9 @@ class EpisodeSettings:
     on_lost: str = "resume"
     """An episode whose state was lost with a crashed worker: ``resume`` it from its current state (reply
     flagged ``resumed``) or answer ``error`` (``episode_lost``)."""
+    max_history_bytes: int = 16 * 1024 * 1024
+    """State bytes an episode records for a hand-off; past it the history is dropped (bounding memory), and
+    the episode stays on this worker until it ends (a hand-off makes it lost)."""
 
 
 ON_LOST_CHOICES = ("resume", "error")
@@ -104,6 +108,9 @@ class ClusterSettings:
 
 ROLES = ("agent", "jobs", "all")
 JOB_KINDS = topology.JOB_KINDS
+DEFAULT_ALLOWED_TARGETS = ("maze_engine.", "worker.")
+"""Module prefixes of the class paths a job's config may name (``_target_``): this project's packages."""
+_TARGET_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*\.?")
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,9 @@ class JobSettings:
     """Lifetime of a running job's lease copy; renewed every third of it, back on its queue when it lapses."""
     poll_interval_s: float = 0.5
     """How often an idle job worker looks for a job."""
+    allowed_targets: tuple[str, ...] = DEFAULT_ALLOWED_TARGETS
+    """Module prefixes (``maze_engine.``, ``mylib.envs.``) of the class paths a job's config may import and
+    call; any other ``_target_`` makes the job ``bad_job`` (docs/jobs.md, "What a job message may ask")."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,8 @@ class WorkerSettings:
                 max_open=_integer(episodes, "max_open", "episodes.max_open", 10_000, minimum=1),
                 replay_window=_integer(episodes, "replay_window", "episodes.replay_window", 8, minimum=1),
                 on_lost=_choice(episodes, "on_lost", "episodes.on_lost", "resume", ON_LOST_CHOICES),
+                max_history_bytes=_integer(episodes, "max_history_bytes", "episodes.max_history_bytes",
+                                           16 * 1024 * 1024, minimum=0),
             ),
             batch=BatchSettings(max_size=_integer(batch, "max_size", "batch.max_size", 256, minimum=1)),
             metrics=MetricsSettings(
@@ -236,11 +248,20 @@ def _job_settings(jobs: Mapping[str, Any]) -> JobSettings:
         cancel_grace_s=_number(jobs, "cancel_grace_s", "jobs.cancel_grace_s", 10.0, positive=True),
         lease_ttl_s=_number(jobs, "lease_ttl_s", "jobs.lease_ttl_s", 60.0, positive=True),
         poll_interval_s=_number(jobs, "poll_interval_s", "jobs.poll_interval_s", 0.5, positive=True),
+        allowed_targets=_target_prefixes(jobs.get("allowed_targets", list(DEFAULT_ALLOWED_TARGETS))),
     )
     if settings.lease_ttl_s < 3:
         raise ConfigError(f"jobs.lease_ttl_s: expected at least 3 seconds (it is renewed every third), "
                           f"got {settings.lease_ttl_s:g}")
     return settings
+
+
+def _target_prefixes(value: Any) -> tuple[str, ...]:
+    if (not isinstance(value, list | tuple) or not value
+            or not all(isinstance(item, str) and _TARGET_PREFIX.fullmatch(item) for item in value)):
+        raise ConfigError("jobs.allowed_targets: expected a non-empty list of module prefixes such as "
+                          f"[maze_engine., worker.], got {type(value).__name__} {value!r}")
+    return tuple(value)
 
 
 def check_url(url: str, key: str = "broker.url") -> None:

@@ -15,7 +15,8 @@ from maze_engine.perception.composers.model import build_model_composers
 from maze_engine.policies.torch_io import save_torch_policy
 from worker.policy_store.reload import published_source
 from worker.policy_store.store import PublishedPolicy, encode_announcement
-from worker.serving.service import WorkerService, build_factory
+from worker.serving.factory import build_factory
+from worker.serving.service import WorkerService
 
 NAME = "cartpole"
 

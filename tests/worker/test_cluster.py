@@ -19,7 +19,7 @@ from worker.cluster.membership import Heartbeat, decode_heartbeat, encode_heartb
 from worker.cluster.ownership import assign, owned_by
 from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
-from worker.serving.service import build_factory
+from worker.serving.factory import build_factory
 from worker.settings import BrokerSettings, ClusterSettings, EpisodeSettings, WorkerSettings
 from worker.wire.protocol import StateMessage
 
@@ -184,12 +184,12 @@ def test_episodes_stay_when_the_hand_off_cannot_be_published() -> None:
 def test_unknown_episodes_count_as_lost_only_on_shards_taken_over_among_others() -> None:
     alone, alone_transport, _ = coordinator("a", {})
     alone.admit([delivery(alone_transport, 0, "x", 1)])
-    assert not alone.lost_check(StateMessage(1, "x", 3, None))
+    assert not alone.episode_shards.explains_loss(StateMessage(1, "x", 3, None))
     together, transport, _ = coordinator("a", {}, others=("b",))
     mine = min(together.owned)
     together.admit([delivery(transport, mine, "y", 1)])
-    assert together.lost_check(StateMessage(1, "y", 3, None))
-    assert not together.lost_check(StateMessage(1, "never-delivered", 3, None))
+    assert together.episode_shards.explains_loss(StateMessage(1, "y", 3, None))
+    assert not together.episode_shards.explains_loss(StateMessage(1, "never-delivered", 3, None))
 
 
 def claimed(beats: list[bytes]) -> list[tuple[str, int]]:
@@ -222,7 +222,8 @@ def test_an_unanswered_claim_lets_its_state_go_on_as_lost() -> None:
     assert claimer.tick() == []
     claimer.clock.now += SETTINGS.cluster.heartbeat_interval_s  # type: ignore[attr-defined]
     assert claimer.tick() == [held]
-    assert claimer.lost_check(StateMessage(1, "gone", 3, None))  # handled per episodes.on_lost
+    # Handled per episodes.on_lost:
+    assert claimer.episode_shards.explains_loss(StateMessage(1, "gone", 3, None))
     [again] = claimer.admit([delivery(transport, shard, "gone", 4)])
     assert not claimer.hold_for_claim(again, "gone")  # asked once: not held back a second time...
     claimer.clock.now += EXPIRED_FOR_S  # type: ignore[attr-defined]

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 
 from maze_engine.wrappers.wrapper import Wrapper
-from worker.episodes.table import CloseReason, EpisodeTable, _rounds, encode_action_reply
-from worker.serving.service import build_factory
+from worker.episodes.batching import rounds
+from worker.episodes.closing import CloseReason
+from worker.episodes.table import EpisodeTable
+from worker.serving.factory import build_factory
 from worker.settings import EpisodeSettings
-from worker.wire.protocol import ErrorCode, Reply, StateMessage, encode_reply, to_wire_action
+from worker.wire.protocol import ErrorCode, StateMessage
+from worker.wire.replies import Reply, encode_action_reply, encode_reply, to_wire_action
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import CARTPOLE, SignPolicy, state  # noqa: E402
@@ -240,4 +243,4 @@ def test_the_fast_reply_encoder_matches_the_protocol(action: Any, version: int |
 def test_rounds_hold_one_state_per_episode_in_seq_order(episodes_and_seqs: list[tuple[str, int]],
                                                         expected: list[list[int]]) -> None:
     messages = [msg(episode, seq) for episode, seq in episodes_and_seqs]
-    assert _rounds(messages) == expected
+    assert rounds(messages) == expected

@@ -2,6 +2,7 @@
 
 import gc
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from worker.episodes.handoff import (
     replay,
 )
 from worker.episodes.table import EpisodeTable
-from worker.serving.service import build_factory
+from worker.serving.factory import build_factory
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import ErrorCode, StateMessage
 
@@ -31,11 +32,11 @@ from worker_harness import CARTPOLE, SignPolicy  # noqa: E402
 WRAPPERS = [{"_target_": StepPatternWrapper}]
 
 
-def table(on_lost: str = "resume", worker: str | None = "w1") -> EpisodeTable:
-    episodes = EpisodeTable(build_factory(SignPolicy(), CARTPOLE, WRAPPERS),
-                            EpisodeSettings(replay_window=4, on_lost=on_lost))
-    episodes.worker_id = worker
-    return episodes
+def table(on_lost: str = "resume", worker: str | None = "w1",
+          lost_check: Callable[[StateMessage], bool] | None = None) -> EpisodeTable:
+    return EpisodeTable(build_factory(SignPolicy(), CARTPOLE, WRAPPERS),
+                        EpisodeSettings(replay_window=4, on_lost=on_lost), worker_id=worker,
+                        lost_check=lost_check)
 
 
 def state(seq: int) -> list[float]:
@@ -162,9 +163,10 @@ def test_replay_that_runs_out_of_actions_fails_cleanly() -> None:
 
 
 def test_lost_episodes_resume_or_error_as_configured() -> None:
-    resuming, failing = table("resume"), table("error")
-    for episodes in (resuming, failing):
-        episodes.lost_check = lambda message: message.episode.startswith("lost")
+    def lost(message: StateMessage) -> bool:
+        return message.episode.startswith("lost")
+
+    resuming, failing = table("resume", lost_check=lost), table("error", lost_check=lost)
     # Not explained by a failover: unknown as before.
     assert resuming.handle([msg("stray", 4)])[0].code == ErrorCode.UNKNOWN_EPISODE
     answer = reply(resuming.handle([msg("lost-1", 4)])[0])
@@ -180,7 +182,8 @@ def test_lost_episodes_resume_or_error_as_configured() -> None:
 
 
 def test_reply_fields_resumed_and_worker_decode_and_are_checked() -> None:
-    from worker.wire.protocol import DecodeError, decode_reply
+    from worker.wire.protocol import DecodeError
+    from worker.wire.replies import decode_reply
 
     first = decode_reply(table().handle([msg("e", 0)])[0].body)
     assert first.worker == "w1" and not first.resumed
@@ -210,14 +213,13 @@ def test_a_moved_episode_keeps_its_policy_version() -> None:
     [record] = decode_records(encode_records(0, "old", old.export(["e"]))).records
     assert record.policy_version == 1
     # The new owner already serves version 2 to new episodes; it builds version 1 for the moved one.
-    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4))
     built: list[int] = []
 
     def build(version: int) -> _Versioned:
         built.append(version)
         return _Versioned(version)
 
-    new.version_source = build
+    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4), version_source=build)
     source = new.source_for(record.policy_version)
     assert built == [1] and getattr(source, "policy_version", None) == 1
     assert new.adopt(record, replay(record, source.create()), source)
@@ -228,10 +230,8 @@ def test_a_moved_episode_keeps_its_policy_version() -> None:
 
 
 def test_a_moved_episode_whose_version_is_gone_goes_on_with_the_current_one() -> None:
-    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4))
-
     def missing(version: int) -> Any:
         raise FileNotFoundError(f"version {version} was deleted")
 
-    new.version_source = missing
+    new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4), version_source=missing)
     assert new.source_for(1) is new.factory and new.source_for(None) is new.factory

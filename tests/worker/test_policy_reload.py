@@ -21,7 +21,7 @@ from worker_harness import (  # noqa: E402
     wait_until,
 )
 
-from worker.client.maze_client import MazeClient  # noqa: E402
+from worker.client import MazeClient  # noqa: E402
 from worker.policy_store.store import publish_policy  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,7 @@ from worker.policy_store.reload import (
     with_statistics,
 )
 from worker.policy_store.store import encode_announcement, publish_policy
-from worker.serving.service import build_factory
+from worker.serving.factory import build_factory
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import StateMessage
 
@@ -55,8 +55,7 @@ def versions(answers: list[Any]) -> list[Any]:
 def test_running_episodes_keep_their_version_and_new_ones_get_the_new_one() -> None:
     old, new = Source(1), Source(2)
     released: list[Any] = []
-    table = EpisodeTable(old, EpisodeSettings())
-    table.on_released = released.append
+    table = EpisodeTable(old, EpisodeSettings(), on_released=released.append)
     assert versions(table.handle([msg("a", 0), msg("b", 0)])) == [1, 1]
     table.set_factory(new)
     assert versions(table.handle([msg("a", 1), msg("c", 0), msg("b", 1)])) == [1, 2, 1]
@@ -78,8 +77,7 @@ def test_running_episodes_keep_their_version_and_new_ones_get_the_new_one() -> N
 def test_a_replaced_source_without_episodes_is_released_at_once() -> None:
     old, new = Source(1), Source(2)
     released: list[Any] = []
-    table = EpisodeTable(old, EpisodeSettings())
-    table.on_released = released.append
+    table = EpisodeTable(old, EpisodeSettings(), on_released=released.append)
     table.set_factory(new)
     assert released == [old]
     table.set_factory(new)

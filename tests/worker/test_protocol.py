@@ -11,19 +11,17 @@ import pytest
 
 from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
 from worker.wire.protocol import (
+    MAX_NESTING,
+    MAX_STATE_BYTES,
     STATE_FIELDS,
     DecodeError,
     EncodeError,
     ErrorCode,
-    ErrorInfo,
-    Reply,
     StateMessage,
-    decode_reply,
     decode_state,
-    encode_reply,
     encode_state,
-    to_wire_action,
 )
+from worker.wire.replies import ErrorInfo, Reply, decode_reply, encode_reply, to_wire_action
 
 
 def _valid() -> dict[str, Any]:
@@ -103,7 +101,6 @@ def test_invalid_field_is_named(field: str, value: Any) -> None:
         decode_state(_mutated(field, value))
     error = info.value
     assert error.field == field
-    assert error.code == ErrorCode.BAD_MESSAGE
     assert str(error).startswith(f"{field}: expected ")
     assert error.message == str(error)
     # episode and seq travel with the error whenever they themselves are valid
@@ -375,3 +372,54 @@ def test_fuzz_decode_reply_raises_only_decode_errors() -> None:
             decode_reply(body)
         except DecodeError as err:
             assert err.field in {*STATE_FIELDS, "body", "action", "error", "error.code", "x", "unknown"}
+
+
+# ------------------------------------------------------------------------------------------ hostile input
+
+def _nested(depth: int, leaf: Any = 1) -> Any:
+    value = leaf
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("field", ["v", "episode", "seq", "state", "reward", "done", "info", "actor"])
+@pytest.mark.parametrize("depth", [33, 1000])
+def test_deep_nesting_in_any_field_is_a_named_decode_error(field: str, depth: int) -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_state(_pack({**_valid(), field: _nested(depth)}))
+    assert info.value.field == field
+    assert len(info.value.message) < 300
+
+
+def test_nesting_up_to_the_limit_is_accepted_in_state_and_info() -> None:
+    message = decode_state(_pack({**_valid(), "state": _nested(MAX_NESTING - 1),
+                                  "info": {"k": _nested(MAX_NESTING - 2)}}))
+    assert message.state == _nested(MAX_NESTING - 1)
+
+
+def test_a_body_over_the_size_limit_names_the_limit_without_decoding() -> None:
+    body = _pack({**_valid(), "state": b"\0" * MAX_STATE_BYTES})
+    expected = f"^body: expected at most {MAX_STATE_BYTES} bytes, got {len(body)}$"
+    with pytest.raises(DecodeError, match=expected):
+        decode_state(body)
+
+
+def test_a_zero_size_ndarray_with_huge_dimensions_names_its_key() -> None:
+    payload = bytes([3]) + b"<f4" + bytes([3]) + struct.pack("<3I", 0, 2**32 - 1, 2**32 - 1)
+    with pytest.raises(DecodeError) as info:
+        decode_state(_pack({**_valid(), "state": msgpack.ExtType(NDARRAY_EXT_TYPE, payload)}))
+    assert info.value.field == "state" and "ndarray shape" in info.value.message
+    assert (info.value.episode, info.value.seq) == ("ep-1", 3)
+
+
+def test_a_reserved_first_byte_is_explained() -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_state(b"\xc1")
+    assert info.value.field == "body" and "not a msgpack value" in info.value.message
+
+
+def test_a_nested_reply_field_is_a_decode_error_too() -> None:
+    with pytest.raises(DecodeError) as info:
+        decode_reply(_pack({"v": 1, "episode": _nested(1000), "seq": 0, "action": 1, "error": None}))
+    assert info.value.field == "episode"

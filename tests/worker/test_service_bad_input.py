@@ -13,8 +13,15 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.wire.protocol import CONTENT_TYPE, DecodeError, decode_state
-from worker.wire.topology import DEAD_DETAIL_HEADER, DEAD_FIELD_HEADER, DEAD_REASON_HEADER, DeadReason
+from worker.wire.protocol import CONTENT_TYPE, MAX_STATE_BYTES
+from worker.wire.topology import (
+    DEAD_DETAIL_HEADER,
+    DEAD_FIELD_HEADER,
+    DEAD_REASON_HEADER,
+    DELIVERY_COUNT_HEADER,
+    SHARD_DELIVERY_LIMIT,
+    DeadReason,
+)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import Producer, running_worker, settings_for, state  # noqa: E402
@@ -87,26 +94,34 @@ def test_unusable_properties_get_bad_message(served: Any, properties: dict[str, 
     assert reply["error"]["code"] == "bad_message" and reply["error"]["message"].startswith(field)
 
 
-@pytest.mark.parametrize(("body", "properties", "reason", "field"), [
-    (_with(), {"reply_to": None}, DeadReason.NO_REPLY_TO, "reply_to"),
-    (b"\xc1\xff not msgpack", {}, DeadReason.BAD_MESSAGE, "body"),
-    (msgpack.packb([1, 2, 3]), {}, DeadReason.BAD_MESSAGE, "body"),
-    (b"", {}, DeadReason.BAD_MESSAGE, "body"),
-    (_with()[:-3], {}, DeadReason.BAD_MESSAGE, "body"),
-], ids=["no reply_to", "not msgpack", "not a map", "empty", "truncated"])
-def test_unanswerable_messages_are_dead_lettered_with_the_reason(served: Any, body: bytes,
-                                                                 properties: dict[str, Any], reason: str,
-                                                                 field: str) -> None:
+def test_a_message_without_reply_to_is_dead_lettered_with_the_reason(served: Any) -> None:
     _, producer = served
-    correlation_id = producer.publish(body, "some-episode", **properties)
+    body = _with()
+    correlation_id = producer.publish(body, "some-episode", reply_to=None)
     producer.pump(lambda: producer.dead_letter_count() >= 1)
     [(dead_properties, dead_body)] = producer.dead_letters()
     assert dead_body == body
     assert dead_properties.correlation_id == correlation_id
     headers = dead_properties.headers
-    assert headers[DEAD_REASON_HEADER] == reason and headers[DEAD_FIELD_HEADER] == field
+    assert headers[DEAD_REASON_HEADER] == DeadReason.NO_REPLY_TO and headers[DEAD_FIELD_HEADER] == "reply_to"
     assert headers[DEAD_DETAIL_HEADER]
     assert producer.received == 0
+
+
+@pytest.mark.parametrize(("body", "detail"), [
+    (b"\xc1\xff not msgpack", "not a msgpack value"),
+    (msgpack.packb([1, 2, 3]), "expected a msgpack map, got list"),
+    (b"", "undecodable"),
+    (_with()[:-3], "undecodable"),
+], ids=["not msgpack", "not a map", "empty", "truncated"])
+def test_undecodable_bodies_with_reply_to_are_answered_for_the_routing_key(served: Any, body: bytes,
+                                                                           detail: str) -> None:
+    _, producer = served
+    reply = producer.wait([producer.publish(body, "some-episode")])[0]
+    assert reply["error"]["code"] == "bad_message" and reply["error"]["message"].startswith("body: ")
+    assert detail in reply["error"]["message"]
+    assert (reply["episode"], reply["seq"], reply["action"]) == ("some-episode", None, None)
+    assert producer.dead_letter_count() == 0
 
 
 def _fuzz_body(rng: random.Random) -> bytes:
@@ -142,12 +157,7 @@ def test_fuzzed_bodies_and_properties_are_each_answered_or_dead_lettered(served:
                       "correlation_id": rng.choice([uuid.uuid4().hex, uuid.uuid4().hex, ""]),
                       "content_type": rng.choice([CONTENT_TYPE, CONTENT_TYPE, None, "text/x"]),
                       "headers": rng.choice([None, {"x": 1}])}
-        try:
-            decode_state(body)
-            undecodable = False
-        except DecodeError as err:
-            undecodable = err.field == "body"
-        if reply_to is None or undecodable:
+        if reply_to is None:  # undecodable bodies with a reply_to are answered too
             expected_dead += 1
         else:
             expected_replies += 1
@@ -156,5 +166,45 @@ def test_fuzzed_bodies_and_properties_are_each_answered_or_dead_lettered(served:
     producer.pump(lambda: producer.dead_letter_count() >= expected_dead, timeout=60)
     assert producer.received == expected_replies
     assert producer.dead_letter_count() == expected_dead
-    assert worker.serving.service.metrics.states._value.get() == count
-    assert worker.thread.is_alive() and worker.serving.service.consuming.is_set()
+    assert worker.service.metrics.states._value.get() == count
+    assert worker.thread.is_alive() and worker.service.consuming.is_set()
+
+
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("field", ["v", "episode", "seq", "state", "reward", "done", "info", "actor"])
+def test_a_field_nested_a_thousand_deep_is_answered_and_the_worker_goes_on(served: Any, field: str) -> None:
+    worker, producer = served
+    reply = producer.wait([producer.publish(_with(**{field: _nested(1000)}), "e")])[0]
+    assert reply["error"]["code"] == "bad_message" and reply["error"]["message"].startswith(field), reply
+    assert worker.thread.is_alive()
+
+
+def test_a_body_over_the_state_size_limit_is_answered_with_the_limit(served: Any) -> None:
+    _, producer = served
+    body = _with(state=b"\0" * MAX_STATE_BYTES)
+    reply = producer.wait([producer.publish(body, "big")])[0]
+    assert reply["error"]["code"] == "bad_message"
+    assert reply["error"]["message"] == f"body: expected at most {MAX_STATE_BYTES} bytes, got {len(body)}"
+    assert reply["episode"] == "big"
+
+
+def test_a_state_on_its_last_allowed_delivery_is_answered_and_dead_lettered_as_poison(served: Any) -> None:
+    worker, producer = served
+    body = _with(episode="poisoned")
+    reply = producer.wait([producer.publish(body, "poisoned",
+                                            headers={DELIVERY_COUNT_HEADER: SHARD_DELIVERY_LIMIT - 1})])[0]
+    assert reply["error"]["code"] == "internal" and "dead-lettered" in reply["error"]["message"]
+    assert (reply["episode"], reply["seq"]) == ("poisoned", None)
+    producer.pump(lambda: producer.dead_letter_count() >= 1)
+    [(properties, dead_body)] = producer.dead_letters()
+    assert dead_body == body and properties.headers[DEAD_REASON_HEADER] == DeadReason.POISON
+    # One delivery fewer is an ordinary redelivery: the state is handled.
+    again = producer.wait([producer.publish(body, "poisoned",
+                                            headers={DELIVERY_COUNT_HEADER: SHARD_DELIVERY_LIMIT - 2})])[0]
+    assert again["error"] is None and worker.thread.is_alive()

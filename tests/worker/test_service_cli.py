@@ -15,9 +15,11 @@ from maze_engine.core.errors import ConfigError
 from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
 from worker import cli as worker_cli
 from worker.broker.agent_transport import connection_parameters
+from worker.broker.backoff import Backoff
 from worker.cli import WORKER_CONFIG, main, prepare
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.serving.service import Backoff, WorkerService, with_log_stats
+from worker.serving.factory import with_log_stats
+from worker.serving.service import WorkerService
 from worker.settings import BrokerSettings, TLSSettings, WorkerSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -162,5 +164,5 @@ def test_a_service_can_be_built_without_a_broker() -> None:
     settings, factory = prepare(cfg)
     service = WorkerService(settings, factory)
     assert not service.consuming.is_set() and not service.metrics.healthy
-    assert service.ownership.owned_queues()[0] == "maze.states.00"
-    assert len(service.ownership.owned_queues()) == 16
+    assert (service.cluster.prefix, service.cluster.shards) == ("maze", 16)
+    assert service.table.worker_id == service.worker_id

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from worker.client import MazeClient
 from worker.client.errors import OutOfOrder, UnknownEpisode
-from worker.client.maze_client import MazeClient
 from worker.metrics import WorkerMetrics
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -80,10 +80,10 @@ def test_idle_episodes_are_evicted(amqp_url: str, prefix: str) -> None:
             MazeClient(amqp_url, prefix=prefix) as client:
         client.act("idle", 0, state(0.1))
         client.act("idle", 1, state(0.1), reward=1.0)
-        wait_until(lambda: "idle" not in worker.serving.service.table, "the idle episode was not evicted", 10)
+        wait_until(lambda: "idle" not in worker.service.table, "the idle episode was not evicted", 10)
         with pytest.raises(UnknownEpisode, match="without a state"):
             client.act("idle", 2, state(0.1), reward=1.0)
-        assert worker.serving.service.metrics.episodes_closed.labels("idle")._value.get() == 1
+        assert worker.service.metrics.episodes_closed.labels("idle")._value.get() == 1
 
 
 def test_metrics_and_health_endpoint(amqp_url: str, prefix: str, unused_port: int) -> None:
@@ -108,7 +108,7 @@ def test_metrics_and_health_endpoint(amqp_url: str, prefix: str, unused_port: in
         assert values["maze_worker_handling_seconds_count"] == 3
         assert values["maze_worker_reconnects_total"] == 0
         assert _http(f"{base}/nothing")[0] == 404
-        worker.serving.service.stop()
+        worker.service.stop()
         worker.thread.join(20)
     assert not metrics.healthy
 

@@ -47,8 +47,8 @@ def test_episodes_continue_after_the_broker_closes_the_worker_connection(amqp_ur
                 assert (reply["episode"], reply["seq"], reply["action"]) == \
                     (episode, seq, SignPolicy.expected(values[episode]))
         producer.close()
-        assert worker.serving.service.metrics.reconnects._value.get() >= 1
-        assert worker.serving.service.consuming.is_set() and len(worker.serving.service.table) == 16
+        assert worker.service.metrics.reconnects._value.get() >= 1
+        assert worker.service.consuming.is_set() and len(worker.service.table) == 16
 
 
 LAST_SEQ = 29

@@ -29,7 +29,8 @@ from gymnasium import spaces
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.policies.policy import StructuredPolicy
-from worker.serving.service import WorkerService, build_factory
+from worker.serving.factory import build_factory
+from worker.serving.service import WorkerService
 from worker.settings import (
     BrokerSettings,
     ClusterSettings,

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker.broker.agent_transport import Delivery
+from worker.broker.delivery import Delivery
 
 EXPIRED_MEMORY = 4096
 """Episodes whose claim went unanswered, remembered so that their next states are not held back again..."""

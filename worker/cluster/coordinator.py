@@ -28,8 +28,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from worker.broker.agent_transport import ConnectionLost, Delivery, Transport
+from worker.broker.agent_transport import Delivery, Transport
 from worker.cluster.claims import EpisodeClaims
+from worker.cluster.episode_shards import EpisodeShards
+from worker.cluster.handover import EpisodeHandover
 from worker.cluster.membership import (
     Heartbeat,
     HeartbeatError,
@@ -38,23 +40,13 @@ from worker.cluster.membership import (
     encode_heartbeat,
 )
 from worker.cluster.ownership import assign, owned_by
-from worker.episodes.handoff import (
-    EpisodeRecord,
-    HandoffError,
-    decode_records,
-    encode_encodable_records,
-    replay,
-)
 from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
 from worker.settings import WorkerSettings
 from worker.wire import topology
-from worker.wire.protocol import StateMessage
 
 logger = logging.getLogger(__name__)
 
-RECORDS_PER_MESSAGE = 64
-"""Episodes per hand-off message: few publisher confirms per shard, messages of bounded size."""
 PRUNE_INTERVAL_S = 10.0
 
 
@@ -76,7 +68,8 @@ class ShardCoordinator:
     """The service's partner for everything about shards and other workers; see the module docstring."""
 
     def __init__(self, settings: WorkerSettings, worker_id: str, transport: Transport, table: EpisodeTable,
-                 metrics: WorkerMetrics, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: WorkerMetrics, episode_shards: EpisodeShards | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.worker_id = worker_id
         self.transport = transport
@@ -91,20 +84,19 @@ class ShardCoordinator:
         self._by_tag: dict[str, _Shard] = {}
         self._live: frozenset[str] = frozenset()
         self._owned: frozenset[int] = frozenset()
-        self._shard_of: dict[str, int] = {}
-        """Episode id (routing key) -> shard it came from, for the episodes this worker may hold."""
-        self._adopted: set[int] = set()
-        """Shards this worker became active on while other workers were around: they may have had an owner
-        before, so an unknown episode there is explained by a failover."""
+        self.episode_shards = episode_shards or EpisodeShards()
+        """The shard of each episode this worker may hold, and the shards taken over (the table's
+        ``lost_check`` reads them)."""
         self._others_seen = False
         self._next_heartbeat = 0.0
         self._next_prune = 0.0
         self._connected_before = False
+        self.handover = EpisodeHandover(self.prefix, self.shards, worker_id, transport, table, metrics,
+                                        self.episode_shards, self._heartbeat_if_due)
         self.claims = EpisodeClaims(settings.cluster.heartbeat_interval_s, max(1, broker.prefetch // 2),
                                     clock)
         """States held back while their episodes are asked for from the other workers
         (worker/cluster/claims.py)."""
-        table.lost_check = self.lost_check
 
     # -- connection --------------------------------------------------------------------------------------
 
@@ -169,7 +161,7 @@ class ShardCoordinator:
                 continue
             if not shard.active:
                 self._activate(shard)
-            self._shard_of[delivery.routing_key] = shard.index
+            self.episode_shards.note(delivery.routing_key, shard.index)
             kept.append(delivery)
         for index, given_back in passing.items():
             self._release(self._shards[index], given_back, "passing on a shard it does not own")
@@ -179,49 +171,17 @@ class ShardCoordinator:
         started = self.clock()
         shard.active = True
         if self._others_seen or self.membership.others():
-            self._adopted.add(shard.index)
-        imported = self._import(shard)
+            self.episode_shards.adopt(shard.index)
+        imported = self.handover.take_in(shard.index)
         took = self.clock() - started
         self.metrics.takeover_seconds.observe(took)
         logger.info("active on shard %d%s", shard.index,
                     f": imported {imported} handed-off episodes in {took:.3f} s" if imported else "")
 
-    def _import(self, shard: _Shard) -> int:
-        queue = topology.handoff_queue(self.prefix, shard.index, self.shards)
-        messages = self.transport.get_handoffs(queue)
-        if not messages:
-            return 0
-        imported = 0
-        for _tag, body in messages:
-            try:
-                message = decode_records(body)
-            except HandoffError as err:
-                logger.error("dropping an unreadable hand-off message on %s: %s", queue, err)
-                continue
-            for record in message.records:
-                if self.clock() >= self._next_heartbeat:
-                    # A long import must not look like death, to the others nor to the broker.
-                    self._heartbeat()
-                source = self.table.source_for(record.policy_version)
-                try:
-                    deployment = replay(record, source.create())
-                except HandoffError as err:
-                    logger.error("episode %s cannot be taken over from %s (%s); its next state is handled "
-                                 "as lost", record.episode, message.worker, err)
-                    continue
-                if self.table.adopt(record, deployment, source):
-                    self._shard_of[record.episode] = shard.index
-                    imported += 1
-        self.transport.ack_handoff(messages[-1][0])
-        self.metrics.handoffs.labels("in").inc()
-        self.metrics.episodes_handed_off.labels("in").inc(imported)
-        self.metrics.open_episodes.set(len(self.table))
-        return imported
-
     def _release(self, shard: _Shard, given_back: Sequence[Delivery], why: str) -> None:
         """Hand the shard's episodes over, cancel the consumer, give deliveries back, re-subscribe later."""
         started = self.clock()
-        exported = self._export(shard.index)
+        exported = self.handover.send_out(shard.index)
         transport = self.transport
         held: list[Delivery] = self.claims.drop_shard(shard.index)
         if shard.tag is not None:
@@ -232,55 +192,13 @@ class ShardCoordinator:
         transport.flush()
         shard.tag, shard.active = None, False
         shard.resubscribe_at = self.clock() + self.settings.cluster.heartbeat_interval_s
-        self._adopted.discard(shard.index)
+        self.episode_shards.release(shard.index)
         if exported:
             took = self.clock() - started
             self.metrics.handoff_seconds.observe(took)
             logger.info("%s: handed %d episodes of shard %d over in %.3f s", why, exported, shard.index, took)
         else:
             logger.info("%s: shard %d", why, shard.index)
-
-    def _export(self, index: int, ids: Sequence[str] | None = None) -> int:
-        """Hand ``ids`` (by default the episodes of shard ``index``) over to shard ``index``; returns how
-        many were sent."""
-        if ids is None:
-            ids = [episode for episode, shard in self._shard_of.items()
-                   if shard == index and episode in self.table]
-        if not ids:
-            return 0
-        records = self.table.export(ids)
-        for episode in ids:
-            self._shard_of.pop(episode, None)
-        queue = topology.handoff_queue(self.prefix, index, self.shards)
-        sent = 0
-        for start in range(0, len(records), RECORDS_PER_MESSAGE):
-            chunk = records[start:start + RECORDS_PER_MESSAGE]
-            body = encode_encodable_records(index, self.worker_id, chunk)
-            if body is None:
-                continue
-            try:
-                self.transport.publish_handoff(queue, body)
-            except ConnectionLost:
-                self._restore(index, records[start:])
-                raise
-            sent += len(chunk)
-        self.metrics.handoffs.labels("out").inc()
-        self.metrics.episodes_handed_off.labels("out").inc(sent)
-        self.metrics.open_episodes.set(len(self.table))
-        return sent
-
-    def _restore(self, index: int, records: Sequence[EpisodeRecord]) -> None:
-        """Take back the episodes whose records could not be sent (the connection broke): replayed, they stay
-        here as they were, and a later hand-off sends them."""
-        for record in records:
-            try:
-                source = self.table.source_for(record.policy_version)
-                self.table.adopt(record, replay(record, source.create()), source)
-            except HandoffError as err:
-                logger.error("%s; the episode is lost", err)
-                continue
-            self._shard_of[record.episode] = index
-        self.metrics.open_episodes.set(len(self.table))
 
     def hold_for_claim(self, delivery: Delivery, episode: str) -> bool:
         """Whether to hold ``delivery`` back, a state (seq > 0) of ``episode`` which this worker does not
@@ -301,7 +219,7 @@ class ShardCoordinator:
         for index in sorted(self.claims.shards()):
             shard = self._shards[index]
             if shard.active and index in self._owned:
-                imported = self._import(shard)
+                imported = self.handover.take_in(shard.index)
                 if imported:
                     logger.info("took over %d claimed episodes on shard %d", imported, index)
         return self.claims.ready(self.table.__contains__)
@@ -313,17 +231,13 @@ class ShardCoordinator:
             if episode in self.table and index < self.shards:
                 by_shard.setdefault(index, []).append(episode)
         for index, episodes in by_shard.items():
-            sent = self._export(index, episodes)
+            sent = self.handover.send_out(index, episodes)
             logger.info("handed %d episodes over to shard %d, where worker %s now receives their states",
                         sent, index, heartbeat.worker)
 
-    def lost_check(self, message: StateMessage) -> bool:
-        """Whether ``message`` (of an episode not held) may be of an episode lost with a crashed worker."""
-        return self._shard_of.get(message.episode) in self._adopted
-
     def forget(self, episode: str) -> None:
         """An episode closed: it no longer needs a shard."""
-        self._shard_of.pop(episode, None)
+        self.episode_shards.forget(episode)
 
     # -- time and membership -----------------------------------------------------------------------------
 
@@ -349,8 +263,7 @@ class ShardCoordinator:
                 self._subscribe(shard)
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL_S
-            self._shard_of = {episode: shard for episode, shard in self._shard_of.items()
-                              if episode in self.table or episode in self.claims}
+            self.episode_shards.prune(lambda episode: episode in self.table or episode in self.claims)
         # Last, so that a state let go here still finds its shard (``lost_check``).
         return self._settle_claims() if self.claims else []
 
@@ -361,11 +274,18 @@ class ShardCoordinator:
             except HeartbeatError as err:
                 logger.warning("ignoring a heartbeat: %s", err)
                 continue
+            except Exception:  # noqa: BLE001 - whoever can publish heartbeats must not stop the worker
+                logger.exception("ignoring a heartbeat that could not be read")
+                continue
             self.membership.observe(heartbeat)
             if heartbeat.claims and heartbeat.worker != self.worker_id:
                 self._give(heartbeat)
         if self.membership.others():
             self._others_seen = True
+
+    def _heartbeat_if_due(self) -> None:
+        if self.clock() >= self._next_heartbeat:
+            self._heartbeat()
 
     def _heartbeat(self, claims: tuple[tuple[str, int], ...] = ()) -> None:
         self._next_heartbeat = self.clock() + self.settings.cluster.heartbeat_interval_s
@@ -419,7 +339,7 @@ class ShardCoordinator:
         if not self.membership.leaving:
             self.announce_leaving()
         for shard in self._shards:
-            if shard.tag is not None or any(index == shard.index for index in self._shard_of.values()):
+            if shard.tag is not None or self.episode_shards.any_on(shard.index):
                 self._release(shard, (), "stopping")
             shard.resubscribe_at = None
 

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import msgpack
 
+from worker.wire.checks import describe
+
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_VERSION = 1
@@ -60,26 +62,27 @@ def decode_heartbeat(body: bytes) -> Heartbeat:
     try:
         obj = msgpack.unpackb(body, raw=False)
     except Exception as err:  # msgpack raises several unrelated types for corrupt input
-        raise HeartbeatError(f"body: expected a msgpack map, got undecodable bytes ({err})") from None
+        raise HeartbeatError(f"body: expected a msgpack map, got undecodable bytes ({describe(err)})") \
+            from None
     if type(obj) is not dict or obj.get("v") != HEARTBEAT_VERSION:
-        raise HeartbeatError(f"v: expected heartbeat version {HEARTBEAT_VERSION}, got {obj!r:.80}")
+        raise HeartbeatError(f"v: expected heartbeat version {HEARTBEAT_VERSION}, got {describe(obj)}")
     worker, leaving = obj.get("worker"), obj.get("leaving", False)
     if type(worker) is not str or not worker:
-        raise HeartbeatError(f"worker: expected a non-empty string, got {worker!r:.80}")
+        raise HeartbeatError(f"worker: expected a non-empty string, got {describe(worker)}")
     if type(leaving) is not bool:
-        raise HeartbeatError(f"leaving: expected true or false, got {leaving!r:.80}")
+        raise HeartbeatError(f"leaving: expected true or false, got {describe(leaving)}")
     return Heartbeat(worker, leaving, _claims(obj.get("claims", [])))
 
 
 def _claims(value: object) -> tuple[tuple[str, int], ...]:
     if type(value) is not list:
-        raise HeartbeatError(f"claims: expected an array of [episode, shard] pairs, got {value!r:.80}")
+        raise HeartbeatError(f"claims: expected an array of [episode, shard] pairs, got {describe(value)}")
     claims = []
     for claim in value:
         if type(claim) is not list or len(claim) != 2 or type(claim[0]) is not str \
                 or type(claim[1]) is not int or claim[1] < 0:
             raise HeartbeatError(f"claims: expected [episode, shard] pairs (a string and an integer >= 0), "
-                                 f"got {claim!r:.80}")
+                                 f"got {describe(claim)}")
         claims.append((claim[0], claim[1]))
     return tuple(claims)
 

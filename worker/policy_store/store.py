@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from maze_engine.core.errors import ConfigError
+from worker.wire.checks import describe
 
 POLICIES_DIR = "policies"
 MANIFEST_FILE = "manifest.json"
@@ -99,7 +100,7 @@ def check_name(name: Any, field: str = "name") -> str:
     """``name`` if it is 1-64 letters, digits, '_', '-' or '.' (and not only dots); else ConfigError."""
     if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name) or set(name) == {"."}:
         raise ConfigError(f"{field}: expected 1-{MAX_NAME_LENGTH} letters, digits, '_', '-' or '.' (not only "
-                          f"dots), got {name!r}")
+                          f"dots), got {describe(name)}")
     return name
 
 
@@ -335,18 +336,18 @@ def decode_announcement(body: bytes) -> Announcement:
         raise AnnouncementError("body", f"body: expected a msgpack map, got {type(obj).__name__}")
     if type(obj.get("v")) is not int or obj["v"] != ANNOUNCEMENT_VERSION:
         raise AnnouncementError("v", f"v: expected announcement version {ANNOUNCEMENT_VERSION}, "
-                                     f"got {obj.get('v')!r}")
+                                     f"got {describe(obj.get('v'))}")
     try:
         name = check_name(obj.get("name"))
     except ConfigError as err:
         raise AnnouncementError("name", str(err)) from None
     version = obj.get("version")
     if type(version) is not int or version < 1:
-        raise AnnouncementError("version", f"version: expected an integer >= 1, got {version!r}")
+        raise AnnouncementError("version", f"version: expected an integer >= 1, got {describe(version)}")
     path = obj.get("path")
     expected = relative_version_path(name, version)
     if path != expected:
         raise AnnouncementError("path", f"path: expected {expected!r} (relative to the artifact root), "
-                                        f"got {path!r}")
+                                        f"got {describe(path)}")
     return Announcement(name, version, path)
 

@@ -1,105 +1,79 @@
 """The worker service: connect, consume the owned shards, answer batches of states, reconnect, stop cleanly.
 
-One thread does everything (pika's BlockingConnection is not thread-safe): ``poll`` waits for the first
-delivery and drains what else has arrived, the batch goes through the EpisodeTable, the replies are published
-and the whole batch is acknowledged with one ``multiple`` ack after them. A lost connection is re-opened with
-capped exponential backoff; open episodes are kept, and the broker redelivers what was not acknowledged (the
-table answers those from its replay window). ``stop()`` (SIGTERM, SIGINT) stops consuming, answers what the
-worker holds, flushes statistics and closes.
+One thread does everything (pika's BlockingConnection is not thread-safe). The path of a batch, top to bottom:
+
+1. ``poll``: the transport waits for the first delivery and drains what else has arrived;
+2. ``admit``: the cluster keeps the deliveries of shards this worker owns (``worker/cluster/``);
+3. ``decode``: ``worker/serving/admission.py`` turns deliveries into states, answering or dead-lettering
+   what cannot be used, and holding back states of episodes another worker holds;
+4. ``table``: the EpisodeTable steps the states' deployments together (``worker/episodes/``);
+5. ``reply``: one encoded reply per state to its ``reply_to``;
+6. ``ack``: one ``multiple`` ack after the replies, and one flush sends both.
+
+A lost connection is re-opened with capped exponential backoff; open episodes are kept, and the broker
+redelivers what was not acknowledged (the table answers those from its replay window). ``stop()`` (SIGTERM,
+SIGINT) stops consuming, answers what the worker holds, hands its episodes over and closes. No message can
+stop the loop: whatever fails while handling one state is answered ``internal`` for that state.
 """
 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
-from maze_engine.deployment.factory import DeploymentFactory
-from maze_engine.wrappers.logging.log_stats import LogStatsWrapper
 from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost, Delivery, Transport
+from worker.broker.backoff import Backoff
 from worker.cluster.coordinator import ShardCoordinator
+from worker.cluster.episode_shards import EpisodeShards
 from worker.cluster.membership import new_worker_id
-from worker.cluster.ownership import ShardOwnership
-from worker.episodes.table import Answer, ClosedEpisode, EpisodeTable, FinishedEpisodes, error_answer
+from worker.episodes.answers import Answer, brief, error_answer
+from worker.episodes.closing import ClosedEpisode
+from worker.episodes.sources import DeploymentSource
+from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
+from worker.serving.admission import DeadLetter, admit
+from worker.serving.signals import stop_on_signals
+from worker.serving.stats import stats_line
 from worker.settings import WorkerSettings
-from worker.wire.protocol import CONTENT_TYPE, DecodeError, ErrorCode, StateMessage, decode_state
-from worker.wire.topology import DeadReason, mask_url
+from worker.wire.protocol import ErrorCode, StateMessage
+from worker.wire.topology import mask_url
 
 logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 0.2
 """Longest wait for a delivery; bounds how late stop requests, eviction and statistics are noticed."""
 EVICTION_INTERVAL_S = 1.0
-STATS_PREFIX = "worker"
-
-
-def build_factory(policy: Any, env: Any, wrappers: Any = None) -> DeploymentFactory:
-    """The DeploymentFactory of the worker: the configured wrappers plus an outermost LogStatsWrapper."""
-    return DeploymentFactory(policy, env, with_log_stats(wrappers))
-
-
-def with_log_stats(wrappers: Any) -> list[Any]:
-    """``wrappers`` (any format AgentDeployment accepts) as a list ending in a LogStatsWrapper."""
-    if isinstance(wrappers, DictConfig | ListConfig):
-        wrappers = OmegaConf.to_container(wrappers, resolve=True)
-    if wrappers is None:
-        items: list[Any] = []
-    elif isinstance(wrappers, Mapping):
-        items = [wrappers] if "_target_" in wrappers else [{key: value} for key, value in wrappers.items()]
-    else:
-        items = list(wrappers)
-    items.append({"_target_": LogStatsWrapper, "logging_prefix": STATS_PREFIX})
-    return items
-
-
-class Backoff:
-    """Capped exponential delays: initial, 2x, 4x ... up to the cap; ``reset`` after a healthy period."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self.initial_s = initial_s
-        self.max_s = max_s
-        self._next = initial_s
-
-    def next_delay(self) -> float:
-        delay = self._next
-        self._next = min(self._next * 2, self.max_s)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self.initial_s
 
 
 class WorkerService:
     """Serves one prefix's shard queues until ``stop()``; see the module docstring."""
 
-    def __init__(self, settings: WorkerSettings, factory: Any, metrics: WorkerMetrics | None = None,
-                 transport: Transport | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, settings: WorkerSettings, factory: DeploymentSource,
+                 metrics: WorkerMetrics | None = None, transport: Transport | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.metrics = metrics or WorkerMetrics()
         self.transport = transport or Transport(settings.broker)
-        self.ownership = ShardOwnership(settings.broker.prefix, settings.broker.shards)
         self.clock = clock
-        self.table = EpisodeTable(factory, settings.episodes, settings.deterministic, clock=clock,
-                                  on_closed=self._on_closed)
-        self.reloader: PolicyReloader | None = None
-        """Loads newer versions of a published policy (``policy=published_policy``), else None."""
-        if isinstance(factory, VersionedFactory) and factory.follows_latest:
-            self.reloader = PolicyReloader(factory, PolicyReloadMetrics(self.metrics.registry))
-            self.table.on_released = self._on_policy_released
-        if isinstance(factory, VersionedFactory):
-            self.table.version_source = factory.at_version
         self.worker_id = new_worker_id()
         """This worker's id among the agent workers of its prefix (heartbeats, the ``worker`` reply key)."""
-        self.table.worker_id = self.worker_id
+        versioned = factory if isinstance(factory, VersionedFactory) else None
+        self.reloader: PolicyReloader | None = None
+        """Loads newer versions of a published policy (``policy=published_policy``), else None."""
+        if versioned is not None and versioned.follows_latest:
+            self.reloader = PolicyReloader(versioned, PolicyReloadMetrics(self.metrics.registry))
+        episode_shards = EpisodeShards()
+        self.table = EpisodeTable(
+            factory, settings.episodes, settings.deterministic, clock=clock, on_closed=self._on_closed,
+            worker_id=self.worker_id, lost_check=episode_shards.explains_loss,
+            version_source=versioned.at_version if versioned is not None else None,
+            on_released=self._on_policy_released if self.reloader is not None else None)
         self.cluster = ShardCoordinator(settings, self.worker_id, self.transport, self.table, self.metrics,
-                                        clock)
+                                        episode_shards, clock)
         self.consuming = threading.Event()
         """Set while the worker consumes its shards (tests and the health endpoint wait on it)."""
         self._stop = threading.Event()
@@ -120,12 +94,7 @@ class WorkerService:
 
     def install_signal_handlers(self) -> None:
         """SIGTERM and SIGINT stop the service gracefully (main thread only)."""
-        def handle(signum: int, frame: Any) -> None:
-            logger.info("%s received: stopping after answering the states held", signal.Signals(signum).name)
-            self.stop()
-
-        signal.signal(signal.SIGTERM, handle)
-        signal.signal(signal.SIGINT, handle)
+        stop_on_signals(self.stop)
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -149,6 +118,7 @@ class WorkerService:
                 except (BrokerUnreachable, ConnectionLost) as err:
                     delay = backoff.next_delay()
                     logger.warning("cannot reach the broker (%s); retrying in %.1f s", err, delay)
+                    self._lost()
                     self._housekeeping()
                     self._stop.wait(delay)
                     continue
@@ -247,45 +217,22 @@ class WorkerService:
     def _process_chunk(self, chunk: Sequence[Delivery], ack_each: bool) -> None:
         transport = self.transport
         metrics = self.metrics
-        table = self.table
-        messages: list[StateMessage] = []
-        targets: list[Delivery] = []
+        admitted = admit(chunk, self.table.__contains__, self.cluster.hold_for_claim)
+        for dead in admitted.dead:
+            self._dead_letter(dead)
+        publish = transport.publish_reply
         codes: list[str] = []
-        held: set[int] = set()
-        for delivery in chunk:
-            if not delivery.reply_to:
-                self._dead_letter(delivery, DeadReason.NO_REPLY_TO, "reply_to",
-                                  "the message has no reply_to property, so no reply can be sent")
-                continue
-            try:
-                message = decode_state(delivery.body)
-            except DecodeError as err:
-                if err.field == "body":
-                    self._dead_letter(delivery, DeadReason.BAD_MESSAGE, "body", err.message)
-                else:
-                    self._reply(delivery, error_answer(err.episode, err.seq, ErrorCode.BAD_MESSAGE,
-                                                       err.message))
-                    codes.append(ErrorCode.BAD_MESSAGE)
-                continue
-            problem = _property_problem(delivery)
-            if problem is not None:
-                self._reply(delivery, error_answer(message.episode, message.seq, ErrorCode.BAD_MESSAGE,
-                                                   problem))
-                codes.append(ErrorCode.BAD_MESSAGE)
-                continue
-            if message.seq and message.episode not in table and self._hold(delivery, message, messages):
-                held.add(delivery.tag)
-                continue
-            messages.append(message)
-            targets.append(delivery)
-        if messages:
-            answers = table.handle(messages)
-            publish = transport.publish_reply
-            for delivery, answer in zip(targets, answers, strict=True):
+        for delivery, answer in admitted.answers:
+            publish(delivery.reply_to, delivery.correlation_id, answer.body)  # type: ignore[arg-type]
+            codes.append(answer.code)  # type: ignore[arg-type]
+        if admitted.messages:
+            answers = self._answer(admitted.messages)
+            for delivery, answer in zip(admitted.targets, answers, strict=True):
                 publish(delivery.reply_to, delivery.correlation_id, answer.body)  # type: ignore[arg-type]
                 if answer.code is not None:
                     codes.append(answer.code)
-            metrics.batch_size.observe(len(messages))
+            metrics.batch_size.observe(len(admitted.messages))
+        held = admitted.held
         if ack_each or self.cluster.claims:  # a multiple ack would cover the held-back deliveries too
             for delivery in chunk:
                 if delivery.tag not in held:
@@ -299,26 +246,34 @@ class WorkerService:
         metrics.observe_latencies(done - delivery.received for delivery in answered)
         if codes:
             metrics.count_errors(codes)
-        metrics.open_episodes.set(len(table))
+        metrics.open_episodes.set(len(self.table))
         self._handled_since_stats += len(answered)
         transport.flush()
 
-    def _hold(self, delivery: Delivery, message: StateMessage, earlier: Sequence[StateMessage]) -> bool:
-        """Whether the state of an episode not held here waits while the other workers are asked for it
-        (not when an earlier state of this chunk opens the episode)."""
-        if any(other.episode == message.episode for other in earlier):
-            return False
-        return self.cluster.hold_for_claim(delivery, message.episode)
+    def _answer(self, messages: list[StateMessage]) -> list[Answer]:
+        """The table's answers; should the table itself fail, each state is tried alone, and a state that
+        still fails is answered ``internal`` (the worker never dies of a message)."""
+        try:
+            return self.table.handle(messages)
+        except Exception:  # noqa: BLE001 - a bug reached by one state must not cost the batch or the worker
+            logger.exception("answering a batch of %d states failed; answering them one by one",
+                             len(messages))
+        answers: list[Answer] = []
+        for message in messages:
+            try:
+                answers.extend(self.table.handle([message]))
+            except Exception as err:  # noqa: BLE001 - see above
+                logger.exception("episode %s, seq %d: answering failed", message.episode, message.seq)
+                answers.append(error_answer(message.episode, message.seq, ErrorCode.INTERNAL,
+                                            f"the worker failed on this state ({brief(err)})"))
+        return answers
 
-    def _reply(self, delivery: Delivery, answer: Answer) -> None:
-        self.transport.publish_reply(delivery.reply_to, delivery.correlation_id,  # type: ignore[arg-type]
-                                     answer.body)
-
-    def _dead_letter(self, delivery: Delivery, reason: str, field: str, detail: str) -> None:
+    def _dead_letter(self, dead: DeadLetter) -> None:
+        delivery = dead.delivery
         logger.warning("dead-lettering a message from %s (routing key %.64r): %s: %s", delivery.queue,
-                       delivery.routing_key, reason, detail)
-        self.transport.dead_letter(delivery, reason, field, detail)
-        self.metrics.dead_letters.labels(reason).inc()
+                       delivery.routing_key, dead.reason, dead.detail)
+        self.transport.dead_letter(delivery, dead.reason, dead.field, dead.detail)
+        self.metrics.dead_letters.labels(dead.reason).inc()
 
     # -- housekeeping ------------------------------------------------------------------------------------
 
@@ -358,24 +313,3 @@ class WorkerService:
         logger.info("%s%s", "final statistics: " if final else "", line)
         if final and dropped:
             logger.info("closed %d open episodes at shutdown (their statistics are included above)", dropped)
-
-
-def stats_line(finished: FinishedEpisodes, handled: int, open_episodes: int) -> str:
-    """One readable line: episodes finished (by why), mean return and length, states handled, open count."""
-    reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(finished.by_reason.items()))
-    text = f"episodes finished {finished.total}" + (f" ({reasons})" if reasons else "")
-    if finished.returns.count:
-        returns = finished.returns.summary()
-        lengths = finished.lengths.summary()
-        text += (f", mean return {returns['mean']:.2f} (min {returns['min']:.2f}, max {returns['max']:.2f}), "
-                 f"mean length {lengths['mean']:.1f}")
-    return f"{text}; states handled {handled}; open episodes {open_episodes}"
-
-
-def _property_problem(delivery: Delivery) -> str | None:
-    """Why the properties of an answerable message are unusable, or None."""
-    if delivery.content_type is not None and delivery.content_type != CONTENT_TYPE:
-        return f"content_type: expected {CONTENT_TYPE}, got {delivery.content_type!r}"
-    if not delivery.correlation_id:
-        return "correlation_id: expected a non-empty string to match the reply to its request, got nothing"
-    return None

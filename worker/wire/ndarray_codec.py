@@ -22,6 +22,8 @@ NDARRAY_EXT_TYPE = 42
 """The msgpack extension type code that marks an encoded ndarray."""
 
 MAX_NDIM = 32
+MAX_ELEMENTS = 2**31 - 1
+"""Most elements an encoded ndarray may describe (its dimensions multiplied, zeros counted as one)."""
 
 _KINDS = {"b": (1,), "i": (1, 2, 4, 8), "u": (1, 2, 4, 8), "f": (2, 4, 8)}
 
@@ -92,9 +94,14 @@ def decode_ndarray(payload: bytes) -> np.ndarray:
     if size < data_at:
         raise NdarrayCodecError(f"ndarray shape: expected {ndim} dimensions of 4 bytes each, got end of data")
     shape = struct.unpack_from(f"<{ndim}I", payload, ndim_at + 1)
-    count = 1
+    count = extent = 1
     for dim in shape:
         count *= dim
+        extent *= max(dim, 1)
+    if count == 0 and extent > MAX_ELEMENTS:
+        # numpy refuses such shapes even with no data (a zero dimension): say so before it raises.
+        raise NdarrayCodecError(f"ndarray shape: expected at most {MAX_ELEMENTS} elements counting each "
+                                f"dimension as at least 1, got shape {shape}")
     expected = count * dtype.itemsize
     if size - data_at != expected:
         raise NdarrayCodecError(f"ndarray data: expected {expected} bytes for shape {shape} of dtype "

@@ -1,9 +1,10 @@
-"""Wire protocol v1: message schemas, msgpack encoding and decoding, error codes.
+"""Wire protocol v1, the state side: the state message, its decoding and encoding, the error codes.
 
-Producers publish a *state* (``StateMessage``) per step of an episode; the worker answers with a ``Reply``
-carrying the action or an error. The full wire format, written for implementers in any language, is in
-docs/protocol.md. Decoding is strict and cheap: one ``msgpack.unpackb`` plus type checks on the top-level
-fields; every failure raises ``DecodeError`` naming the field, and nothing else is raised for arbitrary bytes.
+Producers publish a *state* (``StateMessage``) per step of an episode; the worker answers with a reply
+(``worker.wire.replies``) carrying the action or an error. The full wire format, written for implementers in
+any language, is in docs/protocol.md. Decoding is strict and cheap: one ``msgpack.unpackb`` plus type checks
+on the top-level fields; every failure raises ``DecodeError`` naming the field, and nothing else is raised for
+arbitrary bytes (bodies over ``MAX_STATE_BYTES`` and values nested deeper than ``MAX_NESTING`` included).
 """
 
 import math
@@ -15,23 +16,30 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from maze_engine.core.spaces import to_plain
-from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
+from worker.wire.checks import (
+    MAX_NESTING,
+    MISSING,
+    DecodeError,
+    EncodeError,
+    describe,
+    diagnose,
+    ext_hook,
+    nesting_within,
+)
+from worker.wire.ndarray_codec import NdarrayCodecError, encode_ndarray
+
+__all__ = ["CONTENT_TYPE", "MAX_EPISODE_ID_LENGTH", "MAX_NESTING", "MAX_STATE_BYTES", "PROTOCOL_VERSION",
+           "STATE_FIELDS", "DecodeError", "EncodeError", "ErrorCode", "StateMessage", "decode_state",
+           "encode_state", "valid_episode"]
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/msgpack"
 MAX_EPISODE_ID_LENGTH = 128
+MAX_STATE_BYTES = 4 * 1024 * 1024
+"""Largest state body a worker accepts (4 MiB: a 1024x1024 RGB image as uint8 ndarray fits); larger bodies
+are answered ``bad_message`` naming the limit. The broker's own message size limit lies above it."""
 
 STATE_FIELDS = ("v", "episode", "seq", "state", "reward", "done", "info", "actor")
-REPLY_FIELDS = ("v", "episode", "seq", "action", "error")
-RESUMED_FIELD = "resumed"
-"""Optional reply key: true when the worker resumed an episode whose earlier state was lost with a crashed
-worker (a fresh wrapper stack from this state on); absent otherwise."""
-WORKER_FIELD = "worker"
-"""Optional reply key: the id of the worker that answered (which worker holds the episode)."""
-POLICY_VERSION_FIELD = "policy_version"
-"""Reply key of action and done replies: the published policy version that acted (an integer >= 1), nil
-when the worker serves a policy that is not a published one; absent in error replies."""
 
 
 class ErrorCode(StrEnum):
@@ -65,125 +73,18 @@ class StateMessage:
     info: dict | None = None
     actor: tuple[int | str, int] | None = None
     """``(step_key, agent_id)`` for multi-step or multi-agent envs; None for the single actor."""
-
-
-@dataclass(frozen=True)
-class ErrorInfo:
-    """The ``error`` map of a reply."""
-
-    code: ErrorCode
-    message: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    """The worker's answer to one state: the action, or an error (then ``action`` is None).
-
-    ``episode`` and ``seq`` are None only in a ``bad_message`` reply to a body where they could not be read.
-    ``extra`` holds additional top-level wire keys (later protocol additions, e.g. ``policy_version``).
-    """
-
-    episode: str | None
-    seq: int | None
-    action: Any
-    error: ErrorInfo | None = None
-    v: int = PROTOCOL_VERSION
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def resumed(self) -> bool:
-        """Whether the worker resumed this episode after its earlier state was lost (``resumed`` key)."""
-        return self.extra.get(RESUMED_FIELD) is True
-
-    @property
-    def worker(self) -> str | None:
-        """The id of the worker that answered, when the reply names it (``worker`` key)."""
-        value = self.extra.get(WORKER_FIELD)
-        return value if isinstance(value, str) else None
-
-    @property
-    def policy_version(self) -> int | None:
-        """The published policy version that chose the action (``policy_version`` key), else None."""
-        value = self.extra.get(POLICY_VERSION_FIELD)
-        return value if type(value) is int else None
-
-
-class DecodeError(Exception):
-    """A message body does not follow protocol v1; ``field`` names the culprit ("body" for the whole body).
-
-    ``episode`` and ``seq`` are filled in when they could be read, so an error reply can still carry them.
-    """
-
-    code = ErrorCode.BAD_MESSAGE
-
-    def __init__(self, field: str, message: str, episode: str | None = None, seq: int | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.episode = episode
-        self.seq = seq
-
-
-class EncodeError(ValueError):
-    """A message cannot be encoded (a value msgpack cannot carry); ``field`` names the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
+    size: int = field(default=0, compare=False, repr=False)
+    """Bytes of the body it was decoded from (0 when built in code): what holding it costs."""
 
 
 # --------------------------------------------------------------------------------------------------- decoding
 
-_MISSING: Any = object()
 _new_object = object.__new__
 _set_attribute = object.__setattr__
 
 
-def _describe(value: Any) -> str:
-    if value is _MISSING:
-        return "nothing (the key is missing)"
-    if value is None:
-        return "nil"
-    text = repr(value)
-    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
-
-
-def _ext_hook(code: int, data: bytes) -> Any:
-    if code == NDARRAY_EXT_TYPE:
-        return decode_ndarray(data)
-    raise NdarrayCodecError(f"expected no msgpack extension but the ndarray (type {NDARRAY_EXT_TYPE}), "
-                            f"got extension type {code}")
-
-
-@dataclass(frozen=True)
-class _BadExt:
-    """Stands in for an invalid extension value during the second, diagnostic decoding pass."""
-
-    reason: str
-
-
-def _lenient_ext_hook(code: int, data: bytes) -> Any:
-    try:
-        return _ext_hook(code, data)
-    except NdarrayCodecError as err:
-        return _BadExt(str(err))
-
-
-def _find_bad_ext(value: Any) -> _BadExt | None:
-    if isinstance(value, _BadExt):
-        return value
-    if isinstance(value, dict):
-        value = list(value.values())
-    if isinstance(value, list):
-        for item in value:
-            found = _find_bad_ext(item)
-            if found is not None:
-                return found
-    return None
-
-
-def _valid_episode(value: Any) -> bool:
+def valid_episode(value: Any) -> bool:
+    """Whether ``value`` is a usable episode id (also the routing key of a state)."""
     return type(value) is str and 0 < len(value) <= MAX_EPISODE_ID_LENGTH
 
 
@@ -191,147 +92,78 @@ def _valid_seq(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _best_effort(obj: dict) -> tuple[str | None, int | None]:
+def best_effort(obj: Mapping[str, Any]) -> tuple[str | None, int | None]:
     """Episode and seq of a rejected message where they are valid, so the error reply can carry them."""
     episode, seq = obj.get("episode"), obj.get("seq")
-    return (episode if _valid_episode(episode) else None, seq if _valid_seq(seq) else None)
+    return (episode if valid_episode(episode) else None, seq if _valid_seq(seq) else None)
 
 
-def _fail(obj: dict, field: str, expected: str, got: Any) -> DecodeError:
-    return DecodeError(field, f"{field}: expected {expected}, got {_describe(got)}", *_best_effort(obj))
+def fail(obj: Mapping[str, Any], field: str, expected: str, got: Any) -> DecodeError:
+    """The DecodeError for ``field`` of ``obj``: what was expected and (briefly) what came."""
+    return DecodeError(field, f"{field}: expected {expected}, got {describe(got)}", *best_effort(obj))
 
 
-def _diagnose(body: Any, err: Exception) -> DecodeError:
-    """Explain why the fast decoding failed; runs on the error path only, so it may decode a second time."""
+def unpack_map(body: Any, limit: int | None = None) -> dict:
+    """``body`` as a msgpack map, or DecodeError naming ``body`` (or the key of a bad ndarray)."""
+    if limit is not None and type(body) is bytes and len(body) > limit:
+        raise DecodeError("body", f"body: expected at most {limit} bytes, got {len(body)}")
     try:
-        obj = msgpack.unpackb(body, raw=False, ext_hook=_lenient_ext_hook)
-    except msgpack.ExtraData as extra:
-        unpacked = extra.unpacked if isinstance(extra.unpacked, dict) else {}
-        return DecodeError("body", "body: expected a single msgpack map, got more bytes after it",
-                           *_best_effort(unpacked))
-    except Exception as second:  # msgpack raises several unrelated types for corrupt input
-        return DecodeError("body", f"body: expected a msgpack map, got undecodable bytes "
-                                   f"({type(second).__name__}: {second})")
-    if not isinstance(obj, dict):
-        return DecodeError("body", f"body: expected a msgpack map, got {_describe(obj)}")
-    for key, value in obj.items():
-        bad = _find_bad_ext(value)
-        if bad is not None:
-            name = key if isinstance(key, str) else "body"
-            return DecodeError(name, f"{name}: {bad.reason}", *_best_effort(obj))
-    return DecodeError("body", f"body: expected a msgpack map, got undecodable bytes "
-                               f"({type(err).__name__}: {err})", *_best_effort(obj))
+        obj = msgpack.unpackb(body, raw=False, ext_hook=ext_hook)
+    except Exception as err:  # noqa: BLE001 - corrupt msgpack surfaces as ValueError, TypeError, StackError...
+        raise diagnose(body, err, best_effort) from None
+    if type(obj) is not dict:
+        raise DecodeError("body", f"body: expected a msgpack map, got {describe(obj)}")
+    return obj
 
 
 def decode_state(body: bytes) -> StateMessage:
     """Decode and validate a state message body; raise DecodeError naming the first offending field."""
-    try:
-        obj = msgpack.unpackb(body, raw=False, ext_hook=_ext_hook)
-    except Exception as err:  # corrupt msgpack surfaces as ValueError, TypeError, StackError, ...
-        raise _diagnose(body, err) from None
-    if type(obj) is not dict:
-        raise DecodeError("body", f"body: expected a msgpack map, got {_describe(obj)}")
+    obj = unpack_map(body, MAX_STATE_BYTES)
     get = obj.get
-    v = get("v", _MISSING)
+    v = get("v", MISSING)
     if type(v) is not int or v != PROTOCOL_VERSION:
-        raise _fail(obj, "v", f"protocol version {PROTOCOL_VERSION}", v)
-    episode = get("episode", _MISSING)
-    if not _valid_episode(episode):
-        raise _fail(obj, "episode", f"a non-empty string of at most {MAX_EPISODE_ID_LENGTH} characters",
-                    episode)
-    seq = get("seq", _MISSING)
+        raise fail(obj, "v", f"protocol version {PROTOCOL_VERSION}", v)
+    episode = get("episode", MISSING)
+    if not valid_episode(episode):
+        raise fail(obj, "episode", f"a non-empty string of at most {MAX_EPISODE_ID_LENGTH} characters",
+                   episode)
+    seq = get("seq", MISSING)
     if not _valid_seq(seq):
-        raise _fail(obj, "seq", "a non-negative integer", seq)
-    state = get("state", _MISSING)
-    if state is _MISSING:
-        raise _fail(obj, "state", "the state of the environment", state)
+        raise fail(obj, "seq", "a non-negative integer", seq)
+    state = get("state", MISSING)
+    if state is MISSING:
+        raise fail(obj, "state", "the state of the environment", state)
+    if not nesting_within(state):
+        raise fail(obj, "state", f"maps and lists nested at most {MAX_NESTING} deep", state)
     reward = get("reward")
     if reward is not None:
         kind = type(reward)
         if (kind is not float and kind is not int) or not math.isfinite(reward):
-            raise _fail(obj, "reward", "a finite number or nil", reward)
+            raise fail(obj, "reward", "a finite number or nil", reward)
         reward = float(reward)
-    done = get("done", _MISSING)
+    done = get("done", MISSING)
     if type(done) is not bool:
-        raise _fail(obj, "done", "true or false", done)
+        raise fail(obj, "done", "true or false", done)
     info = get("info")
-    if info is not None and type(info) is not dict:
-        raise _fail(obj, "info", "a map or nil", info)
+    if info is not None and (type(info) is not dict or not nesting_within(info)):
+        raise fail(obj, "info", f"a map (nested at most {MAX_NESTING} deep) or nil", info)
     actor = get("actor")
     if actor is not None:
         if (type(actor) is not list or len(actor) != 2 or type(actor[0]) not in (int, str)
                 or type(actor[1]) is not int or actor[1] < 0):
-            raise _fail(obj, "actor",
-                        "nil or [step_key (integer or string), agent_id (non-negative integer)]", actor)
+            raise fail(obj, "actor", "nil or [step_key (integer or string), agent_id (non-negative integer)]",
+                       actor)
         actor = (actor[0], actor[1])
     # Fields are validated above; filling __dict__ in one step skips the frozen dataclass's per-field
     # object.__setattr__ calls, which cost as much as the msgpack decoding itself.
     message = _new_object(StateMessage)
     _set_attribute(message, "__dict__", {"v": v, "episode": episode, "seq": seq, "state": state,
-                                         "reward": reward, "done": done, "info": info, "actor": actor})
+                                         "reward": reward, "done": done, "info": info, "actor": actor,
+                                         "size": len(body)})
     return message
 
 
-def decode_reply(body: bytes) -> Reply:
-    """Decode and validate a reply body (the producer side); raise DecodeError naming the offending field."""
-    try:
-        obj = msgpack.unpackb(body, raw=False, ext_hook=_ext_hook)
-    except Exception as err:  # corrupt msgpack surfaces as ValueError, TypeError, StackError, ...
-        raise _diagnose(body, err) from None
-    if type(obj) is not dict:
-        raise DecodeError("body", f"body: expected a msgpack map, got {_describe(obj)}")
-    v = obj.get("v", _MISSING)
-    if type(v) is not int or v != PROTOCOL_VERSION:
-        raise _fail(obj, "v", f"protocol version {PROTOCOL_VERSION}", v)
-    episode = obj.get("episode")
-    if episode is not None and type(episode) is not str:
-        raise _fail(obj, "episode", "a string or nil", episode)
-    seq = obj.get("seq")
-    if seq is not None and not _valid_seq(seq):
-        raise _fail(obj, "seq", "a non-negative integer or nil", seq)
-    if "action" not in obj:
-        raise _fail(obj, "action", "the action (nil when there is none)", _MISSING)
-    error = obj.get("error")
-    info: ErrorInfo | None = None
-    if error is not None:
-        if type(error) is not dict or type(error.get("message")) is not str:
-            raise _fail(obj, "error", "nil or a map {code, message} of strings", error)
-        code = error.get("code")
-        if code not in _ERROR_CODES:
-            raise _fail(obj, "error.code", f"one of {sorted(_ERROR_CODES)}", code)
-        info = ErrorInfo(ErrorCode(code), error["message"])
-    policy_version = obj.get(POLICY_VERSION_FIELD)
-    if policy_version is not None and (type(policy_version) is not int or policy_version < 1):
-        raise _fail(obj, POLICY_VERSION_FIELD, "an integer >= 1 or nil", policy_version)
-    resumed = obj.get(RESUMED_FIELD, False)
-    if type(resumed) is not bool:
-        raise _fail(obj, RESUMED_FIELD, "true, false or absent", resumed)
-    worker = obj.get(WORKER_FIELD)
-    if worker is not None and type(worker) is not str:
-        raise _fail(obj, WORKER_FIELD, "a string or absent", worker)
-    extra = {key: value for key, value in obj.items() if key not in REPLY_FIELDS}
-    return Reply(episode, seq, obj["action"], info, v, extra)
-
-
-_ERROR_CODES = frozenset(code.value for code in ErrorCode)
-
-
 # --------------------------------------------------------------------------------------------------- encoding
-
-
-def to_wire_action(action: Any) -> Any:
-    """Turn an action (numpy scalars and arrays, dicts, tuples) into plain msgpack-able values."""
-    return to_plain(action)
-
-
-def _plain_default(value: Any) -> Any:
-    """msgpack fallback for replies: numpy values become plain numbers and lists."""
-    if isinstance(value, np.ndarray | np.generic):
-        return to_plain(value)
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"cannot encode {type(value).__name__}")
-
 
 def _state_default(value: Any) -> Any:
     """msgpack fallback for states: arrays use the binary ndarray encoding, numpy scalars become numbers."""
@@ -342,21 +174,6 @@ def _state_default(value: Any) -> Any:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"cannot encode {type(value).__name__}")
-
-
-def encode_reply(reply: Reply) -> bytes:
-    """Encode a reply as the msgpack map of protocol v1 (extra keys merged in; numpy values made plain)."""
-    error = None if reply.error is None else {"code": reply.error.code.value, "message": reply.error.message}
-    wire = {"v": reply.v, "episode": reply.episode, "seq": reply.seq, "action": reply.action, "error": error}
-    for key, value in reply.extra.items():
-        if key in wire:
-            raise EncodeError("extra", f"extra: expected keys other than {list(REPLY_FIELDS)}, got {key!r}")
-        wire[key] = value
-    try:
-        return msgpack.packb(wire, default=_plain_default)
-    except (TypeError, ValueError, OverflowError) as err:
-        raise EncodeError("action", f"action: expected plain msgpack values, got {_describe(reply.action)} "
-                                    f"({err})") from err
 
 
 def encode_state(message: StateMessage) -> bytes:
@@ -370,4 +187,4 @@ def encode_state(message: StateMessage) -> bytes:
         raise EncodeError("state", f"state: {err}") from err
     except (TypeError, ValueError, OverflowError) as err:
         raise EncodeError("state", f"state: expected maps, lists, numbers, strings and ndarrays, got "
-                                   f"{_describe(message.state)} ({err})") from err
+                                   f"{describe(message.state)} ({err})") from err

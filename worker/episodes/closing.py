@@ -1,0 +1,62 @@
+"""How episodes leave the table: the reasons, what is remembered of them, and their statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import NamedTuple
+
+from maze_engine.core.stats.running import RunningStats
+from maze_engine.wrappers.logging.log_stats import EpisodeStats
+
+
+class CloseReason(StrEnum):
+    """Why an episode left the table (the ``reason`` label of the episodes-closed metric)."""
+
+    DONE = "done"
+    IDLE = "idle"
+    ERROR = "error"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class ClosedEpisode:
+    """An episode that left the table; ``stats`` are its return and length where a LogStatsWrapper saw it."""
+
+    episode: str
+    reason: CloseReason
+    last_seq: int
+    stats: EpisodeStats | None
+
+
+class Remembered(NamedTuple):
+    """What the table keeps of a closed episode: why and when it closed, and its final reply."""
+
+    reason: CloseReason
+    last_seq: int
+    reply: bytes | None
+
+
+class FinishedEpisodes:
+    """Statistics of the episodes closed since the last ``take``: count by reason, returns and lengths."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_reason: dict[str, int] = {}
+        self.returns = RunningStats()
+        self.lengths = RunningStats()
+
+    def add(self, closed: ClosedEpisode) -> None:
+        self.total += 1
+        self.by_reason[closed.reason.value] = self.by_reason.get(closed.reason.value, 0) + 1
+        if closed.stats is not None and closed.stats.episode_length > 0:
+            self.returns.add(closed.stats.episode_return)
+            self.lengths.add(closed.stats.episode_length)
+
+    def take(self) -> FinishedEpisodes:
+        """The statistics gathered so far; this object starts afresh."""
+        taken = FinishedEpisodes()
+        taken.total, taken.by_reason, taken.returns, taken.lengths = \
+            self.total, self.by_reason, self.returns, self.lengths
+        self.__init__()  # type: ignore[misc]
+        return taken

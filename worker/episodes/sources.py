@@ -1,0 +1,94 @@
+"""Which policy version each episode acts with: the source of new episodes, and the older ones still in use.
+
+A published policy can be replaced while episodes run (hot reload): new episodes start on the new source,
+open ones finish on the source they started on, and a replaced source is let go once its last episode
+closes. Episodes handed over from another worker continue on the version they started on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from maze_engine.deployment.agent_deployment import AgentDeployment
+
+logger = logging.getLogger(__name__)
+
+
+class DeploymentSource(Protocol):
+    """What the table needs from a DeploymentFactory: fresh deployments sharing one policy.
+
+    A source may also have ``policy_version`` (the published version of its policy), which the replies of its
+    episodes carry; without it they carry nil.
+    """
+
+    policy: Any
+
+    def create(self) -> AgentDeployment: ...
+
+
+def version_of(source: DeploymentSource) -> int | None:
+    """The published policy version of ``source``, None when it serves an unpublished policy."""
+    return getattr(source, "policy_version", None)
+
+
+class PolicySources:
+    """The current source and the count of open episodes per source in use."""
+
+    def __init__(self, current: DeploymentSource,
+                 version_source: Callable[[int], DeploymentSource] | None = None,
+                 on_released: Callable[[DeploymentSource], None] | None = None) -> None:
+        self.current = current
+        """Where new episodes come from."""
+        self._version_source = version_source
+        """Builds the source of a given policy version (for episodes handed over on an older version)."""
+        self._on_released = on_released
+        """Called when a replaced source loses its last episode (its policy is let go)."""
+        self._users: dict[int, int] = {}
+        """id(source) -> open episodes created from it."""
+        self._sources: dict[int, DeploymentSource] = {}
+
+    def serve(self, source: DeploymentSource) -> None:
+        """New episodes come from ``source``; the replaced one is released when no episode uses it."""
+        old, self.current = self.current, source
+        if old is not source and not self._users.get(id(old)):
+            self._release(old)
+
+    def acquire(self, source: DeploymentSource) -> None:
+        """An episode starts using ``source``."""
+        self._users[id(source)] = self._users.get(id(source), 0) + 1
+        self._sources[id(source)] = source
+
+    def release(self, source: DeploymentSource) -> None:
+        """An episode stops using ``source``; a replaced source with no episode left is let go."""
+        left = self._users.get(id(source), 0) - 1
+        if left > 0:
+            self._users[id(source)] = left
+            return
+        self._users.pop(id(source), None)
+        self._sources.pop(id(source), None)
+        if source is not self.current:
+            self._release(source)
+
+    def _release(self, source: DeploymentSource) -> None:
+        if self._on_released is not None:
+            self._on_released(source)
+
+    def for_version(self, policy_version: int | None) -> DeploymentSource:
+        """The source of ``policy_version`` for an episode handed over from another worker: the current one
+        or one in use when it has that version, else one built by ``version_source``; the current one (with
+        a logged warning) when that version cannot be had, so the episode still goes on."""
+        current = self.current
+        if policy_version is None or version_of(current) == policy_version:
+            return current
+        for source in self._sources.values():
+            if version_of(source) == policy_version:
+                return source
+        if self._version_source is not None:
+            try:
+                return self._version_source(policy_version)
+            except Exception as err:  # noqa: BLE001 - a version gone from the artifact root must not lose it
+                logger.warning("policy version %d of a handed-over episode cannot be loaded (%s); the "
+                               "episode goes on with the current version", policy_version, err)
+        return current
