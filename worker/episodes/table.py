@@ -216,6 +216,7 @@ class EpisodeTable:
         move_to_end = self._open.move_to_end
         window = self.settings.replay_window
         worker = self.worker_id
+        history_limit = self.settings.max_history_bytes
         for number, ((index, episode), result) in enumerate(zip(acting, results, strict=True)):
             message = messages[index]
             if isinstance(result, BaseException):
@@ -231,8 +232,12 @@ class EpisodeTable:
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
-            if episode.history is not None:
-                self._record(episode, message, actions[number])
+            history = episode.history
+            if history is not None:
+                history.record(message.state, message.reward, message.info, message.actor, actions[number])
+                episode.history_bytes += message.size
+                if episode.history_bytes > history_limit:
+                    self._drop_history(episode)
             replies = episode.replies
             replies[seq] = body
             replies.pop(seq - window, None)
@@ -241,16 +246,12 @@ class EpisodeTable:
             move_to_end(message.episode)
             answers[index] = _new_tuple(Answer, (body, None))
 
-    def _record(self, episode: _Episode, message: StateMessage, actions: list[Any]) -> None:
-        """Add the step to the episode's history, or drop the history once it outgrows its budget."""
-        assert episode.history is not None
-        episode.history.record(message.state, message.reward, message.info, message.actor, actions)
-        episode.history_bytes += message.size
-        if episode.history_bytes > self.settings.max_history_bytes:
-            episode.history = None
-            logger.warning("episode %s: its history passed episodes.max_history_bytes (%d); it can no longer "
-                           "be handed to another worker and stays here until it ends", message.episode,
-                           self.settings.max_history_bytes)
+    def _drop_history(self, episode: _Episode) -> None:
+        """The history outgrew its budget: memory stays bounded, and the episode can no longer move."""
+        episode.history = None
+        logger.warning("episode %s: its history passed episodes.max_history_bytes (%d); it can no longer be "
+                       "handed to another worker and stays here until it ends", episode.episode,
+                       self.settings.max_history_bytes)
 
     def _finish(self, episode: _Episode, message: StateMessage, now: float) -> Answer:
         """done=true: pass the final state through the stack, close the episode, answer with action nil."""
