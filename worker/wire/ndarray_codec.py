@@ -94,11 +94,10 @@ def decode_ndarray(payload: bytes) -> np.ndarray:
     if size < data_at:
         raise NdarrayCodecError(f"ndarray shape: expected {ndim} dimensions of 4 bytes each, got end of data")
     shape = struct.unpack_from(f"<{ndim}I", payload, ndim_at + 1)
-    count = extent = 1
+    count = 1
     for dim in shape:
         count *= dim
-        extent *= max(dim, 1)
-    if count == 0 and extent > MAX_ELEMENTS:
+    if count == 0 and _extent(shape) > MAX_ELEMENTS:
         # numpy refuses such shapes even with no data (a zero dimension): say so before it raises.
         raise NdarrayCodecError(f"ndarray shape: expected at most {MAX_ELEMENTS} elements counting each "
                                 f"dimension as at least 1, got shape {shape}")
@@ -113,3 +112,10 @@ def decode_ndarray(payload: bytes) -> np.ndarray:
     # accepts it without warnings; it also converts big-endian data to native order.
     return flat.astype(dtype.newbyteorder("="), copy=True).reshape(shape)
 
+
+def _extent(shape: tuple[int, ...]) -> int:
+    """Elements of ``shape`` counting each dimension as at least 1 (what numpy checks even with no data)."""
+    extent = 1
+    for dim in shape:
+        extent *= max(dim, 1)
+    return extent

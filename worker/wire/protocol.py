@@ -80,6 +80,7 @@ class StateMessage:
 # --------------------------------------------------------------------------------------------------- decoding
 
 _new_object = object.__new__
+_unpackb = msgpack.unpackb
 _set_attribute = object.__setattr__
 
 
@@ -118,7 +119,15 @@ def unpack_map(body: Any, limit: int | None = None) -> dict:
 
 def decode_state(body: bytes) -> StateMessage:
     """Decode and validate a state message body; raise DecodeError naming the first offending field."""
-    obj = unpack_map(body, MAX_STATE_BYTES)
+    # unpack_map, inlined: this is the hot path.
+    if type(body) is bytes and len(body) > MAX_STATE_BYTES:
+        raise DecodeError("body", f"body: expected at most {MAX_STATE_BYTES} bytes, got {len(body)}")
+    try:
+        obj = _unpackb(body, raw=False, ext_hook=ext_hook)
+    except Exception as err:  # noqa: BLE001 - corrupt msgpack surfaces as ValueError, TypeError, StackError...
+        raise diagnose(body, err, best_effort) from None
+    if type(obj) is not dict:
+        raise DecodeError("body", f"body: expected a msgpack map, got {describe(obj)}")
     get = obj.get
     v = get("v", MISSING)
     if type(v) is not int or v != PROTOCOL_VERSION:
@@ -133,7 +142,15 @@ def decode_state(body: bytes) -> StateMessage:
     state = get("state", MISSING)
     if state is MISSING:
         raise fail(obj, "state", "the state of the environment", state)
-    if not nesting_within(state):
+    kind = type(state)
+    if kind is list:  # a flat list of numbers is the common case: checked here without a call
+        for item in state:
+            inner = type(item)
+            if inner is list or inner is dict:
+                if not nesting_within(state):
+                    raise fail(obj, "state", f"maps and lists nested at most {MAX_NESTING} deep", state)
+                break
+    elif kind is dict and not nesting_within(state):
         raise fail(obj, "state", f"maps and lists nested at most {MAX_NESTING} deep", state)
     reward = get("reward")
     if reward is not None:
