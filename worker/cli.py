@@ -2,12 +2,13 @@
 
 ``maze-worker [overrides]`` composes the config, checks it and serves until SIGTERM or Ctrl-C (exit 0). A bad
 override or value prints one ``maze-worker: error: ...`` line and exits 2; a broker that cannot serve (missing
-plugin, refused credentials) exits 1. Hydra's own flags (``--help``, ``--cfg job``, ``-cn``...) go to Hydra.
-Subcommands (``maze-worker <name> ...``) are dispatched before Hydra sees the arguments: register them in
-``SUBCOMMANDS``.
+plugin, refused credentials) exits 1. Hydra's own flags (``--help``, ``--cfg job``, ``-cn``...) go to Hydra;
+where they print the config, ``broker.url`` shows its password masked. Subcommands (``maze-worker <name>
+...``) are dispatched before Hydra sees the arguments: register them in ``SUBCOMMANDS``.
 """
 
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,13 +17,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from maze_engine.config import CONFIG_PATH, HYDRA_VERSION_BASE, compose_config, register_schemas
-from maze_engine.core.errors import ConfigError, MazeError
-from worker.errors import one_line
+from maze_engine.core.errors import MazeError
+from worker.errors import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, ConfigProblem, fail, one_line
+from worker.startup import configure_logging, resolved_config, settings_of
+from worker.wire.topology import mask_url
 
 WORKER_CONFIG = "conf_worker"
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG_ERROR = 2
 
 def _submit(args: list[str]) -> int:
     from worker.jobs.submit import submit_command
@@ -42,35 +42,12 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"submit": _submit, "jobs":
 logger = logging.getLogger("worker.cli")
 
 
-class ConfigProblem(Exception):
-    """A config mistake, reported as one line with exit code 2."""
-
-
-def _resolved(cfg: DictConfig) -> dict[str, Any]:
-    try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-    except Exception as err:  # noqa: BLE001 - omegaconf raises several types for bad interpolations
-        raise ConfigProblem(one_line(err)) from err
-    assert isinstance(resolved, dict)
-    return {str(key): value for key, value in resolved.items()}
-
-
-def settings_of(cfg: DictConfig) -> Any:
-    """The checked WorkerSettings of a composed config; raises ConfigProblem naming the key."""
-    from worker.settings import WorkerSettings
-
-    try:
-        return WorkerSettings.from_config(_resolved(cfg))
-    except ConfigError as err:
-        raise ConfigProblem(str(err)) from err
-
-
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
     from worker.policy_store.reload import published_policy_name, published_source
     from worker.serving.factory import build_factory
 
-    resolved = _resolved(cfg)
+    resolved = resolved_config(cfg)
     settings = settings_of(cfg)
     for key in ("env", "policy"):
         if resolved.get(key) is None:
@@ -99,15 +76,6 @@ def limit_torch_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
-def configure_logging(level_name: Any) -> None:
-    level = logging.getLevelName(str(level_name).upper())
-    if not isinstance(level, int):
-        raise ConfigProblem(f"log_level: expected DEBUG, INFO, WARNING or ERROR, got {level_name!r}")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
-    # pika reports every lost connection as an error with a traceback; the service logs one clear line.
-    logging.getLogger("pika").setLevel(logging.DEBUG if level <= logging.DEBUG else logging.CRITICAL)
-
-
 def serve(cfg: DictConfig) -> int:
     """Run the worker for a composed config until it is stopped; returns the exit code."""
     from worker.broker.agent_transport import TransportError
@@ -122,7 +90,7 @@ def serve(cfg: DictConfig) -> int:
         configure_logging(cfg.get("log_level", "INFO"))
         settings, factory = prepare(cfg)
     except ConfigProblem as err:
-        return _fail(str(err), EXIT_CONFIG_ERROR)
+        return fail(str(err), EXIT_CONFIG_ERROR)
     service = WorkerService(settings, factory)
     service.install_signal_handlers()
     frozen = freeze_startup_heap()
@@ -135,9 +103,9 @@ def serve(cfg: DictConfig) -> int:
     try:
         service.run()
     except TransportError as err:
-        return _fail(str(err), EXIT_FAILURE)
+        return fail(str(err), EXIT_FAILURE)
     except OSError as err:  # e.g. the metrics port is taken
-        return _fail(one_line(err), EXIT_FAILURE)
+        return fail(one_line(err), EXIT_FAILURE)
     finally:
         if jobs is not None:
             jobs.stop()
@@ -145,15 +113,36 @@ def serve(cfg: DictConfig) -> int:
     return EXIT_OK
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"maze-worker: error: {message}", file=sys.stderr, flush=True)
-    return code
-
-
 @hydra.main(config_path=CONFIG_PATH, config_name=WORKER_CONFIG, version_base=HYDRA_VERSION_BASE)
 def _hydra_app(cfg: DictConfig) -> None:
     # SystemExit passes Hydra's handler (which catches Exception only), so the code reaches the shell.
     sys.exit(serve(cfg))
+
+
+PRINTING_FLAGS = ("-c", "--cfg", "-h", "--help", "-i", "--info")
+"""Hydra flags that print the composed config instead of running the app."""
+CONFIG_CHOICE_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+_QUOTABLE = re.compile(r"[^'\\$\x00-\x1f\x7f]*")
+
+
+def masked_url_args(args: list[str]) -> list[str]:
+    """``args`` for Hydra, with ``broker.url`` set to its masked, resolved value when Hydra will print the
+    config (``--cfg job``, ``--help``, ``--info``): the password (of an override or of ``MAZE_AMQP_URL``)
+    never reaches the terminal or a log. Other invocations get ``args`` unchanged, as does another config
+    (``-cn``), which may have no ``broker.url``."""
+    flags = {arg.split("=", 1)[0] for arg in args if arg.startswith("-")}
+    if not flags & set(PRINTING_FLAGS) or flags & set(CONFIG_CHOICE_FLAGS):
+        return args
+    overrides = [arg for arg in args if not arg.startswith("-") and "=" in arg]
+    try:
+        url = str(OmegaConf.select(compose_config(WORKER_CONFIG, overrides), "broker.url"))
+    except Exception:  # noqa: BLE001 - Hydra reports a bad override itself, without printing the config
+        return args
+    masked = mask_url(url)
+    if not _QUOTABLE.fullmatch(masked):
+        masked = "<masked>"
+    kept = [arg for arg in args if arg.lstrip("+").split("=", 1)[0] != "broker.url"]
+    return [f"broker.url='{masked}'", *kept]  # first: a trailing flag such as --info takes an argument
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -163,14 +152,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(SUBCOMMANDS[args[0]](args[1:]))
     register_schemas()
     if any(arg.startswith("-") for arg in args):
-        sys.argv = [sys.argv[0], *args]
+        sys.argv = [sys.argv[0], *masked_url_args(args)]
         _hydra_app()
         return
     # Composing here (not in hydra.main) lets every config mistake end as one line with exit code 2.
     try:
         cfg = compose_config(WORKER_CONFIG, args)
     except Exception as err:  # noqa: BLE001 - Hydra and omegaconf raise many types for bad overrides
-        sys.exit(_fail(one_line(err), EXIT_CONFIG_ERROR))
+        sys.exit(fail(one_line(err), EXIT_CONFIG_ERROR))
     sys.exit(serve(cfg))
 
 

@@ -1,4 +1,24 @@
-"""Exceptions as one readable line, for error replies and ``maze-worker: error: ...`` messages."""
+"""The worker's root exception, its exit codes, and exceptions as one readable line.
+
+Every exception the worker package defines derives from ``WorkerError`` (the client's ``MazeClientError``
+too), so ``except WorkerError`` catches anything of ours and nothing of pika's or the engine's.
+"""
+
+import sys
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+"""The broker cannot serve (missing plugin, refused credentials) or the worker failed."""
+EXIT_CONFIG_ERROR = 2
+"""A bad override, value or argument: one ``maze-worker: error: ...`` line, never retried."""
+
+
+class WorkerError(Exception):
+    """Root of every exception of the worker package."""
+
+
+class ConfigProblem(WorkerError):
+    """A config mistake, reported as one line with exit code 2."""
 
 
 def one_line(err: BaseException) -> str:
@@ -9,3 +29,9 @@ def one_line(err: BaseException) -> str:
     if cause is not None and str(cause).strip():
         text += f" ({str(cause).strip().splitlines()[0]})"
     return text
+
+
+def fail(message: str, code: int) -> int:
+    """Print ``maze-worker: error: message`` to stderr; returns ``code`` (the exit code)."""
+    print(f"maze-worker: error: {message}", file=sys.stderr, flush=True)
+    return code

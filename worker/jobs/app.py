@@ -20,23 +20,15 @@ logger = logging.getLogger(__name__)
 def serve_jobs(cfg: DictConfig) -> int:
     """Run the job service for a composed ``conf_worker`` config until SIGTERM or Ctrl-C; the exit code."""
     from worker.broker.agent_transport import TransportError
-    from worker.cli import (
-        EXIT_CONFIG_ERROR,
-        EXIT_FAILURE,
-        EXIT_OK,
-        ConfigProblem,
-        _fail,
-        configure_logging,
-        one_line,
-        settings_of,
-    )
+    from worker.errors import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, ConfigProblem, fail, one_line
     from worker.metrics import MetricsServer, WorkerMetrics
+    from worker.startup import configure_logging, settings_of
 
     try:
         configure_logging(cfg.get("log_level", "INFO"))
         settings = settings_of(cfg)
     except ConfigProblem as err:
-        return _fail(str(err), EXIT_CONFIG_ERROR)
+        return fail(str(err), EXIT_CONFIG_ERROR)
     health = WorkerMetrics()
     service = JobService(settings, JobMetrics(health.registry), health=health)
     server = None
@@ -53,9 +45,9 @@ def serve_jobs(cfg: DictConfig) -> int:
             server = MetricsServer(health, settings.metrics.host, settings.metrics.port).start()
         service.run()
     except TransportError as err:
-        return _fail(str(err), EXIT_FAILURE)
+        return fail(str(err), EXIT_FAILURE)
     except OSError as err:
-        return _fail(one_line(err), EXIT_FAILURE)
+        return fail(one_line(err), EXIT_FAILURE)
     finally:
         if server is not None:
             server.stop()
