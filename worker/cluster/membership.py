@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from worker.errors import WorkerError
 from worker.wire.checks import describe
 
 logger = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class Heartbeat:
     claims: tuple[tuple[str, int], ...] = ()
 
 
-class HeartbeatError(ValueError):
+class HeartbeatError(WorkerError, ValueError):
     """A heartbeat body that cannot be read (ignored by the receiver, logged once)."""
 
 

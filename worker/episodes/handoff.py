@@ -24,6 +24,7 @@ import numpy as np
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.deployment.agent_deployment import AgentDeployment, PolicyRequest
+from worker.errors import WorkerError
 from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray, encode_ndarray
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ TUPLE_EXT_TYPE = 44
 """A tuple: its items as a msgpack array (plain msgpack would turn it into a list)."""
 
 
-class HandoffError(ValueError):
+class HandoffError(WorkerError, ValueError):
     """A record that cannot be encoded, decoded or replayed; the message says which episode and why."""
 
 

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from maze_engine.core.errors import ConfigError
+from worker.errors import WorkerError
 from worker.wire.checks import describe
 
 POLICIES_DIR = "policies"
@@ -47,11 +48,11 @@ _NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CHUNK = 1 << 20
 
 
-class PolicyStoreError(ConfigError):
+class PolicyStoreError(WorkerError, ConfigError):
     """A published policy is missing, incomplete or corrupt; the message names the version and the file."""
 
 
-class AnnouncementError(ValueError):
+class AnnouncementError(WorkerError, ValueError):
     """An announcement body is not a v1 announcement; ``field`` names the culprit ("body" for all of it)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgpack
 
+from worker.errors import WorkerError
 from worker.wire.ndarray_codec import NDARRAY_EXT_TYPE, NdarrayCodecError, decode_ndarray
 
 MAX_NESTING = 32
@@ -28,7 +29,7 @@ _short.maxother = 60
 _short.maxlist = _short.maxtuple = _short.maxdict = _short.maxset = 6
 
 
-class DecodeError(Exception):
+class DecodeError(WorkerError):
     """A message body does not follow the protocol; ``field`` names the culprit ("body" for the whole body).
 
     ``episode`` and ``seq`` are filled in when they could be read, so an error reply can still carry them.
@@ -42,7 +43,7 @@ class DecodeError(Exception):
         self.seq = seq
 
 
-class EncodeError(ValueError):
+class EncodeError(WorkerError, ValueError):
     """A message cannot be encoded (a value msgpack cannot carry); ``field`` names the culprit."""
 
     def __init__(self, field: str, message: str) -> None:

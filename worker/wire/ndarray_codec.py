@@ -18,6 +18,8 @@ import struct
 import msgpack
 import numpy as np
 
+from worker.errors import WorkerError
+
 NDARRAY_EXT_TYPE = 42
 """The msgpack extension type code that marks an encoded ndarray."""
 
@@ -44,7 +46,7 @@ SUPPORTED_DTYPES: tuple[str, ...] = tuple(sorted({typestr[1:] for typestr in _DT
 """Kind and item size of each accepted dtype: bool, signed and unsigned integers, floats of 2, 4, 8 bytes."""
 
 
-class NdarrayCodecError(ValueError):
+class NdarrayCodecError(WorkerError, ValueError):
     """An ndarray cannot be encoded, or an extension payload is not a valid encoded ndarray."""
 
 
