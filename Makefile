@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml setup.py
 	$(PY) -m pip install --quiet --upgrade pip
 	# The CPU build of torch first, pinned: a bare requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]'  # dev pulls in the engine extra
 	touch $(STAMP)
 
 install: $(STAMP)
