@@ -19,8 +19,6 @@ Needs the broker (MAZE_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2F) with t
 import argparse
 import json
 import os
-import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,48 +34,22 @@ import numpy as np
 import pika
 from worker_batch_step import save_untrained_policy
 
+from worker.broker.probe import delete_prefix
+from worker.launcher import WorkerProcess
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT.parent / "shared" / "bench"
 URL = os.environ.get("MAZE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 
 
-class Worker:
-    """A maze-worker child process whose log lines are collected."""
-
-    def __init__(self, prefix: str, shards: int, run_dir: str) -> None:
-        environment = {**os.environ, "MAZE_AMQP_URL": URL, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "env=gym_env", "env.name=CartPole-v1", "policy=torch_policy",
-             f"input_dir={run_dir}", f"broker.prefix={prefix}", f"broker.shards={shards}",
-             "stats.interval_s=0"],
-            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self.lines: list[str] = []
-        self.started = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.started.wait(90):
-            self.process.kill()
-            raise RuntimeError("maze-worker did not start:\n" + "".join(self.lines))
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            if " consuming " in line:
-                self.started.set()
-
-    def owned(self) -> int | None:
-        for line in reversed(self.lines):
-            found = re.search(r"owning (\d+) of \d+ shards", line)
-            if found:
-                return int(found.group(1))
-        return None
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=60)
+def start_worker(prefix: str, shards: int, run_dir: str) -> WorkerProcess:
+    """A maze-worker child serving the untrained policy of ``run_dir``; returns once it is healthy."""
+    return WorkerProcess.start(URL, ["env=gym_env", "env.name=CartPole-v1", "policy=torch_policy",
+                                     f"input_dir={run_dir}", f"broker.prefix={prefix}",
+                                     f"broker.shards={shards}", "stats.interval_s=0"])
 
 
-def wait_balanced(workers: list[Worker], shards: int, timeout: float = 30) -> float:
+def wait_balanced(workers: list[WorkerProcess], shards: int, timeout: float = 30) -> float:
     """Seconds until every worker's last ownership line gives it floor or ceil of shards / workers."""
     started = time.monotonic()
     allowed = {shards // len(workers), -(-shards // len(workers))}
@@ -187,19 +159,19 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16)
     args = parser.parse_args()
     prefix, shards = f"bench-{uuid.uuid4().hex[:8]}", args.shards
-    workers: list[Worker] = []
+    workers: list[WorkerProcess] = []
     throughput: dict[str, Any] = {}
     moves: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as run_dir:
         save_untrained_policy(Path(run_dir))
         try:
-            workers.append(Worker(prefix, shards, run_dir))
+            workers.append(start_worker(prefix, shards, run_dir))
             wait_balanced(workers, shards)
             throughput["1"] = loadgen(prefix, args.seconds)
             for count in (2, 3):
                 loop = PauseLoop(prefix)
                 moves[f"join_{count - 1}_to_{count}"] = move(
-                    loop, lambda: workers.append(Worker(prefix, shards, run_dir)),
+                    loop, lambda: workers.append(start_worker(prefix, shards, run_dir)),
                     lambda: wait_balanced(workers, shards))
                 loop.close()
                 throughput[str(count)] = loadgen(prefix, args.seconds)
@@ -212,7 +184,7 @@ def main() -> None:
         finally:
             for worker in workers:
                 worker.stop()
-            delete_prefix(prefix, shards)
+            delete_prefix(URL, prefix)
     rates = {count: run["round_trips_per_s"] for count, run in throughput.items()}
     errors = sum(run["errors"] + run["stalled"] for run in throughput.values())
     print(json.dumps({
@@ -223,19 +195,6 @@ def main() -> None:
         "p99_ms": {count: run["p99_ms"] for count, run in throughput.items()},
         "handoff": moves, "errors_or_stalled": errors + pause_errors, "sigterm_exit_code": exit_codes[0],
     }))
-
-
-def delete_prefix(prefix: str, shards: int) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(URL))
-    channel = connection.channel()
-    width = max(2, len(str(shards - 1)))
-    for index in range(shards):
-        channel.queue_delete(f"{prefix}.states.{index:0{width}d}")
-        channel.queue_delete(f"{prefix}.handoff.{index:0{width}d}")
-    channel.queue_delete(f"{prefix}.dead")
-    for exchange in ("states", "dead", "workers"):
-        channel.exchange_delete(f"{prefix}.{exchange}")
-    connection.close()
 
 
 if __name__ == "__main__":

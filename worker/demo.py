@@ -14,23 +14,21 @@ Arguments after ``--`` are passed to maze-worker as config overrides
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import signal
 import statistics
-import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import gymnasium as gym
-import pika
-import pika.exceptions
 
+from worker.broker import probe
 from worker.client import MazeClient
 from worker.client.errors import MazeClientError, ReplyError, TopologyMissing, raise_for_error
+from worker.launcher import WorkerDidNotStart, WorkerProcess
 from worker.wire import topology
 
 LOCAL_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
@@ -52,72 +50,20 @@ The broker at {url} lacks the consistent-hash exchange the worker shards episode
 
 def broker_problem(url: str) -> str | None:
     """None if ``url`` reaches a broker with the consistent-hash exchange, else what to tell the user."""
-    parameters = pika.URLParameters(url)
-    parameters.connection_attempts = 1
-    parameters.socket_timeout = 3
-    try:
-        connection = pika.BlockingConnection(parameters)
-    except pika.exceptions.AMQPError as err:
-        reason = type(err).__name__ if not str(err) else f"{type(err).__name__}: {err}"
-        return BROKER_HELP.format(url=topology.mask_url(url), reason=reason)
-    try:
-        channel = connection.channel()
-        probe = f"maze-demo-probe.{uuid.uuid4().hex[:8]}"
-        try:
-            channel.exchange_declare(probe, exchange_type=topology.states_exchange_type(), auto_delete=True)
-        except pika.exceptions.AMQPError:
-            return PLUGIN_HELP.format(url=topology.mask_url(url))
-        channel.exchange_delete(probe)
+    problem = probe.broker_problem(url)
+    if problem is None:
         return None
-    finally:
-        if connection.is_open:
-            connection.close()
+    if problem.kind == probe.BrokerProblem.PLUGIN_MISSING:
+        return PLUGIN_HELP.format(url=topology.mask_url(url))
+    return BROKER_HELP.format(url=topology.mask_url(url), reason=problem.detail)
 
 
 # ------------------------------------------------------------------------------------------------ the worker
 
-@dataclass
-class WorkerProcess:
-    """maze-worker as a child process whose log lines are echoed with a ``[worker]`` tag."""
-
-    process: subprocess.Popen[str]
-    lines: list[str] = field(default_factory=list)
-    consuming: threading.Event = field(default_factory=threading.Event)
-
-    @classmethod
-    def start(cls, url: str, prefix: str, overrides: Sequence[str]) -> WorkerProcess:
-        command = [sys.executable, "-m", "worker.cli", "env=gym_env", f"env.name={ENV_NAME}",
-                   f"broker.prefix={prefix}", "stats.interval_s=5", *overrides]
-        process = subprocess.Popen(command, env={**os.environ, "MAZE_AMQP_URL": url, "PYTHONUNBUFFERED": "1"},
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        worker = cls(process)
-        threading.Thread(target=worker._echo, name="worker-log", daemon=True).start()
-        return worker
-
-    def _echo(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            print(f"[worker] {line}", end="", flush=True)
-            if "consuming" in line:
-                self.consuming.set()
-
-    def wait_until_consuming(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not self.consuming.wait(0.2):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                return False
-        return True
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM and wait; the worker answers what it holds, flushes statistics and exits."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+def start_worker(url: str, prefix: str, overrides: Sequence[str]) -> WorkerProcess:
+    """maze-worker on CartPole as a child process whose log lines are echoed with a ``[worker]`` tag."""
+    return WorkerProcess.start(url, ["env=gym_env", f"env.name={ENV_NAME}", f"broker.prefix={prefix}",
+                                     "stats.interval_s=5", *overrides], echo="worker", timeout=None)
 
 
 # ------------------------------------------------------------------------------------ the production system
@@ -220,27 +166,10 @@ def _client(url: str, prefix: str, wait_s: float) -> MazeClient:
             time.sleep(1)
 
 
-def _delete_topology(url: str, prefix: str, shards: int) -> None:
-    """Remove the demo's exchange and queues so repeated demos leave nothing behind."""
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(url))
-    except pika.exceptions.AMQPError:
-        return
-    channel = connection.channel()
-    for queue in [*topology.shard_queues(prefix, shards), topology.dead_letter_queue(prefix)]:
-        channel.queue_delete(queue)
-    channel.exchange_delete(topology.states_exchange(prefix))
-    channel.exchange_delete(topology.dead_letter_exchange(prefix))
-    connection.close()
-
-
-def _shards(overrides: Sequence[str]) -> int:
-    """The shard count the worker was given (its default unless overridden)."""
-    for item in reversed(overrides):
-        key, _, value = item.partition("=")
-        if key.lstrip("+") == "broker.shards" and value.isdigit():
-            return int(value)
-    return topology.DEFAULT_SHARDS
+def _delete_topology(url: str, prefix: str) -> None:
+    """Remove the demo's exchanges and queues so repeated demos leave nothing behind."""
+    with contextlib.suppress(Exception):  # a broker gone by now leaves nothing to tidy
+        probe.delete_prefix(url, prefix)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -269,9 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     prefix = args.prefix or f"demo-{uuid.uuid4().hex[:8]}"
     print(f"starting maze-worker on {ENV_NAME} with broker.prefix={prefix}", flush=True)
-    worker = WorkerProcess.start(url, prefix, overrides)
+    worker = start_worker(url, prefix, overrides)
     try:
-        if not worker.wait_until_consuming(timeout=120):
+        try:
+            worker.wait_healthy(timeout=120)
+        except WorkerDidNotStart:
             print("maze-worker did not start (its output is above)", file=sys.stderr)
             return 1
         print(f"playing {args.episodes} concurrent {ENV_NAME} episodes for {args.seconds:g} s "
@@ -285,7 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         print("stopping maze-worker (SIGTERM)", flush=True)
         exit_code = worker.stop()
-        _delete_topology(url, prefix, _shards(overrides))
+        _delete_topology(url, prefix)
     print("\n".join(report.lines()), flush=True)
     if exit_code != 0:
         print(f"maze-worker exited with {exit_code}, expected 0", file=sys.stderr)

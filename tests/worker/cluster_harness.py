@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 import numpy as np
 import pika
-from worker_harness import WorkerProcess, wait_until
+from worker_harness import WorkerProcess, start_worker_process, wait_until
 
 from maze_engine.wrappers.wrapper import ObservationWrapper
 
@@ -74,14 +74,6 @@ class ClusterWorker(WorkerProcess):
                 return found.group(1)
         raise AssertionError("the worker did not log its id:\n" + self.log())
 
-    def owned(self) -> int | None:
-        """The shard count of its last "owning N of S shards" line."""
-        for line in reversed(self.output):
-            found = re.search(r"owning (\d+) of \d+ shards", line)
-            if found:
-                return int(found.group(1))
-        return None
-
     def shards(self) -> tuple[set[int], set[int]]:
         """(owned, active) shards as its log tells: the last ownership line, and the shards it became the
         active consumer of and has not given away since."""
@@ -104,10 +96,11 @@ class ClusterWorker(WorkerProcess):
 def start_worker(amqp_url: str, prefix: str, *overrides: str, shards: int = 8,
                  timeout: float = 90) -> ClusterWorker:
     """A checkable ``maze-worker`` (SignPolicy over StepPatternWrapper); returns once it consumes."""
-    return ClusterWorker.start(
+    return start_worker_process(
         amqp_url, prefix, f"hydra.searchpath=[file://{CONF}]", "wrappers=step_pattern",
         "policy._target_=worker_harness.SignPolicy", "stats.interval_s=0", *overrides, shards=shards,
-        env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}, timeout=timeout)
+        env={"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}, timeout=timeout,
+        kind=ClusterWorker)
 
 
 # -------------------------------------------------------------------------------------------------- the load

@@ -17,28 +17,22 @@ import pika
 import pika.exceptions
 import pytest
 
+from worker.broker import probe
+from worker.launcher import free_port
 from worker.wire import topology
 
 LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 CONTAINER_IMAGE = "rabbitmq:3.13"
-PLUGIN = "rabbitmq_consistent_hash_exchange"
+PLUGIN = probe.PLUGIN
 REQUIRE_BROKER_ENV = "MAZE_REQUIRE_BROKER"
 """When set (CI sets it), a missing broker or plugin fails the integration tests instead of skipping them."""
 START_HINT = ("set MAZE_AMQP_URL, start Docker (tests then start a RabbitMQ container), or start a local "
               "broker: docker compose -f deploy/docker-compose.yml up rabbitmq")
 
 
-def _parameters(url: str, timeout: float = 3.0) -> pika.URLParameters:
-    parameters = pika.URLParameters(url)
-    parameters.connection_attempts = 1
-    parameters.socket_timeout = timeout
-    parameters.blocked_connection_timeout = timeout
-    return parameters
-
-
 def connect(url: str) -> pika.BlockingConnection:
     """A blocking connection with short timeouts, for test set-up and tear-down."""
-    return pika.BlockingConnection(_parameters(url))
+    return probe.connect(url)
 
 
 def _docker_answers() -> bool:
@@ -68,24 +62,11 @@ def _container_broker() -> Iterator[str]:
 
 
 def _check_broker(url: str) -> str | None:
-    """None if ``url`` reaches a usable broker, else the reason why not."""
-    try:
-        connection = connect(url)
-    except pika.exceptions.AMQPError as err:
-        return f"no RabbitMQ reachable at {topology.mask_url(url)} ({type(err).__name__}); {START_HINT}"
-    try:
-        channel = connection.channel()
-        probe = f"maze-test-probe.{uuid.uuid4().hex[:8]}"
-        try:
-            channel.exchange_declare(probe, exchange_type=topology.states_exchange_type(), auto_delete=True)
-        except pika.exceptions.AMQPError:
-            return (f"the broker at {topology.mask_url(url)} lacks the consistent-hash exchange; enable it "
-                    f"with `rabbitmq-plugins enable {PLUGIN}`")
-        channel.exchange_delete(probe)
+    """None if ``url`` reaches a usable broker, else the reason why not (and how to get one)."""
+    problem = probe.broker_problem(url)
+    if problem is None:
         return None
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            connection.close()
+    return f"{problem}; {START_HINT}" if problem.kind == probe.BrokerProblem.UNREACHABLE else str(problem)
 
 
 @pytest.fixture(scope="session")
@@ -134,49 +115,10 @@ def broker_cleanup() -> BrokerCleanup:
     return BrokerCleanup()
 
 
-def _queue_exists(connection: pika.BlockingConnection, name: str) -> bool:
-    channel = connection.channel()
-    try:
-        channel.queue_declare(name, passive=True)
-    except pika.exceptions.ChannelClosedByBroker:  # 404: the broker closes the channel
-        return False
-    channel.close()
-    return True
-
-
 def delete_prefix(url: str, prefix: str, extra: BrokerCleanup | None = None) -> None:
     """Delete every queue and exchange the worker's topology (and ``extra``) may have under ``prefix``."""
-    connection = connect(url)
-    try:
-        channel = connection.channel()
-        states = topology.states_exchange(prefix)
-        for width in (2, 3, 4):  # shard names are two digits wide, more beyond 100 shards
-            index = 0
-            while _queue_exists(connection, name := f"{states}.{index:0{width}d}"):
-                channel.queue_delete(name)
-                index += 1
-            if index:  # one topology uses one width
-                break
-        handoff = f"{prefix}.handoff"
-        for width in (2, 3, 4):  # named like the shard queues
-            index = 0
-            while _queue_exists(connection, name := f"{handoff}.{index:0{width}d}"):
-                channel.queue_delete(name)
-                index += 1
-            if index:
-                break
-        queues = [topology.dead_letter_queue(prefix), *(extra.queues if extra else [])]
-        exchanges = [states, topology.dead_letter_exchange(prefix), topology.workers_exchange(prefix),
-                     topology.events_exchange(prefix),
-                     topology.control_exchange(prefix), topology.policies_exchange(prefix),
-                     *(extra.exchanges if extra else [])]
-        for name in queues:
-            channel.queue_delete(name)
-        for name in exchanges:
-            channel.exchange_delete(name)
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            connection.close()
+    extra = extra or BrokerCleanup()
+    probe.delete_prefix(url, prefix, tuple(extra.queues), tuple(extra.exchanges))
 
 
 @pytest.fixture
@@ -193,8 +135,4 @@ def prefix(amqp_url: str, broker_cleanup: BrokerCleanup) -> Iterator[str]:
 @pytest.fixture
 def unused_port() -> int:
     """A local TCP port nothing listens on (free when asked)."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()

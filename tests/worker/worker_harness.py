@@ -7,11 +7,8 @@ Imported by the worker tests through their own folder on ``sys.path`` (pytest ru
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -19,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgpack
 import numpy as np
@@ -29,6 +26,7 @@ from gymnasium import spaces
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.policies.policy import StructuredPolicy
+from worker.launcher import WorkerProcess
 from worker.serving.factory import build_factory
 from worker.serving.service import WorkerService
 from worker.settings import (
@@ -95,6 +93,7 @@ class Service(Protocol):
 
 
 S = TypeVar("S", bound=Service)
+W = TypeVar("W", bound=WorkerProcess)
 
 
 @dataclass
@@ -168,58 +167,19 @@ def wait_until(condition: Callable[[], Any], what: str, timeout: float = 60.0, i
 QUICK_HEARTBEAT = ("cluster.heartbeat_interval_s=0.2", "cluster.liveness_timeout_s=2")
 
 
-@dataclass
-class WorkerProcess:
-    """A ``maze-worker`` child; ``output`` collects its log lines (read in the background, as a full pipe
-    would block it)."""
-
-    process: subprocess.Popen[str]
-    output: list[str] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, amqp_url: str, prefix: str, *overrides: str, shards: int,
-              env: dict[str, str] | None = None, timeout: float = 60.0) -> Self:
-        """Start ``maze-worker`` with fast reconnects and ``overrides``; returns once it consumes."""
-        process = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", f"broker.prefix={prefix}", f"broker.shards={shards}",
-             "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],
-            cwd=ROOT, env={**os.environ, "MAZE_AMQP_URL": amqp_url, "PYTHONUNBUFFERED": "1", **(env or {})},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        worker = cls(process)
-        started = threading.Event()
-
-        def read() -> None:
-            assert process.stdout is not None
-            for line in process.stdout:
-                worker.output.append(line)
-                if " consuming " in line:
-                    started.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not started.wait(0.1):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError("maze-worker did not start:\n" + worker.log())
-        return worker
-
-    def log(self) -> str:
-        return "".join(self.output)
-
-    def terminate(self, timeout: float = 60) -> int:
-        """SIGTERM and wait for the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout)
-
-    def kill(self) -> None:
-        """kill -9 (nothing if it has exited)."""
-        self.process.kill()
-        self.process.wait(timeout=30)
+def start_worker_process(amqp_url: str, prefix: str, *overrides: str, shards: int,
+                         env: dict[str, str] | None = None, timeout: float = 60.0,
+                         kind: type[W] = WorkerProcess) -> W:  # type: ignore[assignment]
+    # (mypy cannot tell that the default fits every W)
+    """``maze-worker`` on ``prefix`` with fast reconnects and ``overrides``; returns once it is healthy."""
+    return kind.start(amqp_url, [f"broker.prefix={prefix}", f"broker.shards={shards}",
+                                 "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],
+                      env=env, timeout=timeout)
 
 
 def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str, shards: int = 4) -> WorkerProcess:
     """``maze-worker`` (SignPolicy, fast heartbeats) as a child process, for signals and kills."""
-    return WorkerProcess.start(amqp_url, prefix, *QUICK_HEARTBEAT, *overrides, shards=shards)
+    return start_worker_process(amqp_url, prefix, *QUICK_HEARTBEAT, *overrides, shards=shards)
 
 
 class Producer:
