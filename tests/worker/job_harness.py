@@ -11,10 +11,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pika
 from worker_harness import InProcessWorker, running_service, wait_until
 
-from worker.jobs.messages import JobResult, decode_result
+from worker.jobs.codec import decode_result
+from worker.jobs.schema import JobResult
 from worker.jobs.service import JobService
 from worker.jobs.submit import JobClient
 from worker.settings import BrokerSettings, JobSettings, ReconnectSettings, WorkerSettings
@@ -114,6 +116,19 @@ def dead_letters(client: JobClient) -> list[tuple[Any, bytes]]:
         if method is None:
             return taken
         taken.append((properties, body))
+
+
+def nested_list(depth: int) -> bytes:
+    """msgpack of a list nested ``depth`` deep: 1000 decodes fine, but its repr() raises RecursionError."""
+    return b"\x91" * depth + b"\x90"
+
+
+def raw_map(**fields: bytes) -> bytes:
+    """A msgpack map of already packed values (to put a ``nested_list`` where the packer would refuse it)."""
+    body = bytes([0x80 | len(fields)])
+    for key, value in fields.items():
+        body += msgpack.packb(key) + value
+    return body
 
 
 def crashing_env() -> dict[str, str]:

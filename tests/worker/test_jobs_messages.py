@@ -6,15 +6,8 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.jobs.messages import (
-    ChunkOf,
-    ControlMessage,
+from worker.jobs.codec import (
     JobDecodeError,
-    JobError,
-    JobKind,
-    JobMessage,
-    JobResult,
-    JobStatus,
     best_effort_job_id,
     decode_control,
     decode_event,
@@ -26,6 +19,7 @@ from worker.jobs.messages import (
     encode_result,
     new_job,
 )
+from worker.jobs.schema import ChunkOf, ControlMessage, JobError, JobKind, JobMessage, JobResult, JobStatus
 
 GOOD: dict[str, Any] = {"v": 1, "job_id": "train-1", "kind": "train", "config": "conf_train",
                         "overrides": ["algorithm=a2c", "runner.n_envs=2"], "time_limit_s": 60,
@@ -72,6 +66,11 @@ def test_defaults_config_by_kind_and_optional_fields() -> None:
     ({"time_limit_s": "60"}, "time_limit_s"),
     ({"time_limit_s": math.inf}, "time_limit_s"),
     ({"publish_policy": "a b"}, "publish_policy"),
+    ({"publish_policy": ".."}, "publish_policy"),
+    ({"publish_policy": "."}, "publish_policy"),
+    ({"publish_policy": "a/b"}, "publish_policy"),
+    ({"publish_policy": "-x"}, "publish_policy"),
+    ({"publish_policy": "x" * 65}, "publish_policy"),
     ({"kind": "rollout", "config": None}, "publish_policy"),
     ({"chunks": 2}, "chunks"),
     ({"kind": "rollout", "publish_policy": None, "chunks": 0}, "chunks"),

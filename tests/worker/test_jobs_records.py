@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from maze_engine.core.stats.running import RunningStats
-from worker.jobs.messages import JobKind, JobResult, JobStatus, new_job
+from worker.jobs.codec import new_job
 from worker.jobs.records import JobRecords, claim, write_json_atomic
+from worker.jobs.schema import JobKind, JobResult, JobStatus
 from worker.jobs.split import chunk_id, merge_statistics, plan_chunks, share_episodes, stats_from_summary
 
 
@@ -125,8 +126,8 @@ def test_a_summary_gives_back_its_sums() -> None:
 @pytest.mark.parametrize("answered", [True, False])
 def test_a_leftover_copy_answers_only_when_the_result_may_be_lost(tmp_path: Path, answered: bool) -> None:
     from worker.broker.job_transport import JobDelivery
+    from worker.jobs.codec import encode_job
     from worker.jobs.intake import JobIntake, Rejected
-    from worker.jobs.messages import encode_job
     from worker.wire import topology
 
     records = JobRecords(tmp_path)

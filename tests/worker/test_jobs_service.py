@@ -40,8 +40,9 @@ from worker_harness import (  # noqa: E402
 )
 
 from maze_engine.records.trajectory import trajectory_files  # noqa: E402
-from worker.jobs.messages import JobStatus, new_job  # noqa: E402
+from worker.jobs.codec import new_job  # noqa: E402
 from worker.jobs.records import JobRecords  # noqa: E402
+from worker.jobs.schema import JobStatus  # noqa: E402
 from worker.jobs.split import merge_statistics  # noqa: E402
 from worker.jobs.submit import job_status  # noqa: E402
 from worker.wire import topology  # noqa: E402
@@ -116,7 +117,7 @@ def test_bad_job_messages_are_answered_naming_the_field_and_dead_lettered(
         cases = {  # job id -> (body, field named in the reply and the dead letter)
             "bad-kind": (job(job_id="bad-kind", kind="evaluate"), "kind"),
             "bad-override": (job(job_id="bad-override", overrides=["runner.n_episodes=many"]), "overrides"),
-            "bad-group": (job(job_id="bad-group", overrides=["runner=nonexistent"]), "overrides"),
+            "bad-group": (job(job_id="bad-group", overrides=["runner=nonexistent"]), "overrides[0]"),
             "bad-config": (job(job_id="bad-config", config="conf_nope"), "config"),
             "bad-pairing": (job(job_id="bad-pairing", config="conf_train"), "config"),
         }
@@ -141,7 +142,7 @@ def test_bad_job_messages_are_answered_naming_the_field_and_dead_lettered(
     letters = dead_letters(client)
     reasons = sorted((props.headers[topology.DEAD_REASON_HEADER], props.headers[topology.DEAD_FIELD_HEADER])
                      for props, _body in letters)
-    assert reasons == sorted([("bad_job", "kind"), ("bad_job", "overrides"), ("bad_job", "overrides"),
+    assert reasons == sorted([("bad_job", "kind"), ("bad_job", "overrides"), ("bad_job", "overrides[0]"),
                               ("bad_job", "config"), ("bad_job", "config"), ("bad_job", "body"),
                               ("no_reply_to", "reply_to"), ("bad_job", "overrides")]), reasons
 
@@ -302,13 +303,13 @@ def test_a_job_survives_its_worker_losing_the_broker_connection(
         client.watch(job.job_id)
         client.submit(job)
         client.wait_event(job.job_id, "epoch")
-        assert close_connections(worker.serving.service.worker_id) == 1
+        assert close_connections(worker.service.worker_id) == 1
         result = client.result(job.job_id, timeout=180)
         assert result.status is JobStatus.FINISHED and result.attempts == 1, result
         assert [e["epoch"] for e in client.events_of(job.job_id, "epoch")] == [1, 2, 3, 4, 5]
         client.pump(2.0)
         assert len(client.events_of(job.job_id, "started")) == 1, "the job ran once"
-        method = client.channel.queue_declare(worker.serving.service.lease_queue, passive=True).method
+        method = client.channel.queue_declare(worker.service.lease_queue, passive=True).method
         assert method.message_count == 0, "the lease is released"
 
 
@@ -317,7 +318,10 @@ def test_a_job_that_keeps_crashing_is_dead_lettered_after_the_delivery_limit(
         monkeypatch: pytest.MonkeyPatch) -> None:
     for key, value in crashing_env().items():
         monkeypatch.setenv(key, value)
-    with job_worker(job_settings(amqp_url, prefix, tmp_path, delivery_limit=2), broker_cleanup):
+    # The policy lives in a test module: an operator allows such a package with jobs.allowed_targets.
+    settings = job_settings(amqp_url, prefix, tmp_path, delivery_limit=2,
+                            allowed_targets=("maze_engine.", "worker.", "job_harness."))
+    with job_worker(settings, broker_cleanup):
         job = new_job("poison", "rollout", [*TINY_ROLLOUT, "policy._target_=job_harness.SelfKillingPolicy"])
         client.watch(job.job_id)
         client.submit(job)

@@ -11,8 +11,8 @@ from maze_engine.config import compose_config
 from maze_engine.core.errors import ConfigError
 from worker.broker.job_transport import JobDelivery
 from worker.jobs.intake import Accepted, JobIntake, Rejected, attempts_of
-from worker.jobs.messages import JobResult, JobStatus
 from worker.jobs.records import JobRecords
+from worker.jobs.schema import JobResult, JobStatus
 from worker.settings import JobSettings, WorkerSettings
 from worker.wire import topology
 
@@ -36,6 +36,10 @@ def test_the_shipped_config_has_the_job_keys_and_their_defaults() -> None:
     ({"jobs": {"lease_ttl_s": 1}}, "jobs.lease_ttl_s"),
     ({"jobs": {"poll_interval_s": "fast"}}, "jobs.poll_interval_s"),
     ({"jobs": []}, "jobs"),
+    ({"jobs": {"allowed_targets": []}}, "jobs.allowed_targets"),
+    ({"jobs": {"allowed_targets": "maze_engine."}}, "jobs.allowed_targets"),
+    ({"jobs": {"allowed_targets": ["maze_engine.", "os.path/"]}}, "jobs.allowed_targets"),
+    ({"jobs": {"allowed_targets": [".x"]}}, "jobs.allowed_targets"),
 ])
 def test_bad_job_settings_name_their_key(config: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as info:
@@ -95,7 +99,8 @@ def test_intake_rejects_with_the_reason(tmp_path: Path) -> None:
     assert isinstance(no_reply, Rejected) and (no_reply.dead_reason, no_reply.field) == ("no_reply_to",
                                                                                         "reply_to")
     bad = intake.check(_delivery({**ROLLOUT, "overrides": ["runner=warp"]}), 3)
-    assert isinstance(bad, Rejected) and bad.result is not None and bad.field == "overrides"
+    assert isinstance(bad, Rejected) and bad.result is not None and bad.field == "overrides[0]"
+    assert bad.result.error is not None and bad.result.error.code == "bad_job"
     assert not bad.store, "a job that never ran can be fixed and sent again under its id"
     records.mark_cancelled("r", "stop")
     cancelled = intake.check(_delivery(ROLLOUT), 3)

@@ -12,7 +12,8 @@ from job_harness import TINY_TRAINING, RecordingClient, job_settings, job_worker
 from policy_harness import NAME, metric, serving, version_of  # noqa: E402
 from worker_harness import Producer, wait_until  # noqa: E402
 
-from worker.jobs.messages import JobStatus, new_job  # noqa: E402
+from worker.jobs.codec import new_job  # noqa: E402
+from worker.jobs.schema import JobStatus  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

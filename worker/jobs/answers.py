@@ -1,15 +1,19 @@
 """How a job worker speaks: final results (stored, then sent to ``reply_to`` and as the final event), progress
-events on ``<prefix>.events`` and dead letters, each counted in the job metrics."""
+events on ``<prefix>.events`` and dead letters, each counted in the job metrics. Error messages pass
+``redact`` on the way out, so no credential reaches a submitter or a dead-letter header."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 from worker.broker.job_transport import JobDelivery, JobTransport, PublishRefused
-from worker.jobs.messages import JobEvent, JobResult, JobStatus, encode_event, encode_result
+from worker.jobs.codec import encode_event, encode_result
 from worker.jobs.metrics import JobMetrics
 from worker.jobs.records import JobRecords
+from worker.jobs.redaction import redact
+from worker.jobs.schema import JobEvent, JobResult, JobStatus
 from worker.wire import topology
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,8 @@ class JobAnswers:
                store: bool = True) -> JobResult:
         """Store the final result (the first stored one wins and is what is sent), publish it to ``reply_to``
         and as the final event; returns what was sent."""
+        if result.error is not None:
+            result = replace(result, error=replace(result.error, message=redact(result.error.message)))
         if store:
             result = self.records.store_result(result)
         if reply_to:
@@ -53,6 +59,7 @@ class JobAnswers:
 
     def dead_letter(self, delivery: JobDelivery, reason: str, field: str, detail: str) -> None:
         """Send the job message to ``<prefix>.dead`` with why (the caller acknowledges the original)."""
+        detail = redact(detail)
         logger.warning("dead-lettering a job message from %s: %s: %s: %s", delivery.queue, reason, field,
                        detail)
         try:

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from worker.jobs.messages import finite_plain
 from worker.jobs.records import PROGRESS_FILE, SPEC_FILE, write_json_atomic
+from worker.jobs.schema import finite_plain
 
 OUTCOME_FILE = "outcome.json"
 EXIT_OK = 0

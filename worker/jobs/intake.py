@@ -1,12 +1,15 @@
-"""Checking a job message before anything runs: decode, reply address, stored result, cancellation, attempts
-and the config itself (composed here, cheaply, so a bad override is answered at once and never retried).
+"""Checking a job message before anything runs: decode, reply address, what it asks for (``JobGuard``: the
+allow-list of groups and keys, class paths and paths), stored result, cancellation, attempts and the config
+itself (composed here, cheaply, so a bad override is answered at once and never retried).
 
 ``JobIntake.check`` returns ``Accepted`` (run it, or split it) or ``Rejected`` (answer and/or dead-letter it,
-then acknowledge). It touches the artifact root but not the broker.
+then acknowledge), and never raises, whatever the message holds. It reads the artifact root but not the
+broker.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -15,20 +18,15 @@ from typing import Any
 from worker.broker.job_transport import JobDelivery
 from worker.errors import one_line
 from worker.jobs import split
-from worker.jobs.messages import (
-    JobDecodeError,
-    JobError,
-    JobErrorCode,
-    JobKind,
-    JobMessage,
-    JobResult,
-    JobStatus,
-    best_effort_job_id,
-    decode_job,
-)
+from worker.jobs.codec import JobDecodeError, best_effort_job_id, decode_job
+from worker.jobs.control import DEFAULT_CANCEL_REASON, cancellation_of
+from worker.jobs.guard import JobGuard, JobRefused
 from worker.jobs.records import JobRecords
+from worker.jobs.schema import JobError, JobErrorCode, JobKind, JobMessage, JobResult, JobStatus
 from worker.wire import topology
 from worker.wire.topology import JOB_ATTEMPTS_HEADER, DeadReason
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,9 @@ def attempts_of(headers: dict[str, Any]) -> int:
     return value if type(value) is int and value >= 0 else 0
 
 
-def check_config(job: JobMessage) -> Any:
-    """Compose the job's config like ``maze-run`` would; returns it (resolved) or raises ConfigCheckError."""
+def check_config(job: JobMessage, guard: JobGuard | None = None) -> Any:
+    """Compose the job's config like ``maze-run`` would; returns it (resolved) or raises ConfigCheckError, or
+    JobRefused when ``guard`` finds a class path, path or name the composed config may not hold."""
     from omegaconf import OmegaConf
 
     from maze_engine.config import compose_config
@@ -82,8 +81,13 @@ def check_config(job: JobMessage) -> Any:
                                          f"({one_line(err)})") from err
     try:
         cfg = compose_config(job.config, list(job.overrides))
-        resolved = OmegaConf.to_container(cfg, resolve=True)
     except Exception as err:  # noqa: BLE001 - Hydra and omegaconf raise many types for bad overrides
+        raise ConfigCheckError("overrides", f"overrides: {one_line(err)}") from err
+    if guard is not None:
+        guard.check_composed(cfg)
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as err:  # noqa: BLE001 - as above
         raise ConfigCheckError("overrides", f"overrides: {one_line(err)}") from err
     assert isinstance(resolved, dict)
     trains = resolved.get("algorithm") is not None
@@ -99,12 +103,30 @@ def check_config(job: JobMessage) -> Any:
 class JobIntake:
     """The checks of the module docstring, against the job records of one artifact root."""
 
-    def __init__(self, records: JobRecords) -> None:
+    def __init__(self, records: JobRecords, guard: JobGuard | None = None) -> None:
         self.records = records
+        self.guard = guard or JobGuard(records.root)
 
     def check(self, delivery: JobDelivery, delivery_limit: int, lease_ttl_s: float = math.inf,
               now: float | None = None) -> Accepted | Rejected:
-        """What to do with ``delivery``; ``lease_ttl_s`` tells a live lease elsewhere from a lapsed one."""
+        """What to do with ``delivery``; ``lease_ttl_s`` tells a live lease elsewhere from a lapsed one.
+
+        Never raises: a message that breaks a check in an unforeseen way is rejected as ``bad_job`` (and
+        logged), so one message cannot stop the worker.
+        """
+        try:
+            return self._check(delivery, delivery_limit, lease_ttl_s, now)
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            logger.error("a job message could not be checked (%s); dead-lettering it", type(err).__name__,
+                         exc_info=True)
+            detail = f"job: the message could not be checked ({type(err).__name__})"
+            job_id = _safe_job_id(delivery.body)
+            result = (_failed(job_id, "", JobErrorCode.BAD_JOB, detail)
+                      if job_id is not None and delivery.reply_to else None)
+            return Rejected(result, dead_reason=DeadReason.BAD_JOB, field="job", detail=detail)
+
+    def _check(self, delivery: JobDelivery, delivery_limit: int, lease_ttl_s: float,
+               now: float | None) -> Accepted | Rejected:
         try:
             job = decode_job(delivery.body)
         except JobDecodeError as err:
@@ -116,6 +138,10 @@ class JobIntake:
         if not delivery.reply_to and job.chunk_of is None:
             return Rejected(None, dead_reason=DeadReason.NO_REPLY_TO, field="reply_to",
                             detail="the job has no reply_to property, so its result cannot be sent")
+        try:
+            job = self.guard.vet(job)
+        except JobRefused as err:
+            return self._refused(delivery, job, err)
         stored = self.records.result(job.job_id)
         if stored is not None:
             answered = (self.records.record(job.job_id) or {}).get("answered") is True
@@ -132,11 +158,9 @@ class JobIntake:
             # A second copy of a job another worker runs (made by a renewal or an ack that never reached the
             # broker): that worker's lease holds the job and brings it back should that worker die.
             return Rejected(None)
-        mark = self.records.cancellation(job.job_id)
-        if mark is None and job.chunk_of is not None:
-            mark = self.records.cancellation(job.chunk_of.parent)
+        mark = cancellation_of(self.records, job)
         if mark is not None:
-            reason = str(mark.get("reason") or "cancelled by request")
+            reason = str(mark.get("reason") or DEFAULT_CANCEL_REASON)
             result = JobResult(job.job_id, str(job.kind), JobStatus.CANCELLED,
                                str(self.records.output_dir(job.job_id)), error=JobError("cancelled", reason))
             return Rejected(result, store=True, job=job)
@@ -150,7 +174,9 @@ class JobIntake:
                             store=True, dead_reason=DeadReason.JOB_FAILED, field="job", detail=message,
                             job=job)
         try:
-            config = check_config(job)
+            config = check_config(job, self.guard)
+        except JobRefused as err:
+            return self._refused(delivery, job, err)
         except ConfigCheckError as err:
             return Rejected(_failed(job.job_id, str(job.kind), JobErrorCode.CONFIG, err.message),
                             dead_reason=DeadReason.BAD_JOB, field=err.field, detail=err.message)
@@ -166,6 +192,21 @@ class JobIntake:
             plan = split.plan_chunks(job, episodes, seed if type(seed) is int else None)
             return Accepted(job, attempts, plan)
         return Accepted(job, attempts)
+
+
+    @staticmethod
+    def _refused(delivery: JobDelivery, job: JobMessage, err: JobRefused) -> Rejected:
+        """A job that asks for what a job may not: answered ``bad_job`` and dead-lettered, never run."""
+        result = _failed(job.job_id, str(job.kind), JobErrorCode.BAD_JOB, err.message) if delivery.reply_to \
+            else None
+        return Rejected(result, dead_reason=DeadReason.BAD_JOB, field=err.field, detail=err.message)
+
+
+def _safe_job_id(body: Any) -> str | None:
+    try:
+        return best_effort_job_id(body)
+    except Exception:  # noqa: BLE001 - only used while rejecting a message that broke a check
+        return None
 
 
 def _leased_elsewhere(record: dict[str, Any], lease_ttl_s: float, now: float) -> bool:

@@ -17,7 +17,9 @@ from typing import Any
 from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR
 from worker.broker.job_transport import JobTransport
 from worker.jobs.answers import JobAnswers
-from worker.jobs.messages import (
+from worker.jobs.codec import encode_control
+from worker.jobs.records import JobRecords, claim
+from worker.jobs.schema import (
     ControlMessage,
     JobError,
     JobErrorCode,
@@ -25,9 +27,7 @@ from worker.jobs.messages import (
     JobMessage,
     JobResult,
     JobStatus,
-    encode_control,
 )
-from worker.jobs.records import JobRecords, claim
 from worker.jobs.split import merge_statistics
 from worker.wire import topology
 

@@ -8,8 +8,8 @@ import logging
 from dataclasses import replace
 
 from worker.broker.job_transport import JobTransport
-from worker.jobs.messages import JobError, JobErrorCode, JobMessage, JobResult, JobStatus
 from worker.jobs.records import JobRecords
+from worker.jobs.schema import JobError, JobErrorCode, JobMessage, JobResult, JobStatus
 from worker.wire import topology
 
 logger = logging.getLogger(__name__)
@@ -21,7 +21,7 @@ def publish_trained_policy(job: JobMessage, result: JobResult, records: JobRecor
     ``publish_policy`` (the run directory stays as it is)."""
     assert job.publish_policy is not None
     try:
-        from worker import policy_store  # imported here: agent-only installs need none of it
+        from worker.policy_store import store as policy_store  # imported here: agent-only installs need none
 
         published = policy_store.publish_policy(records.root, job.publish_policy, result.output_dir)
     except Exception as err:  # noqa: BLE001 - any failure to publish is reported in the result

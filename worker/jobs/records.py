@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from worker.jobs.messages import MAX_JOB_ID_LENGTH, JobDecodeError, JobResult, check_job_id, result_from_plain
+from worker.jobs.codec import JobDecodeError, check_job_id, result_from_plain
+from worker.jobs.schema import MAX_JOB_ID_LENGTH, JobResult
 
 JOBS_DIR = "jobs"
 RECORD_FILE = "job.json"

@@ -24,6 +24,8 @@ from typing import Any
 from worker.jobs.child import EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE
 from worker.jobs.records import LOG_FILE, PROGRESS_FILE, SPEC_FILE, read_json, write_json_atomic
 
+ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
+
 
 @dataclass(frozen=True)
 class ChildSpec:
@@ -34,6 +36,10 @@ class ChildSpec:
     overrides: Sequence[str]
     output_dir: Path
     torch_threads: int = 1
+    artifact_root: Path | None = None
+    """The job worker's artifact root, given to the child as ``MAZE_ARTIFACT_ROOT``: the config tree's
+    default for it (``policy=published_policy`` reads published policies there), whatever the worker's own
+    environment says."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,8 @@ class ChildProcess:
                                                 "torch_threads": spec.torch_threads})
         self._log = open(job_dir / LOG_FILE, "ab")  # noqa: SIM115 - closed in _finish
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if spec.artifact_root is not None:
+            env[ARTIFACT_ROOT_ENV] = str(Path(spec.artifact_root).resolve())
         self.process = subprocess.Popen([python, "-m", "worker.jobs.child", str(job_dir)], stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True)

@@ -27,12 +27,17 @@ from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost
 from worker.broker.job_transport import JobDelivery, JobTransport, headers_without_death
 from worker.jobs import split
 from worker.jobs.answers import JobAnswers
+from worker.jobs.codec import encode_job
+from worker.jobs.control import DEFAULT_CANCEL_REASON, JobControl, cancellation_of
+from worker.jobs.guard import JobGuard
 from worker.jobs.intake import Accepted, JobIntake, Rejected
 from worker.jobs.lease import JobLease
 from worker.jobs.merge import ChunkCompletion
-from worker.jobs.messages import (
-    ControlMessage,
-    JobDecodeError,
+from worker.jobs.metrics import JobMetrics
+from worker.jobs.publishing import publish_trained_policy
+from worker.jobs.records import JobRecords
+from worker.jobs.runner import ChildProcess, ChildSpec, Outcome
+from worker.jobs.schema import (
     JobError,
     JobErrorCode,
     JobEvent,
@@ -40,13 +45,7 @@ from worker.jobs.messages import (
     JobMessage,
     JobResult,
     JobStatus,
-    decode_control,
-    encode_job,
 )
-from worker.jobs.metrics import JobMetrics
-from worker.jobs.publishing import publish_trained_policy
-from worker.jobs.records import JobRecords
-from worker.jobs.runner import ChildProcess, ChildSpec, Outcome
 from worker.settings import JobSettings, WorkerSettings
 from worker.wire import topology
 from worker.wire.topology import JOB_ATTEMPTS_HEADER, JOB_KIND_HEADER, DeadReason, mask_url
@@ -90,7 +89,8 @@ class JobService:
         self.health = health
         self.transport = transport or JobTransport(settings.broker,
                                                    f"maze-job-worker {self.prefix} {self.worker_id}")
-        self.intake = JobIntake(self.records)
+        self.intake = JobIntake(self.records, JobGuard(settings.artifact_root, self.jobs.allowed_targets))
+        self.control = JobControl(self.records, self._stop_cancelled)
         self.answers = JobAnswers(self.transport, self.records, self.metrics, self.prefix, self.worker_id)
         self.chunks = ChunkCompletion(self.records, self.answers, self.transport, self.prefix)
         self.clock = clock
@@ -116,7 +116,7 @@ class JobService:
 
     def run(self) -> None:
         """Serve until ``stop()`` and the running job is put back. Raises AccessRefused, TopologyConflict."""
-        from worker.serving.service import Backoff
+        from worker.broker.backoff import Backoff
 
         reconnect = self.settings.reconnect
         backoff = Backoff(reconnect.initial_backoff_s, reconnect.max_backoff_s)
@@ -183,7 +183,7 @@ class JobService:
             if delivery is not None:
                 self._handle(delivery)
                 continue
-            self._control(self.transport.wait(poll))
+            self.control.handle(self.transport.wait(poll))
 
     def _take(self) -> JobDelivery | None:
         for offset in range(len(self.queues)):
@@ -267,7 +267,8 @@ class JobService:
                                    lease_renewed=time.time(), output_dir=str(output), **record_fields)
         self.answers.event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), attempt=attempts)
         child = ChildProcess(job_dir, ChildSpec(str(job.kind), job.config, job.overrides, output,
-                                                self.settings.torch_threads), clock=self.clock)
+                                                self.settings.torch_threads, self.records.root),
+                             clock=self.clock)
         self.running = RunningJob(job, delivery, attempts, child, lease)
         self.metrics.running.set(1)
         self.answers.event(job.job_id, JobEvent.STARTED, attempt=attempts, pid=child.pid,
@@ -279,7 +280,7 @@ class JobService:
     def _supervise(self, control: list[bytes]) -> None:
         running = self.running
         assert running is not None
-        self._control(control)
+        self.control.handle(control)
         for line in running.child.read_progress():
             if line.get("event") == "epoch":
                 self.metrics.epochs.inc()
@@ -301,14 +302,8 @@ class JobService:
         limit = running.job.time_limit_s
         if limit is not None and running.child.elapsed() >= limit:
             running.child.stop(JobErrorCode.TIME_LIMIT, self.jobs.cancel_grace_s)
-        if self._cancelled(running.job) is not None:
+        if cancellation_of(self.records, running.job) is not None:
             running.child.stop(JobStatus.CANCELLED, self.jobs.cancel_grace_s)
-
-    def _cancelled(self, job: JobMessage) -> dict[str, Any] | None:
-        mark = self.records.cancellation(job.job_id)
-        if mark is None and job.chunk_of is not None:
-            mark = self.records.cancellation(job.chunk_of.parent)
-        return mark
 
     def _reclaim(self) -> None:
         """After a reconnect: renew the lease, or stop the job if the lease may have lapsed meanwhile."""
@@ -321,23 +316,13 @@ class JobService:
             return
         running.lease.reclaim(running.delivery)
 
-    def _control(self, messages: list[bytes]) -> None:
-        for body in messages:
-            try:
-                message = decode_control(body)
-            except JobDecodeError as err:
-                logger.warning("ignoring a control message: %s", err.message)
-                continue
-            self._on_control(message)
-
-    def _on_control(self, message: ControlMessage) -> None:
-        if message.command == "cancel":
-            self.records.mark_cancelled(message.job_id, message.reason or "cancelled by request")
-            running = self.running
-            if running is not None and (running.job.job_id == message.job_id or (
-                    running.job.chunk_of is not None and running.job.chunk_of.parent == message.job_id)):
-                logger.info("job %s: cancel requested, stopping its process", running.job.job_id)
-                running.child.stop(JobStatus.CANCELLED, self.jobs.cancel_grace_s)
+    def _stop_cancelled(self, job_id: str) -> None:
+        """Stop the running job when a cancel names it or the split rollout it is a chunk of."""
+        running = self.running
+        if running is not None and (running.job.job_id == job_id or (
+                running.job.chunk_of is not None and running.job.chunk_of.parent == job_id)):
+            logger.info("job %s: cancel requested, stopping its process", running.job.job_id)
+            running.child.stop(JobStatus.CANCELLED, self.jobs.cancel_grace_s)
 
     # -- ending a job ------------------------------------------------------------------------------------
 
@@ -353,9 +338,9 @@ class JobService:
             running.lease.release()
             return
         if outcome.stopped == JobStatus.CANCELLED:
-            mark = self._cancelled(job) or {}
+            mark = cancellation_of(self.records, job) or {}
             result = JobResult(job.job_id, str(job.kind), JobStatus.CANCELLED, output,
-                               error=JobError("cancelled", str(mark.get("reason") or "cancelled by request")),
+                               error=JobError("cancelled", str(mark.get("reason") or DEFAULT_CANCEL_REASON)),
                                attempts=running.attempts)
         elif outcome.stopped == JobErrorCode.TIME_LIMIT:
             result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output,

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from maze_engine.core.stats.running import RunningStats
 from maze_engine.rollout.runner import derive_seeds
-from worker.jobs.messages import ChunkOf, JobDecodeError, JobKind, JobMessage
+from worker.jobs.codec import JobDecodeError
+from worker.jobs.schema import ChunkOf, JobKind, JobMessage
 
 EPISODES_KEY = "runner.n_episodes"
 SEED_KEY = "seed"

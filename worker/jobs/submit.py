@@ -25,19 +25,9 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from worker.jobs.messages import (
-    ControlMessage,
-    JobDecodeError,
-    JobEvent,
-    JobMessage,
-    JobResult,
-    decode_event,
-    decode_result,
-    encode_control,
-    encode_job,
-    new_job,
-)
+from worker.jobs.codec import JobDecodeError, decode_event, decode_result, encode_control, encode_job, new_job
 from worker.jobs.records import JobRecords
+from worker.jobs.schema import ControlMessage, JobEvent, JobMessage, JobResult
 from worker.wire import topology
 
 CONTENT_TYPE = "application/msgpack"
