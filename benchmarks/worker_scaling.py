@@ -36,6 +36,7 @@ from worker_batch_step import save_untrained_policy
 
 from worker.broker.probe import delete_prefix
 from worker.launcher import WorkerProcess
+from worker.wire.protocol import PROTOCOL_VERSION, StateMessage, encode_state
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT.parent / "shared" / "bench"
@@ -92,8 +93,8 @@ class PauseLoop:
 
         def send(episode: str, seq: int) -> None:
             cid = uuid.uuid4().hex
-            body = msgpack.packb({"v": 1, "episode": episode, "seq": seq, "reward": None if seq == 0 else 1.0,
-                                  "state": (rng.normal(size=4) * 0.05).tolist(), "done": False, "info": None})
+            body = encode_state(StateMessage(PROTOCOL_VERSION, episode, seq,
+                                             (rng.normal(size=4) * 0.05).tolist(), None if seq == 0 else 1.0))
             self._sent[cid] = (episode, seq, time.perf_counter())
             channel.basic_publish(f"{self.prefix}.states", episode, body, pika.BasicProperties(
                 reply_to=queue, correlation_id=cid, content_type="application/msgpack"))

@@ -25,6 +25,7 @@ import pika
 from worker_harness import WorkerProcess, start_worker_process, wait_until
 
 from maze_engine.wrappers.wrapper import ObservationWrapper
+from worker.wire.protocol import PROTOCOL_VERSION, StateMessage, encode_state
 
 HERE = Path(__file__).resolve().parent
 CONF = HERE / "conf"
@@ -149,9 +150,8 @@ class ClosedLoop:
     def _send(self, episode: str, seq: int) -> None:
         cid = uuid.uuid4().hex
         rest = (self.rng.normal(size=3) * 0.05).tolist()
-        body = msgpack.packb({"v": 1, "episode": episode, "seq": seq, "state": [0.0, *rest],
-                              "reward": None if seq == 0 else 1.0, "done": seq == self.length - 1,
-                              "info": None})
+        body = encode_state(StateMessage(PROTOCOL_VERSION, episode, seq, [0.0, *rest],
+                                         None if seq == 0 else 1.0, seq == self.length - 1))
         self.sent[cid] = (episode, seq, time.monotonic())
         self.channel.basic_publish(f"{self.prefix}.states", episode, body, pika.BasicProperties(
             reply_to=self.reply_queue, correlation_id=cid, content_type="application/msgpack",

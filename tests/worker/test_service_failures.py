@@ -5,7 +5,6 @@ import sys
 import threading
 from pathlib import Path
 
-import msgpack
 import pika
 import pytest
 
@@ -146,9 +145,7 @@ def test_access_refused_is_translated(amqp_url: str) -> None:
 def test_stop_from_another_thread_answers_in_flight_states(amqp_url: str, prefix: str) -> None:
     with running_worker(settings_for(amqp_url, prefix)) as worker:
         producer = Producer(amqp_url, prefix)
-        ids = [producer.publish(msgpack.packb({"v": 1, "episode": f"s{i}", "seq": 0, "state": state(0.1),
-                                               "reward": None, "done": False, "info": None}), f"s{i}")
-               for i in range(300)]
+        ids = [producer.send(f"s{i}", 0, state(0.1)) for i in range(300)]
         producer.pump(lambda: producer.received > 0)
         stopper = threading.Thread(target=worker.stop)
         stopper.start()

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-import msgpack
 import numpy as np
-import pika
 import pytest
 from gymnasium import spaces
 
@@ -38,6 +36,10 @@ from worker.settings import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from support.raw_producer import Producer  # noqa: E402
+
+__all__ = ["Producer"]  # the raw producer lives in tests/support; imported from here by the tests
 CARTPOLE = {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
 
 
@@ -180,72 +182,6 @@ def start_worker_process(amqp_url: str, prefix: str, *overrides: str, shards: in
 def start_subprocess_worker(amqp_url: str, prefix: str, *overrides: str, shards: int = 4) -> WorkerProcess:
     """``maze-worker`` (SignPolicy, fast heartbeats) as a child process, for signals and kills."""
     return start_worker_process(amqp_url, prefix, *QUICK_HEARTBEAT, *overrides, shards=shards)
-
-
-class Producer:
-    """A raw protocol v1 producer on its own connection: publish anything, collect replies by id."""
-
-    def __init__(self, amqp_url: str, prefix: str) -> None:
-        self.prefix = prefix
-        self.connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
-        self.channel = self.connection.channel()
-        self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
-        self.replies: dict[str, dict[str, Any]] = {}
-        self.received = 0
-        self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
-
-    def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        self.received += 1
-        self.replies[properties.correlation_id] = msgpack.unpackb(body)
-
-    def publish(self, body: bytes, routing_key: str, reply_to: str | None = "",
-                correlation_id: str | None = None, content_type: str | None = "application/msgpack",
-                headers: dict[str, Any] | None = None) -> str:
-        """Publish ``body`` to ``<prefix>.states``; ``reply_to=""`` means this producer's reply queue."""
-        correlation_id = correlation_id if correlation_id is not None else uuid.uuid4().hex
-        properties = pika.BasicProperties(reply_to=self.reply_queue if reply_to == "" else reply_to,
-                                          correlation_id=correlation_id or None, content_type=content_type,
-                                          headers=headers)
-        self.channel.basic_publish(f"{self.prefix}.states", routing_key, body, properties)
-        return correlation_id
-
-    def send(self, episode: str, seq: int, state_value: Any, reward: Any = 1.0, done: bool = False,
-             **extra: Any) -> str:
-        body = {"v": 1, "episode": episode, "seq": seq, "state": state_value,
-                "reward": None if seq == 0 and reward == 1.0 else reward, "done": done, "info": None, **extra}
-        return self.publish(msgpack.packb(body), episode)
-
-    def wait(self, correlation_ids: Sequence[str], timeout: float = 20.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while any(cid not in self.replies for cid in correlation_ids):
-            assert time.monotonic() < deadline, \
-                f"{sum(cid not in self.replies for cid in correlation_ids)} replies missing after {timeout} s"
-            self.connection.process_data_events(time_limit=0.05)
-        return [self.replies.pop(cid) for cid in correlation_ids]
-
-    def call(self, episode: str, seq: int, state_value: Any, **kwargs: Any) -> dict[str, Any]:
-        return self.wait([self.send(episode, seq, state_value, **kwargs)])[0]
-
-    def pump(self, until: Any, timeout: float = 30.0) -> None:
-        """Process replies until ``until()`` is true; fails after ``timeout`` seconds."""
-        wait_until(until, "the condition was not met", timeout,
-                   step=lambda: self.connection.process_data_events(time_limit=0.05))
-
-    def dead_letters(self) -> list[tuple[Any, bytes]]:
-        """Take every message from ``<prefix>.dead``: (properties, body) pairs."""
-        taken: list[tuple[Any, bytes]] = []
-        while True:
-            method, properties, body = self.channel.basic_get(f"{self.prefix}.dead", auto_ack=True)
-            if method is None:
-                return taken
-            taken.append((properties, body))
-
-    def dead_letter_count(self) -> int:
-        return int(self.channel.queue_declare(f"{self.prefix}.dead", passive=True).method.message_count)
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            self.connection.close()
 
 
 def rabbitmqctl(*args: str, timeout: float = 120) -> str:
