@@ -14,5 +14,6 @@ def maze_worker() -> None:
     try:
         from worker.cli import main
     except ModuleNotFoundError as err:
-        sys.exit(f"maze-worker: error: {err.name} is not installed; the worker needs the engine: {ENGINE_HINT}")
+        sys.exit(f"maze-worker: error: {err.name} is not installed; the worker needs the engine: "
+                 f"{ENGINE_HINT}")
     main()

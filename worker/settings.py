@@ -166,56 +166,61 @@ class WorkerSettings:
         reconnect = _section(config, "reconnect")
         stats = _section(config, "stats")
         cluster = _section(config, "cluster")
-        url = _string(broker, "url", "broker.url", DEFAULT_URL)
+        url = _string(broker, "broker.url", DEFAULT_URL)
         check_url(url)
+        tls_defaults, episode_defaults, reconnect_defaults, cluster_defaults = \
+            TLSSettings(), EpisodeSettings(), ReconnectSettings(), ClusterSettings()
         settings = cls(
             broker=BrokerSettings(
                 url=url,
                 prefix=_prefix(broker),
-                shards=_integer(broker, "shards", "broker.shards", 16, minimum=1, maximum=999),
-                prefetch=_integer(broker, "prefetch", "broker.prefetch", 1024, minimum=1, maximum=65535),
-                heartbeat_s=_integer(broker, "heartbeat_s", "broker.heartbeat_s", 5, minimum=0),
+                shards=_integer(broker, "broker.shards", BrokerSettings.shards, minimum=1, maximum=999),
+                prefetch=_integer(broker, "broker.prefetch", BrokerSettings.prefetch, minimum=1,
+                                  maximum=65535),
+                heartbeat_s=_integer(broker, "broker.heartbeat_s", BrokerSettings.heartbeat_s, minimum=0),
                 tls=TLSSettings(
-                    ca_file=_optional_string(tls, "ca_file", "broker.tls.ca_file"),
-                    cert_file=_optional_string(tls, "cert_file", "broker.tls.cert_file"),
-                    key_file=_optional_string(tls, "key_file", "broker.tls.key_file"),
-                    verify=_boolean(tls, "verify", "broker.tls.verify", True),
+                    ca_file=_optional_string(tls, "broker.tls.ca_file"),
+                    cert_file=_optional_string(tls, "broker.tls.cert_file"),
+                    key_file=_optional_string(tls, "broker.tls.key_file"),
+                    verify=_boolean(tls, "broker.tls.verify", tls_defaults.verify),
                 ),
             ),
             episodes=EpisodeSettings(
-                idle_timeout_s=_number(episodes, "idle_timeout_s", "episodes.idle_timeout_s", 600.0,
+                idle_timeout_s=_number(episodes, "episodes.idle_timeout_s", episode_defaults.idle_timeout_s,
                                        positive=True),
-                max_open=_integer(episodes, "max_open", "episodes.max_open", 10_000, minimum=1),
-                replay_window=_integer(episodes, "replay_window", "episodes.replay_window", 8, minimum=1),
-                on_lost=_choice(episodes, "on_lost", "episodes.on_lost", "resume", ON_LOST_CHOICES),
-                max_history_bytes=_integer(episodes, "max_history_bytes", "episodes.max_history_bytes",
-                                           16 * 1024 * 1024, minimum=0),
+                max_open=_integer(episodes, "episodes.max_open", episode_defaults.max_open, minimum=1),
+                replay_window=_integer(episodes, "episodes.replay_window", episode_defaults.replay_window,
+                                       minimum=1),
+                on_lost=_choice(episodes, "episodes.on_lost", episode_defaults.on_lost, ON_LOST_CHOICES),
+                max_history_bytes=_integer(episodes, "episodes.max_history_bytes",
+                                           episode_defaults.max_history_bytes, minimum=0),
             ),
-            batch=BatchSettings(max_size=_integer(batch, "max_size", "batch.max_size", 256, minimum=1)),
+            batch=BatchSettings(
+                max_size=_integer(batch, "batch.max_size", BatchSettings.max_size, minimum=1)),
             metrics=MetricsSettings(
-                port=_integer(metrics, "port", "metrics.port", 0, minimum=0, maximum=65535),
-                host=_string(metrics, "host", "metrics.host", "0.0.0.0"),
+                port=_integer(metrics, "metrics.port", MetricsSettings.port, minimum=0, maximum=65535),
+                host=_string(metrics, "metrics.host", MetricsSettings.host),
             ),
             reconnect=ReconnectSettings(
-                initial_backoff_s=_number(reconnect, "initial_backoff_s", "reconnect.initial_backoff_s", 0.5,
-                                          positive=True),
-                max_backoff_s=_number(reconnect, "max_backoff_s", "reconnect.max_backoff_s", 30.0,
+                initial_backoff_s=_number(reconnect, "reconnect.initial_backoff_s",
+                                          reconnect_defaults.initial_backoff_s, positive=True),
+                max_backoff_s=_number(reconnect, "reconnect.max_backoff_s", reconnect_defaults.max_backoff_s,
                                       positive=True),
-                healthy_after_s=_number(reconnect, "healthy_after_s", "reconnect.healthy_after_s", 30.0,
-                                        positive=True),
+                healthy_after_s=_number(reconnect, "reconnect.healthy_after_s",
+                                        reconnect_defaults.healthy_after_s, positive=True),
             ),
             cluster=ClusterSettings(
-                heartbeat_interval_s=_number(cluster, "heartbeat_interval_s", "cluster.heartbeat_interval_s",
-                                             1.0, positive=True),
-                liveness_timeout_s=_number(cluster, "liveness_timeout_s", "cluster.liveness_timeout_s", 4.0,
-                                           positive=True),
+                heartbeat_interval_s=_number(cluster, "cluster.heartbeat_interval_s",
+                                             cluster_defaults.heartbeat_interval_s, positive=True),
+                liveness_timeout_s=_number(cluster, "cluster.liveness_timeout_s",
+                                           cluster_defaults.liveness_timeout_s, positive=True),
             ),
-            deterministic=_boolean(config, "deterministic", "deterministic", False),
-            stats_interval_s=_number(stats, "interval_s", "stats.interval_s", 30.0),
-            torch_threads=_integer(config, "torch_threads", "torch_threads", 1, minimum=1, maximum=256),
+            deterministic=_boolean(config, "deterministic", cls.deterministic),
+            stats_interval_s=_number(stats, "stats.interval_s", cls.stats_interval_s),
+            torch_threads=_integer(config, "torch_threads", cls.torch_threads, minimum=1, maximum=256),
             jobs=_job_settings(_section(config, "jobs")),
             role=_role(config),
-            artifact_root=_string(config, "artifact_root", "artifact_root", "artifacts"),
+            artifact_root=_string(config, "artifact_root", cls.artifact_root),
         )
         beat = settings.cluster
         if beat.liveness_timeout_s < 2 * beat.heartbeat_interval_s:
@@ -242,12 +247,13 @@ def _job_settings(jobs: Mapping[str, Any]) -> JobSettings:
             or len(set(kinds)) != len(kinds)):
         raise ConfigError(f"jobs.kinds: expected a non-empty list of distinct kinds from {list(JOB_KINDS)}, "
                           f"got {kinds!r}")
+    defaults = JobSettings()
     settings = JobSettings(
         kinds=tuple(str(kind) for kind in kinds),
-        delivery_limit=_integer(jobs, "delivery_limit", "jobs.delivery_limit", 3, minimum=1, maximum=100),
-        cancel_grace_s=_number(jobs, "cancel_grace_s", "jobs.cancel_grace_s", 10.0, positive=True),
-        lease_ttl_s=_number(jobs, "lease_ttl_s", "jobs.lease_ttl_s", 60.0, positive=True),
-        poll_interval_s=_number(jobs, "poll_interval_s", "jobs.poll_interval_s", 0.5, positive=True),
+        delivery_limit=_integer(jobs, "jobs.delivery_limit", defaults.delivery_limit, minimum=1, maximum=100),
+        cancel_grace_s=_number(jobs, "jobs.cancel_grace_s", defaults.cancel_grace_s, positive=True),
+        lease_ttl_s=_number(jobs, "jobs.lease_ttl_s", defaults.lease_ttl_s, positive=True),
+        poll_interval_s=_number(jobs, "jobs.poll_interval_s", defaults.poll_interval_s, positive=True),
         allowed_targets=_target_prefixes(jobs.get("allowed_targets", list(DEFAULT_ALLOWED_TARGETS))),
     )
     if settings.lease_ttl_s < 3:
@@ -297,9 +303,14 @@ def _section(config: Mapping[str, Any], name: str, key: str | None = None) -> Ma
     return value
 
 
-def _integer(section: Mapping[str, Any], name: str, key: str, default: int, minimum: int | None = None,
+def _name(key: str) -> str:
+    """The last segment of a dotted key: its name in its section."""
+    return key.rsplit(".", 1)[-1]
+
+
+def _integer(section: Mapping[str, Any], key: str, default: int, minimum: int | None = None,
              maximum: int | None = None) -> int:
-    value = section.get(name, default)
+    value = section.get(_name(key), default)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum or maximum is not None and value > maximum:
@@ -308,8 +319,8 @@ def _integer(section: Mapping[str, Any], name: str, key: str, default: int, mini
     return value
 
 
-def _number(section: Mapping[str, Any], name: str, key: str, default: float, positive: bool = False) -> float:
-    value = section.get(name, default)
+def _number(section: Mapping[str, Any], key: str, default: float, positive: bool = False) -> float:
+    value = section.get(_name(key), default)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{key}: expected a number of seconds, got {type(value).__name__} {value!r}")
     if value < 0 or positive and value == 0:
@@ -317,30 +328,30 @@ def _number(section: Mapping[str, Any], name: str, key: str, default: float, pos
     return float(value)
 
 
-def _choice(section: Mapping[str, Any], name: str, key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = section.get(name, default)
+def _choice(section: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
+    value = section.get(_name(key), default)
     if value not in choices:
         raise ConfigError(f"{key}: expected one of {', '.join(choices)}, "
                           f"got {type(value).__name__} {value!r}")
     return str(value)
 
 
-def _boolean(section: Mapping[str, Any], name: str, key: str, default: bool) -> bool:
-    value = section.get(name, default)
+def _boolean(section: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = section.get(_name(key), default)
     if not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}")
     return value
 
 
-def _string(section: Mapping[str, Any], name: str, key: str, default: str) -> str:
-    value = section.get(name, default)
+def _string(section: Mapping[str, Any], key: str, default: str) -> str:
+    value = section.get(_name(key), default)
     if not isinstance(value, str) or not value:
         raise ConfigError(f"{key}: expected a non-empty string, got {type(value).__name__} {value!r}")
     return value
 
 
-def _optional_string(section: Mapping[str, Any], name: str, key: str) -> str | None:
-    value = section.get(name)
+def _optional_string(section: Mapping[str, Any], key: str) -> str | None:
+    value = section.get(_name(key))
     if value is None or value == "":
         return None
     if not isinstance(value, str):
@@ -349,7 +360,7 @@ def _optional_string(section: Mapping[str, Any], name: str, key: str) -> str | N
 
 
 def _prefix(broker: Mapping[str, Any]) -> str:
-    prefix = _string(broker, "prefix", "broker.prefix", topology.DEFAULT_PREFIX)
+    prefix = _string(broker, "broker.prefix", BrokerSettings.prefix)
     try:
         topology.states_exchange(prefix)
     except ValueError as err:

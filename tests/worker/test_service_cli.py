@@ -21,6 +21,7 @@ from worker.metrics import MetricsServer, WorkerMetrics
 from worker.serving.factory import with_log_stats
 from worker.serving.service import WorkerService
 from worker.settings import BrokerSettings, TLSSettings, WorkerSettings
+from worker.startup import resolved_config
 
 sys.path.insert(0, str(Path(__file__).parent))
 from worker_harness import ROOT, running_worker, settings_for  # noqa: E402
@@ -166,3 +167,9 @@ def test_a_service_can_be_built_without_a_broker() -> None:
     assert not service.consuming.is_set() and not service.metrics.healthy
     assert (service.cluster.prefix, service.cluster.shards) == ("maze", 16)
     assert service.table.worker_id == service.worker_id
+
+
+def test_the_yaml_states_the_same_defaults_as_the_settings_dataclasses() -> None:
+    """conf_worker.yaml documents each default; the dataclasses hold them (from_config has no literals)."""
+    composed = WorkerSettings.from_config(resolved_config(compose_config(WORKER_CONFIG, [])))
+    assert composed == WorkerSettings()
