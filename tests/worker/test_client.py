@@ -1,5 +1,6 @@
 """MazeClient against a real broker and a tiny in-test consumer bound the way maze-worker binds its shards."""
 
+import sys
 import threading
 import time
 import urllib.parse
@@ -27,15 +28,11 @@ from worker.client.maze_client import (
     Unroutable,
 )
 from worker.wire import topology
-from worker.wire.protocol import (
-    CONTENT_TYPE,
-    DecodeError,
-    ErrorCode,
-    ErrorInfo,
-    Reply,
-    decode_state,
-    encode_reply,
-)
+from worker.wire.protocol import CONTENT_TYPE, DecodeError, ErrorCode, decode_state
+from worker.wire.replies import ErrorInfo, Reply, encode_reply
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from support.worker_topology import declare_worker_topology  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -44,19 +41,6 @@ SHARDS = 4
 
 def connect(url: str) -> pika.BlockingConnection:
     return pika.BlockingConnection(pika.URLParameters(url))
-
-
-def declare_topology(channel: Any, prefix: str, shards: int, bind: bool = True) -> None:
-    """Declare what maze-worker declares at start, from the topology functions."""
-    spec = topology.worker_topology(prefix, shards)
-    for exchange in spec.exchanges:
-        channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable,
-                                 arguments=exchange.arguments)
-    for queue in spec.queues:
-        channel.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments)
-    if bind:
-        for binding in spec.bindings:
-            channel.queue_bind(binding.queue, binding.exchange, binding.routing_key)
 
 
 class EchoConsumer:
@@ -82,7 +66,7 @@ class EchoConsumer:
         try:
             self._connection = connect(self.url)
             channel = self._connection.channel()
-            declare_topology(channel, self.prefix, self.shards)
+            declare_worker_topology(channel, self.prefix, self.shards)
             channel.basic_qos(prefetch_count=64)
             for queue in topology.shard_queues(self.prefix, self.shards):
                 channel.basic_consume(queue, lambda ch, m, p, b, q=queue: self._on_message(ch, m, p, b, q))
@@ -299,7 +283,7 @@ def test_missing_topology_is_reported_clearly(amqp_url: str, prefix: str) -> Non
 
 def test_unbound_exchange_returns_the_state_as_unroutable(amqp_url: str, prefix: str) -> None:
     connection = connect(amqp_url)
-    declare_topology(connection.channel(), prefix, 1, bind=False)
+    declare_worker_topology(connection.channel(), prefix, 1, bind=False)
     connection.close()
     with MazeClient(amqp_url, prefix=prefix) as client, pytest.raises(Unroutable, match="could not route"):
         client.act("episode-u", 0, [0], timeout=5.0)

@@ -3,7 +3,8 @@
 Everything pika raises is translated into the errors of ``worker.broker.link`` (re-exported here), so the
 service loop reasons about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
 Publishing and acknowledging are buffered and written out by ``flush``: a batch of replies and its single
-``multiple`` ack leave in one go.
+``multiple`` ack leave in one go. A call that waits for the broker gives up after ``ANSWER_TIMEOUT_S``
+(``worker.broker.link``) with ConnectionLost, so a stalled broker never holds the service loop.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from worker.broker.delivery import Delivery
 from worker.broker.link import (
     PLUGIN_HINT,
     AccessRefused,
@@ -41,27 +42,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["PLUGIN_HINT", "AccessRefused", "BrokerLink", "BrokerUnreachable", "ConnectionLost", "Delivery",
            "PluginMissing", "TopologyConflict", "Transport", "TransportError", "connection_parameters",
            "translated_errors"]
-
-
-@dataclass(slots=True)
-class Delivery:
-    """One message as the broker handed it to this worker."""
-
-    tag: int
-    """Delivery tag, valid on the current channel only."""
-    body: bytes
-    reply_to: str | None
-    correlation_id: str | None
-    content_type: str | None
-    queue: str
-    routing_key: str
-    redelivered: bool
-    received: float
-    """``time.perf_counter()`` when the worker got it, for the handling-latency metric."""
-    properties: Any
-    """The original properties, kept opaque so a dead-letter carries them unchanged."""
-    consumer_tag: str = ""
-    """The consumer it came through (one per shard queue), for passing a shard on."""
 
 
 class Transport(BrokerLink):
@@ -112,7 +92,7 @@ class Transport(BrokerLink):
     def consume(self, queues: Sequence[str]) -> None:
         """Start one manual-ack consumer per queue; at most ``prefetch`` unacked deliveries each."""
         channel = self._require_channel()
-        with translated_errors("starting consumers"):
+        with self._waiting("starting consumers"):
             channel.basic_qos(prefetch_count=self.settings.prefetch)
             for queue in queues:
                 tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
@@ -131,7 +111,7 @@ class Transport(BrokerLink):
         connection = self._connection
         if connection is None:
             raise ConnectionLost("not connected")
-        with translated_errors("receiving"):
+        with self._waiting("receiving", extra_s=timeout):
             if not self._inbox:
                 connection.process_data_events(time_limit=timeout)
             # Drain without waiting: each round reads what the socket holds right now.
@@ -148,7 +128,7 @@ class Transport(BrokerLink):
         channel = self._channel
         if channel is None:
             return
-        with translated_errors("cancelling consumers"):
+        with self._waiting("cancelling consumers"):
             for tag in list(self._consumers):
                 channel.basic_cancel(tag)
                 del self._consumers[tag]
@@ -188,7 +168,7 @@ class Transport(BrokerLink):
         connection = self._connection
         if connection is None:
             raise ConnectionLost("not connected")
-        with translated_errors("sending"):
+        with self._waiting("sending"):
             connection.process_data_events(time_limit=0)
 
     # -- policy announcements --------------------------------------------------------------------------
@@ -205,7 +185,7 @@ class Transport(BrokerLink):
             except Exception:  # noqa: BLE001 - a bad announcement must not break the service loop
                 logger.exception("handling a policy announcement failed")
 
-        with translated_errors(f"subscribing to {exchange}"):
+        with self._waiting(f"subscribing to {exchange}"):
             channel.exchange_declare(exchange, exchange_type=topology.policies_exchange_type(), durable=True)
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, exchange, routing_key="")
@@ -216,7 +196,7 @@ class Transport(BrokerLink):
     def consume_queue(self, queue: str) -> str:
         """Subscribe to one shard queue (at the back of its single-active-consumer line); returns the tag."""
         channel = self._require_channel()
-        with translated_errors(f"subscribing to {queue}"):
+        with self._waiting(f"subscribing to {queue}"):
             channel.basic_qos(prefetch_count=self.settings.prefetch)
             tag = channel.basic_consume(queue, self._on_delivery, auto_ack=False)
         self._consumers[tag] = queue
@@ -226,7 +206,7 @@ class Transport(BrokerLink):
         """Cancel one consumer; returns its deliveries handed over but not yet taken by ``poll`` (the caller
         settles them, e.g. with ``nack``). Deliveries pika still holds go back to the queue."""
         channel = self._require_channel()
-        with translated_errors(f"cancelling the consumer of {self._consumers.get(tag, tag)}"):
+        with self._waiting(f"cancelling the consumer of {self._consumers.get(tag, tag)}"):
             channel.basic_cancel(tag)
         self._consumers.pop(tag, None)
         held = [delivery for delivery in self._inbox if delivery.consumer_tag == tag]
@@ -248,17 +228,17 @@ class Transport(BrokerLink):
             raise ConnectionLost("not connected")
         prefix, shards = self.settings.prefix, self.settings.shards
         spec = topology.cluster_topology(prefix, shards)
-        with translated_errors("opening the control channel"):
+        with self._waiting("opening the control channel"):
             control = connection.channel()
             control.confirm_delivery()
         for exchange in spec.exchanges:
-            with translated_errors(f"declaring exchange {exchange.name}"):
+            with self._waiting(f"declaring exchange {exchange.name}"):
                 control.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable)
         for queue in spec.queues:
-            with translated_errors(f"declaring queue {queue.name}"):
+            with self._waiting(f"declaring queue {queue.name}"):
                 control.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
         own = topology.worker_queue(prefix, worker_id)
-        with translated_errors(f"declaring queue {own}"):
+        with self._waiting(f"declaring queue {own}"):
             control.queue_declare(own, exclusive=True, auto_delete=True)
             control.queue_bind(own, topology.workers_exchange(prefix), routing_key="")
             control.basic_consume(own, self._on_heartbeat, auto_ack=True)
@@ -275,7 +255,7 @@ class Transport(BrokerLink):
     def publish_heartbeat(self, body: bytes) -> None:
         """Announce this worker on ``<prefix>.workers`` (transient; waits for the broker's confirm)."""
         control = self._require_control()
-        with translated_errors("publishing a heartbeat"):
+        with self._waiting("publishing a heartbeat"):
             control.basic_publish(topology.workers_exchange(self.settings.prefix), "", body,
                                   pika.BasicProperties(content_type=CONTENT_TYPE))
 
@@ -289,7 +269,7 @@ class Transport(BrokerLink):
         control = self._require_control()
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2)
         try:
-            with translated_errors(f"publishing hand-off records to {queue}"):
+            with self._waiting(f"publishing hand-off records to {queue}"):
                 control.basic_publish("", queue, body, properties, mandatory=True)
         except ConnectionLost:
             raise
@@ -301,15 +281,15 @@ class Transport(BrokerLink):
         imported."""
         control = self._require_control()
         taken: list[tuple[int, bytes]] = []
-        with translated_errors(f"reading hand-off records from {queue}"):
-            while True:
+        while True:  # one deadline per call: a long queue of records is no stall
+            with self._waiting(f"reading hand-off records from {queue}"):
                 method, _properties, body = control.basic_get(queue, auto_ack=False)
-                if method is None:
-                    return taken
-                taken.append((method.delivery_tag, body))
+            if method is None:
+                return taken
+            taken.append((method.delivery_tag, body))
 
     def ack_handoff(self, tag: int) -> None:
         """Remove an imported hand-off message (and every earlier one read on the control channel)."""
         control = self._require_control()
-        with translated_errors("acknowledging hand-off records"):
+        with self._waiting("acknowledging hand-off records"):
             control.basic_ack(delivery_tag=tag, multiple=True)

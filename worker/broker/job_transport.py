@@ -1,7 +1,7 @@
 """The job worker's contact with pika: take one job at a time, publish with confirms, events and replies.
 
 Like ``worker.broker.agent_transport`` (both build on ``worker.broker.link``), pika's exceptions never
-leave this module.
+leave this module, and no call waits for the broker longer than ``ANSWER_TIMEOUT_S``.
 One blocking connection, one channel in confirm mode: the lease copy, requeued jobs and chunk jobs are
 confirmed by the broker before the job worker goes on (``publish_confirmed``); events and replies use the same
 channel. Jobs are taken with ``basic.get``, one at a time: while a job runs the worker holds no other
@@ -22,7 +22,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.broker.link import BrokerLink, ConnectionLost, TransportError, translated_errors
+from worker.broker.link import BrokerLink, ConnectionLost, TransportError
 from worker.settings import BrokerSettings
 from worker.wire import topology
 
@@ -67,13 +67,13 @@ class JobTransport(BrokerLink):
 
     def declare_lease_queue(self, name: str, arguments: dict[str, Any]) -> None:
         channel = self._require_channel()
-        with translated_errors(f"declaring the lease queue {name}"):
+        with self._waiting(f"declaring the lease queue {name}"):
             channel.queue_declare(name, durable=True, arguments=arguments)
 
     def listen_control(self, exchange: str) -> None:
         """Bind an exclusive, auto-delete queue to the control exchange; messages arrive during ``wait``."""
         channel = self._require_channel()
-        with translated_errors("subscribing to control messages"):
+        with self._waiting("subscribing to control messages"):
             queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
             channel.queue_bind(queue, exchange)
             channel.basic_consume(queue, self._on_control, auto_ack=True)
@@ -86,7 +86,7 @@ class JobTransport(BrokerLink):
         connection = self._connection
         if connection is None:
             raise ConnectionLost("not connected")
-        with translated_errors("receiving"):
+        with self._waiting("receiving", extra_s=timeout):
             connection.process_data_events(time_limit=timeout)
         messages, self._control = self._control, []
         return messages
@@ -96,7 +96,7 @@ class JobTransport(BrokerLink):
     def get(self, queue: str) -> JobDelivery | None:
         """Take the next job of ``queue`` (unacknowledged), or None when it is empty."""
         channel = self._require_channel()
-        with translated_errors(f"taking a job from {queue}"):
+        with self._waiting(f"taking a job from {queue}"):
             method, properties, body = channel.basic_get(queue, auto_ack=False)
         if method is None:
             return None
@@ -106,7 +106,7 @@ class JobTransport(BrokerLink):
 
     def ack(self, tag: int) -> None:
         channel = self._require_channel()
-        with translated_errors("acknowledging"):
+        with self._waiting("acknowledging"):
             channel.basic_ack(delivery_tag=tag)
 
     def publish_confirmed(self, exchange: str, routing_key: str, body: bytes,
@@ -117,7 +117,7 @@ class JobTransport(BrokerLink):
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2, headers=headers or None,
                                           reply_to=reply_to, correlation_id=correlation_id)
         try:
-            with translated_errors(f"publishing to {exchange or routing_key}"):
+            with self._waiting(f"publishing to {exchange or routing_key}"):
                 channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
         except ConnectionLost as err:
             if isinstance(err.__cause__, pika.exceptions.UnroutableError | pika.exceptions.NackError):
@@ -130,7 +130,7 @@ class JobTransport(BrokerLink):
         """Publish a transient message (events, replies); confirmed too (the channel is in confirm mode)."""
         channel = self._require_channel()
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, correlation_id=correlation_id)
-        with translated_errors(f"publishing to {exchange or routing_key}"):
+        with self._waiting(f"publishing to {exchange or routing_key}"):
             channel.basic_publish(exchange, routing_key, body, properties)
 
     def dead_letter(self, delivery: JobDelivery, reason: str, field: str, detail: str) -> None:
@@ -143,7 +143,7 @@ class JobTransport(BrokerLink):
             content_type=getattr(original, "content_type", None), correlation_id=delivery.correlation_id,
             reply_to=delivery.reply_to, message_id=getattr(original, "message_id", None), delivery_mode=2,
             headers=headers)
-        with translated_errors("dead-lettering"):
+        with self._waiting("dead-lettering"):
             channel.basic_publish(topology.dead_letter_exchange(self.settings.prefix), delivery.queue,
                                   delivery.body, properties)
 
@@ -152,13 +152,13 @@ class JobTransport(BrokerLink):
     def take_oldest(self, queue: str) -> bool:
         """Remove the oldest message of ``queue`` (the lease copy being renewed); False if it was empty."""
         channel = self._require_channel()
-        with translated_errors(f"renewing the lease in {queue}"):
+        with self._waiting(f"renewing the lease in {queue}"):
             method, _properties, _body = channel.basic_get(queue, auto_ack=True)
         return method is not None
 
     def purge(self, queue: str) -> None:
         channel = self._require_channel()
-        with translated_errors(f"purging {queue}"):
+        with self._waiting(f"purging {queue}"):
             channel.queue_purge(queue)
 
 

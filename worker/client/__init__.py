@@ -1,4 +1,5 @@
-"""The producer side: publish states, get actions (``MazeClient``); needs only pika, msgpack and numpy.
+"""The producer side: publish states, get actions (``MazeClient``), submit jobs (``JobClient``); needs only
+pika, msgpack and numpy.
 
 ``import worker.client`` loads neither gymnasium, torch nor hydra (a test holds it so).
 """
@@ -10,6 +11,7 @@ from worker.client.errors import (
     ConnectionLost,
     EpisodeLost,
     InternalError,
+    JobClientError,
     MazeClientError,
     OutOfOrder,
     Overloaded,
@@ -18,8 +20,9 @@ from worker.client.errors import (
     UnknownEpisode,
     Unroutable,
 )
+from worker.client.jobs import JobClient
 from worker.client.maze_client import Episode, MazeClient
 
 __all__ = ["BadMessage", "ClientTimeout", "ConnectionFailed", "ConnectionLost", "Episode", "EpisodeLost",
-           "InternalError", "MazeClient", "MazeClientError", "OutOfOrder", "Overloaded", "ReplyError",
-           "TopologyMissing", "UnknownEpisode", "Unroutable"]
+           "InternalError", "JobClient", "JobClientError", "MazeClient", "MazeClientError", "OutOfOrder",
+           "Overloaded", "ReplyError", "TopologyMissing", "UnknownEpisode", "Unroutable"]

@@ -6,7 +6,8 @@ subclass (``OutOfOrder``, ``Overloaded``, ...) to react to one code.
 
 from typing import Any
 
-from worker.wire.protocol import ErrorCode, Reply
+from worker.wire.protocol import ErrorCode
+from worker.wire.replies import Reply
 
 
 class MazeClientError(Exception):
@@ -19,6 +20,10 @@ class ConnectionFailed(MazeClientError):
 
 class ConnectionLost(MazeClientError):
     """The connection or channel broke while in use; create a new client (its reply queue is gone)."""
+
+
+class JobClientError(MazeClientError):
+    """``JobClient``: the broker could not be reached, refused a message, or no answer came in time."""
 
 
 class TopologyMissing(MazeClientError):

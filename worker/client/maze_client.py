@@ -10,6 +10,11 @@ episodes in flight at once, and ``client.episode()`` tracks an episode's ``seq``
         episode.close(final_state, reward=1.0)            # done=True; the worker closes the episode
 
 A client owns one AMQP connection and is not thread-safe: use one client per thread. See docs/protocol.md.
+
+Nothing blocks for longer than the client's ``timeout`` (10 s unless given): connecting raises
+``ConnectionFailed`` when the broker does not answer in time, a call whose answer does not come is given up
+with ``ClientTimeout`` (no reply) or ``ConnectionLost`` (the broker itself went silent; the connection is
+dropped), and ``close`` returns after at most ``min(timeout, 5 s)`` whatever the broker does.
 """
 
 import contextlib
@@ -19,12 +24,13 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
+from worker.broker.deadline import NoAnswer, close_within, deadline
+from worker.client import connection
 from worker.client.errors import (
     BadMessage,
     ClientTimeout,
@@ -48,12 +54,10 @@ from worker.wire.protocol import (
     PROTOCOL_VERSION,
     DecodeError,
     ErrorCode,
-    ErrorInfo,
-    Reply,
     StateMessage,
-    decode_reply,
     encode_state,
 )
+from worker.wire.replies import ErrorInfo, Reply, decode_reply
 
 PERSISTENT = 2
 
@@ -69,6 +73,12 @@ class MazeClient:
 
     The client never declares the worker's topology; it checks that ``<prefix>.states`` exists and fails with
     ``TopologyMissing`` otherwise. Replies come to an exclusive, server-named queue of this client.
+
+    ``timeout`` bounds every blocking call: the constructor gives up after about ``timeout`` seconds with
+    ``ConnectionFailed`` (a broker down, refusing us, or accepting TCP but never answering), ``act``, ``wait``
+    and ``poll`` wait at most their own timeout (default ``timeout``) for replies, and a broker that stops
+    answering altogether is left after ``timeout`` more seconds with ``ConnectionLost``; ``close`` returns
+    within ``min(timeout, 5 s)``.
     """
 
     def __init__(self, url: str | None = None, prefix: str = topology.DEFAULT_PREFIX, timeout: float = 10.0,
@@ -91,9 +101,12 @@ class MazeClient:
         crashed worker, on a fresh wrapper stack (see docs/protocol.md)."""
         self.last_reply: Reply | None = None
         """The reply ``act`` got last (its ``resumed`` and ``worker`` say more than the action)."""
+        started = time.monotonic()
         self._connection = self._connect(connection_name or f"maze-client {self._id_base}")
         try:
-            self._channel = self._open_channel()
+            # What connecting left of the budget, but never so little that a healthy broker cannot make it.
+            budget = max(self.timeout - (time.monotonic() - started), self.timeout / 4)
+            self._channel = self._open_channel(budget)
         except BaseException:
             self.close()
             raise
@@ -102,57 +115,68 @@ class MazeClient:
 
     def _connect(self, connection_name: str) -> pika.BlockingConnection:
         try:
-            parameters = pika.URLParameters(self.url)
-        except ValueError as err:
+            parameters = connection.parameters(self.url, connection_name, self.timeout)
+        except ValueError as err:  # from None: the URL parser's message may quote the password
             raise ConnectionFailed(f"url: expected an amqp:// or amqps:// URL, got "
                                    f"{topology.mask_url(self.url)} ({self._scrub(str(err))})") from None
-        parameters.client_properties = {"connection_name": connection_name}
         try:
             return pika.BlockingConnection(parameters)
-        except pika.exceptions.AMQPError as err:
-            raise ConnectionFailed(f"cannot connect to the broker at {topology.mask_url(self.url)}: "
-                                   f"{self._describe(err)}") from None
+        except connection.CONNECT_ERRORS as err:
+            raise ConnectionFailed(f"cannot connect to the broker at {topology.mask_url(self.url)} within "
+                                   f"{self.timeout:g} s: {self._describe(err)}") from err
 
-    def _open_channel(self) -> BlockingChannel:
+    def _open_channel(self, budget: float) -> BlockingChannel:
+        """Check the states exchange, declare the reply queue and consume it, within ``budget`` seconds."""
+        action = f"setting up the client on {topology.mask_url(self.url)}"
+        try:
+            with deadline(self._connection, budget, action):
+                self._check_exchange()
+                channel = self._connection.channel()
+                self._reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
+                channel.basic_consume(self._reply_queue, self._on_reply, auto_ack=True)
+                channel.add_on_return_callback(self._on_return)
+                return channel
+        except connection.CONNECT_ERRORS as err:
+            raise ConnectionFailed(f"{action}: {self._describe(err)}") from err
+
+    def _check_exchange(self) -> None:
+        """Raise TopologyMissing unless ``<prefix>.states`` exists (on a channel of its own: a failed passive
+        declare closes it)."""
         channel = self._connection.channel()
         try:
             channel.exchange_declare(self.exchange, passive=True)
         except pika.exceptions.ChannelClosedByBroker as err:
             if err.reply_code == 404:
                 raise TopologyMissing(f"no maze-worker has declared {self.exchange}; start maze-worker first "
-                                      f"(with broker.prefix={self.prefix})") from None
-            raise ConnectionLost(f"checking {self.exchange}: {self._describe(err)}") from None
-        channel = self._connection.channel()  # the passive check may have closed the first one
-        self._reply_queue = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
-        channel.basic_consume(self._reply_queue, self._on_reply, auto_ack=True)
-        channel.add_on_return_callback(self._on_return)
-        return channel
+                                      f"(with broker.prefix={self.prefix})") from err
+            raise
+        channel.close()
 
     def _scrub(self, text: str) -> str:
-        """Remove the URL's password from ``text`` (pika errors normally have none, but be certain)."""
-        with contextlib.suppress(ValueError):
-            password = urlsplit(self.url).password
-            if password:
-                text = text.replace(password, "****").replace(unquote(password), "****")
-        return text
+        return connection.scrub(text, self.url)
 
     def _describe(self, err: BaseException) -> str:
-        detail = self._scrub(str(err))
-        return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+        return connection.describe(err, self.url)
 
     @contextlib.contextmanager
-    def _translated(self, action: str) -> Iterator[None]:
-        """Turn pika's exceptions into the client's own, naming what was being done."""
+    def _translated(self, action: str, limit: float) -> Iterator[None]:
+        """Turn pika's exceptions into the client's own, naming what was being done; a broker that does not
+        answer within ``limit`` seconds is given up (the connection dropped, ConnectionLost raised)."""
         try:
-            yield
+            with deadline(self._connection, limit, action):
+                yield
         except pika.exceptions.ChannelClosedByBroker as err:
             if err.reply_code == 404:
                 raise TopologyMissing(f"{action}: {self.exchange} no longer exists; is maze-worker running "
-                                      f"with broker.prefix={self.prefix}?") from None
-            raise ConnectionLost(f"{action}: the broker closed the channel ({self._describe(err)})") from None
-        except pika.exceptions.AMQPError as err:
+                                      f"with broker.prefix={self.prefix}?") from err
+            raise ConnectionLost(f"{action}: the broker closed the channel ({self._describe(err)})") from err
+        except NoAnswer as err:
+            raise ConnectionLost(f"{action}: no answer from the broker within {err.seconds:g} s; the "
+                                 f"connection to {topology.mask_url(self.url)} was dropped, create a new "
+                                 f"client") from err
+        except connection.CONNECT_ERRORS as err:
             raise ConnectionLost(f"{action}: lost the connection to {topology.mask_url(self.url)} "
-                                 f"({self._describe(err)}); create a new client") from None
+                                 f"({self._describe(err)}); create a new client") from err
 
     def __repr__(self) -> str:
         url = topology.mask_url(self.url)
@@ -165,11 +189,14 @@ class MazeClient:
         self.close()
 
     def close(self) -> None:
-        """Close the connection (the reply queue goes with it); replies still on their way are lost."""
-        connection = getattr(self, "_connection", None)
-        if connection is not None and connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                connection.close()
+        """Close the connection (the reply queue goes with it); replies still on their way are lost.
+
+        Returns within ``min(timeout, 5 s)``: a broker that does not answer the close by then is left, its
+        socket closed unanswered. Never raises; closing twice is harmless.
+        """
+        opened = getattr(self, "_connection", None)
+        if opened is not None:
+            close_within(opened, min(self.timeout, connection.CLOSE_TIMEOUT_S))
 
     @property
     def is_open(self) -> bool:
@@ -219,7 +246,7 @@ class MazeClient:
                                           reply_to=self._reply_queue, correlation_id=correlation_id)
         self._pending[correlation_id] = _Sent(episode, seq)
         try:
-            with self._translated(f"publishing episode {episode} seq {seq}"):
+            with self._translated(f"publishing episode {episode} seq {seq}", self.timeout):
                 # mandatory: if no shard queue is bound the broker returns the state instead of dropping it
                 self._channel.basic_publish(self.exchange, episode, body, properties, mandatory=True)
         except MazeClientError:
@@ -237,12 +264,12 @@ class MazeClient:
 
     def _process(self, finished: Any, timeout: float) -> bool:
         """Handle broker events until ``finished()`` or the timeout; events are handled at least once."""
-        deadline = time.monotonic() + timeout
+        until = time.monotonic() + timeout
         while True:
             if finished():
                 return True
-            remaining = deadline - time.monotonic()
-            with self._translated("waiting for replies"):
+            remaining = until - time.monotonic()
+            with self._translated("waiting for replies", max(0.0, remaining) + self.timeout):
                 self._connection.process_data_events(time_limit=max(0.0, remaining))
             if remaining <= 0:
                 return bool(finished())
@@ -302,7 +329,7 @@ class MazeClient:
 
     def sleep(self, seconds: float) -> None:
         """Pause while keeping the connection alive (heartbeats are only answered while the client runs)."""
-        with self._translated("sleeping"):
+        with self._translated("sleeping", seconds + self.timeout):
             self._connection.sleep(seconds)
 
     def act(self, episode: str, seq: int, state: Any, reward: float | None = None, done: bool = False,

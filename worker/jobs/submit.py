@@ -1,145 +1,38 @@
-"""Submitting jobs: ``JobClient`` for Python, and the ``maze-worker submit`` / ``maze-worker jobs`` commands.
+"""The ``maze-worker submit`` and ``maze-worker jobs`` commands, on ``JobClient`` (``worker.client.jobs``, the
+pika side, re-exported here for Python callers).
 
-    with JobClient(prefix="maze") as client:
-        job = new_job("cartpole-a2c-1", "train", ["env.name=CartPole-v1", "algorithm.n_epochs=5"])
-        client.watch(job.job_id)                           # events from now on
-        client.submit(job)
-        result = client.wait(job.job_id, timeout=3600, on_event=print)
-
-A client owns one AMQP connection and is not thread-safe. The message format is in docs/protocol.md ("Jobs").
+    maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait
+    maze-worker jobs status <job id>
+    maze-worker jobs cancel <job id>
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
-
-from worker.jobs.codec import JobDecodeError, decode_event, decode_result, encode_control, encode_job, new_job
+from worker.client.jobs import JobClient, JobClientError
+from worker.jobs.codec import JobDecodeError, new_job
 from worker.jobs.records import JobRecords
-from worker.jobs.schema import ControlMessage, JobEvent, JobMessage, JobResult
+from worker.jobs.schema import JobEvent, JobMessage, JobResult
 from worker.wire import topology
 
-CONTENT_TYPE = "application/msgpack"
+__all__ = ["JobClient", "JobClientError", "default_job_id", "job_status", "jobs_command", "jobs_parser",
+           "submit_command", "submit_parser"]
+
 ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-class JobClientError(Exception):
-    """The broker could not be reached, refused a message, or no answer came in time."""
-
-
 def default_job_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
-
-
-class JobClient:
-    """Submit jobs, follow their events, wait for their results, cancel them; see the module docstring."""
-
-    def __init__(self, url: str | None = None, prefix: str = topology.DEFAULT_PREFIX) -> None:
-        self.prefix = prefix
-        self.url = topology.amqp_url(url)
-        try:
-            self.connection = pika.BlockingConnection(pika.URLParameters(self.url))
-            self.channel = self.connection.channel()
-            self.channel.confirm_delivery()
-            self.reply_queue = self.channel.queue_declare("", exclusive=True).method.queue
-            self.channel.basic_consume(self.reply_queue, self._on_reply, auto_ack=True)
-        except pika.exceptions.AMQPError as err:
-            raise JobClientError(f"cannot connect to {topology.mask_url(self.url)}: {err!r}") from err
-        self.results: dict[str, JobResult] = {}
-        self.events: list[dict[str, Any]] = []
-        self._events_queue: str | None = None
-
-    def __enter__(self) -> JobClient:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.connection.is_open:
-            with contextlib.suppress(pika.exceptions.AMQPError):
-                self.connection.close()
-
-    def _on_reply(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        try:
-            result = decode_result(body)
-        except JobDecodeError:
-            return
-        self.results[result.job_id] = result
-
-    def _on_event(self, channel: Any, method: Any, properties: Any, body: bytes) -> None:
-        with contextlib.suppress(JobDecodeError):
-            self.events.append(decode_event(body))
-
-    def watch(self, job_id: str) -> None:
-        """Receive the events of ``job_id`` (call before ``submit`` to see them all)."""
-        try:
-            if self._events_queue is None:
-                self._events_queue = self.channel.queue_declare("", exclusive=True).method.queue
-                self.channel.basic_consume(self._events_queue, self._on_event, auto_ack=True)
-            self.channel.queue_bind(self._events_queue, topology.events_exchange(self.prefix),
-                                    routing_key=f"job.{job_id}.*")
-        except pika.exceptions.ChannelClosedByBroker as err:
-            raise JobClientError(f"cannot follow job events on {topology.events_exchange(self.prefix)} "
-                                 f"({err.reply_text}); start a job worker for prefix {self.prefix!r} first") \
-                from err
-
-    def submit(self, job: JobMessage) -> str:
-        """Publish ``job`` to its queue (persistent, confirmed); returns its job id."""
-        properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=2,
-                                          reply_to=self.reply_queue, correlation_id=job.job_id)
-        queue = topology.jobs_queue(self.prefix, job.kind)
-        try:
-            self.channel.basic_publish("", queue, encode_job(job), properties, mandatory=True)
-        except pika.exceptions.UnroutableError as err:
-            raise JobClientError(f"no queue {queue}: no job worker has declared it yet; start "
-                                 f"`maze-worker role=jobs broker.prefix={self.prefix}`") from err
-        except pika.exceptions.AMQPError as err:
-            raise JobClientError(f"submitting {job.job_id} failed: {err!r}") from err
-        return job.job_id
-
-    def cancel(self, job_id: str, reason: str = "") -> None:
-        """Ask every job worker to cancel ``job_id`` (queued or running)."""
-        body = encode_control(ControlMessage("cancel", job_id, reason or "cancelled by request"))
-        try:
-            self.channel.basic_publish(topology.control_exchange(self.prefix), "", body,
-                                       pika.BasicProperties(content_type=CONTENT_TYPE), mandatory=True)
-        except pika.exceptions.UnroutableError as err:
-            raise JobClientError("no job worker is listening on the control exchange; the cancellation "
-                                 "was not delivered") from err
-        except pika.exceptions.ChannelClosedByBroker as err:
-            raise JobClientError(f"cannot publish to {topology.control_exchange(self.prefix)} "
-                                 f"({err.reply_text}); start a job worker first") from err
-
-    def poll(self, timeout: float = 0.1) -> None:
-        """Receive what has arrived (results and events) for up to ``timeout`` seconds."""
-        self.connection.process_data_events(time_limit=timeout)
-
-    def wait(self, job_id: str, timeout: float = 3600.0,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> JobResult:
-        """Block until the result of ``job_id`` arrives; ``on_event`` sees each event (JobClientError)."""
-        deadline = time.monotonic() + timeout
-        while job_id not in self.results:
-            if time.monotonic() > deadline:
-                raise JobClientError(f"no result for job {job_id} within {timeout:g} s")
-            self.poll(0.1)
-            events, self.events = self.events, []
-            if on_event is not None:
-                for event in events:
-                    on_event(event)
-        return self.results.pop(job_id)
 
 
 # ----------------------------------------------------------------------------------------------- the CLI
