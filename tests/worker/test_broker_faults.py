@@ -17,7 +17,7 @@ import pika
 import pytest
 
 from worker.broker import link
-from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost, Transport
+from worker.broker.agent_transport import BrokerConnectionLost, BrokerUnreachable, Transport
 from worker.client import ClientTimeout, ConnectionFailed, JobClient, JobClientError, MazeClient
 from worker.client import ConnectionLost as ClientConnectionLost
 from worker.settings import BrokerSettings
@@ -196,7 +196,7 @@ def test_transport_gives_up_a_call_the_stalled_broker_does_not_answer(
     proxy.stall()
     started = time.monotonic()
     expected = "starting consumers: no answer from the broker within 2 s"
-    with pytest.raises(ConnectionLost, match=expected) as info:
+    with pytest.raises(BrokerConnectionLost, match=expected) as info:
         transport.consume(topology.shard_queues(prefix, SHARDS))
     assert time.monotonic() - started < 4.0
     assert "NoAnswer" in causes(info.value)

@@ -13,7 +13,7 @@ from worker.broker.link import (
     BLOCKED_TIMEOUT_S,
     CONNECT_TIMEOUT_S,
     AccessRefused,
-    ConnectionLost,
+    BrokerConnectionLost,
     PluginMissing,
     TopologyConflict,
     TransportError,
@@ -26,50 +26,51 @@ from worker.settings import BrokerSettings
 
 ERRORS: list[tuple[BaseException, type[TransportError], str]] = [
     # connecting: pika's connection workflow raises outside AMQPError (the bug this file guards against)
-    (workflow.AMQPConnectorStackTimeout("Timeout during AMQP handshake"), ConnectionLost,
+    (workflow.AMQPConnectorStackTimeout("Timeout during AMQP handshake"), BrokerConnectionLost,
      "not set up in time"),
-    (workflow.AMQPConnectorAborted("aborted"), ConnectionLost, "AMQPConnectorAborted"),
-    (workflow.AMQPConnectorWrongState("wrong state"), ConnectionLost, "AMQPConnectorWrongState"),
-    (workflow.AMQPConnectorSocketConnectError(ConnectionRefusedError(111, "refused")), ConnectionLost,
+    (workflow.AMQPConnectorAborted("aborted"), BrokerConnectionLost, "AMQPConnectorAborted"),
+    (workflow.AMQPConnectorWrongState("wrong state"), BrokerConnectionLost, "AMQPConnectorWrongState"),
+    (workflow.AMQPConnectorSocketConnectError(ConnectionRefusedError(111, "refused")), BrokerConnectionLost,
      "refused"),
-    (workflow.AMQPConnectorTransportSetupError(ssl.SSLError("bad handshake")), ConnectionLost,
+    (workflow.AMQPConnectorTransportSetupError(ssl.SSLError("bad handshake")), BrokerConnectionLost,
      "bad handshake"),
-    (workflow.AMQPConnectorAMQPHandshakeError(pika.exceptions.IncompatibleProtocolError("x")), ConnectionLost,
-     "IncompatibleProtocolError"),
-    (workflow.AMQPConnectionWorkflowAborted(), ConnectionLost, "AMQPConnectionWorkflowAborted"),
-    (workflow.AMQPConnectionWorkflowFailed([workflow.AMQPConnectorStackTimeout("t")]), ConnectionLost,
+    (workflow.AMQPConnectorAMQPHandshakeError(pika.exceptions.IncompatibleProtocolError("x")),
+     BrokerConnectionLost, "IncompatibleProtocolError"),
+    (workflow.AMQPConnectionWorkflowAborted(), BrokerConnectionLost, "AMQPConnectionWorkflowAborted"),
+    (workflow.AMQPConnectionWorkflowFailed([workflow.AMQPConnectorStackTimeout("t")]), BrokerConnectionLost,
      "AMQPConnectionWorkflowFailed"),
-    (pika.exceptions.AMQPConnectionError("connect failed"), ConnectionLost, "connect failed"),
-    (pika.exceptions.IncompatibleProtocolError("not AMQP"), ConnectionLost, "not AMQP"),
+    (pika.exceptions.AMQPConnectionError("connect failed"), BrokerConnectionLost, "connect failed"),
+    (pika.exceptions.IncompatibleProtocolError("not AMQP"), BrokerConnectionLost, "not AMQP"),
     (pika.exceptions.ProbableAuthenticationError("refused"), AccessRefused, "credentials"),
     (pika.exceptions.AuthenticationError("PLAIN"), AccessRefused, "credentials"),
     (pika.exceptions.ProbableAccessDeniedError("vhost"), AccessRefused, "virtual host"),
     # an open connection breaking
-    (pika.exceptions.StreamLostError("Transport indicated EOF"), ConnectionLost, "EOF"),
-    (pika.exceptions.AMQPHeartbeatTimeout("missed heartbeats"), ConnectionLost, "missed heartbeats"),
-    (pika.exceptions.ConnectionBlockedTimeout("blocked"), ConnectionLost, "blocked"),
-    (pika.exceptions.ConnectionWrongStateError("closed"), ConnectionLost, "closed"),
+    (pika.exceptions.StreamLostError("Transport indicated EOF"), BrokerConnectionLost, "EOF"),
+    (pika.exceptions.AMQPHeartbeatTimeout("missed heartbeats"), BrokerConnectionLost, "missed heartbeats"),
+    (pika.exceptions.ConnectionBlockedTimeout("blocked"), BrokerConnectionLost, "blocked"),
+    (pika.exceptions.ConnectionWrongStateError("closed"), BrokerConnectionLost, "closed"),
     (pika.exceptions.ConnectionClosedByBroker(320, "CONNECTION_FORCED - broker forced connection closure"),
-     ConnectionLost, "CONNECTION_FORCED"),
+     BrokerConnectionLost, "CONNECTION_FORCED"),
     (pika.exceptions.ConnectionClosedByBroker(530, "NOT_ALLOWED"), AccessRefused, "NOT_ALLOWED"),
     (pika.exceptions.ConnectionClosedByBroker(503, "COMMAND_INVALID - unknown exchange type 'x'"),
      PluginMissing, "rabbitmq_consistent_hash_exchange"),
-    (pika.exceptions.ConnectionClosedByClient(200, "Normal shutdown"), ConnectionLost, "Normal shutdown"),
-    (NoAnswer("declaring", 10.0), ConnectionLost, "no answer from the broker within 10 s"),
+    (pika.exceptions.ConnectionClosedByClient(200, "Normal shutdown"), BrokerConnectionLost,
+     "Normal shutdown"),
+    (NoAnswer("declaring", 10.0), BrokerConnectionLost, "no answer from the broker within 10 s"),
     # channels
     (pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED - inequivalent arg"), TopologyConflict,
      "inequivalent"),
     (pika.exceptions.ChannelClosedByBroker(403, "ACCESS_REFUSED"), AccessRefused, "ACCESS_REFUSED"),
-    (pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND - no queue"), ConnectionLost, "NOT_FOUND"),
-    (pika.exceptions.ChannelClosedByClient(200, "closed"), ConnectionLost, "closed"),
-    (pika.exceptions.ChannelWrongStateError("Channel is closed."), ConnectionLost, "Channel is closed"),
-    (pika.exceptions.UnroutableError([]), ConnectionLost, "UnroutableError"),
-    (pika.exceptions.NackError([]), ConnectionLost, "NackError"),
-    (pika.exceptions.UnexpectedFrameError("frame"), ConnectionLost, "frame"),
+    (pika.exceptions.ChannelClosedByBroker(404, "NOT_FOUND - no queue"), BrokerConnectionLost, "NOT_FOUND"),
+    (pika.exceptions.ChannelClosedByClient(200, "closed"), BrokerConnectionLost, "closed"),
+    (pika.exceptions.ChannelWrongStateError("Channel is closed."), BrokerConnectionLost, "Channel is closed"),
+    (pika.exceptions.UnroutableError([]), BrokerConnectionLost, "UnroutableError"),
+    (pika.exceptions.NackError([]), BrokerConnectionLost, "NackError"),
+    (pika.exceptions.UnexpectedFrameError("frame"), BrokerConnectionLost, "frame"),
     # sockets
-    (TimeoutError("timed out"), ConnectionLost, "timed out"),
-    (ConnectionResetError(104, "Connection reset by peer"), ConnectionLost, "reset"),
-    (ssl.SSLError("decryption failed"), ConnectionLost, "decryption failed"),
+    (TimeoutError("timed out"), BrokerConnectionLost, "timed out"),
+    (ConnectionResetError(104, "Connection reset by peer"), BrokerConnectionLost, "reset"),
+    (ssl.SSLError("decryption failed"), BrokerConnectionLost, "decryption failed"),
 ]
 
 
@@ -86,8 +87,8 @@ def test_pika_failures_become_transport_errors_with_the_cause_kept(
 
 
 def test_our_own_errors_pass_through_unchanged() -> None:
-    lost = ConnectionLost("not connected")
-    with pytest.raises(ConnectionLost) as info, translated_errors("doing it"):
+    lost = BrokerConnectionLost("not connected")
+    with pytest.raises(BrokerConnectionLost) as info, translated_errors("doing it"):
         raise lost
     assert info.value is lost
 

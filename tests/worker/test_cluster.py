@@ -12,7 +12,7 @@ from typing import Any
 import msgpack
 import pytest
 
-from worker.broker.agent_transport import ConnectionLost, Delivery
+from worker.broker.agent_transport import BrokerConnectionLost, Delivery
 from worker.cluster.claims import EXPIRED_FOR_S, EpisodeClaims
 from worker.cluster.coordinator import ShardCoordinator
 from worker.cluster.membership import Heartbeat, decode_heartbeat, encode_heartbeat
@@ -86,7 +86,7 @@ class FakeTransport:
 
     def publish_handoff(self, queue: str, body: bytes) -> None:
         if self.fail_publish:
-            raise ConnectionLost("publishing hand-off records: connection lost")
+            raise BrokerConnectionLost("publishing hand-off records: connection lost")
         self.handoffs.setdefault(queue, []).append(body)
 
     def get_handoffs(self, queue: str) -> list[tuple[int, bytes]]:
@@ -175,7 +175,7 @@ def test_episodes_stay_when_the_hand_off_cannot_be_published() -> None:
     step(table, "ep", range(3))
     transport.fail_publish = True
     transport.heartbeats.append(encode_heartbeat(Heartbeat("b")))
-    with pytest.raises(ConnectionLost):
+    with pytest.raises(BrokerConnectionLost):
         cluster.tick()
     assert "ep" in table  # replayed back in: a later hand-off sends it
     assert step(table, "ep", range(3, 6)) == [expected(seq) for seq in range(3, 6)]

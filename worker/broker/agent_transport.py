@@ -1,10 +1,10 @@
 """The agent worker's only contact with pika: declare the topology, consume, publish, acknowledge.
 
 Everything pika raises is translated into the errors of ``worker.broker.link`` (re-exported here), so the
-service loop reasons about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
+service loop reasons about ``BrokerConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
 Publishing and acknowledging are buffered and written out by ``flush``: a batch of replies and its single
 ``multiple`` ack leave in one go. A call that waits for the broker gives up after ``ANSWER_TIMEOUT_S``
-(``worker.broker.link``) with ConnectionLost, so a stalled broker never holds the service loop.
+(``worker.broker.link``) with BrokerConnectionLost, so a stalled broker never holds the service loop.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from worker.broker.delivery import Delivery
 from worker.broker.link import (
     PLUGIN_HINT,
     AccessRefused,
+    BrokerConnectionLost,
     BrokerLink,
     BrokerUnreachable,
-    ConnectionLost,
     PluginMissing,
     TopologyConflict,
     TransportError,
@@ -39,9 +39,9 @@ from worker.wire.protocol import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PLUGIN_HINT", "AccessRefused", "BrokerLink", "BrokerUnreachable", "ConnectionLost", "Delivery",
-           "PluginMissing", "TopologyConflict", "Transport", "TransportError", "connection_parameters",
-           "translated_errors"]
+__all__ = ["PLUGIN_HINT", "AccessRefused", "BrokerConnectionLost", "BrokerLink", "BrokerUnreachable",
+           "Delivery", "PluginMissing", "TopologyConflict", "Transport", "TransportError",
+           "connection_parameters", "translated_errors"]
 
 
 class Transport(BrokerLink):
@@ -110,7 +110,7 @@ class Transport(BrokerLink):
         """Wait up to ``timeout`` seconds for deliveries, then take everything that has arrived meanwhile."""
         connection = self._connection
         if connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         with self._waiting("receiving", extra_s=timeout):
             if not self._inbox:
                 connection.process_data_events(time_limit=timeout)
@@ -167,7 +167,7 @@ class Transport(BrokerLink):
         """Write out the buffered replies, dead-letters and acks (and read what the broker sent meanwhile)."""
         connection = self._connection
         if connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         with self._waiting("sending"):
             connection.process_data_events(time_limit=0)
 
@@ -225,7 +225,7 @@ class Transport(BrokerLink):
         queues and this worker's own heartbeat queue, and start receiving heartbeats."""
         connection = self._connection
         if connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         prefix, shards = self.settings.prefix, self.settings.shards
         spec = topology.cluster_topology(prefix, shards)
         with self._waiting("opening the control channel"):
@@ -249,7 +249,7 @@ class Transport(BrokerLink):
 
     def _require_control(self) -> BlockingChannel:
         if self._control is None or self._connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         return self._control
 
     def publish_heartbeat(self, body: bytes) -> None:
@@ -271,10 +271,10 @@ class Transport(BrokerLink):
         try:
             with self._waiting(f"publishing hand-off records to {queue}"):
                 control.basic_publish("", queue, body, properties, mandatory=True)
-        except ConnectionLost:
+        except BrokerConnectionLost:
             raise
         except TransportError as err:
-            raise ConnectionLost(str(err)) from err
+            raise BrokerConnectionLost(str(err)) from err
 
     def get_handoffs(self, queue: str) -> list[tuple[int, bytes]]:
         """Every message now in hand-off ``queue``: (delivery tag, body) pairs, to ``ack_handoff`` once

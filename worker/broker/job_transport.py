@@ -22,7 +22,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.broker.link import BrokerLink, ConnectionLost, TransportError
+from worker.broker.link import BrokerConnectionLost, BrokerLink, TransportError
 from worker.settings import BrokerSettings
 from worker.wire import topology
 
@@ -85,7 +85,7 @@ class JobTransport(BrokerLink):
         """Serve the connection (heartbeats, confirms) up to ``timeout`` s; returns the control messages."""
         connection = self._connection
         if connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         with self._waiting("receiving", extra_s=timeout):
             connection.process_data_events(time_limit=timeout)
         messages, self._control = self._control, []
@@ -119,7 +119,7 @@ class JobTransport(BrokerLink):
         try:
             with self._waiting(f"publishing to {exchange or routing_key}"):
                 channel.basic_publish(exchange, routing_key, body, properties, mandatory=True)
-        except ConnectionLost as err:
+        except BrokerConnectionLost as err:
             if isinstance(err.__cause__, pika.exceptions.UnroutableError | pika.exceptions.NackError):
                 raise PublishRefused(f"the broker did not take the message for {exchange or routing_key} "
                                      f"({type(err.__cause__).__name__})") from err

@@ -1,7 +1,7 @@
 """What both of the worker's transports share: one blocking connection with one channel, its errors.
 
 pika's exceptions never leave the transports: ``translated_errors`` turns them into the errors below, so the
-services reason about ``ConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
+services reason about ``BrokerConnectionLost`` and ``PluginMissing`` rather than about AMQP reply codes.
 ``BrokerLink`` opens and closes the connection and declares a topology;
 ``worker.broker.agent_transport.Transport`` (the agent worker) and
 ``worker.broker.job_transport.JobTransport`` (the job worker) build on it.
@@ -25,6 +25,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQPConnectorStackTimeout
 
 from worker.broker.deadline import NoAnswer, close_within, deadline
+from worker.errors import WorkerError
 from worker.settings import BrokerSettings
 from worker.wire.topology import Topology, mask_url
 
@@ -35,7 +36,7 @@ CONNECT_TIMEOUT_S = 10.0
 after which an open connection counts as dead too, but at most this (and this with heartbeats off)."""
 ANSWER_TIMEOUT_S = 10.0
 """Longest wait for the broker's answer to one call (a declare, a cancel, a confirm, writing out replies);
-then the connection is dropped and the call raises ConnectionLost, as when the heartbeats stop."""
+then the connection is dropped and the call raises BrokerConnectionLost, as when the heartbeats stop."""
 CLOSE_TIMEOUT_S = 5.0
 """Longest wait for the broker to answer the close; then the socket is closed unanswered."""
 SLOW_NOTICE_S = 2.0
@@ -47,7 +48,7 @@ PLUGIN_HINT = ("the broker lacks the consistent-hash exchange; enable it with "
                "`rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` and start the worker again")
 
 
-class TransportError(Exception):
+class TransportError(WorkerError):
     """Base of the errors the transport raises; pika's own exceptions never leave this module."""
 
 
@@ -55,7 +56,7 @@ class BrokerUnreachable(TransportError):
     """No connection could be opened (broker down, wrong host or port); worth retrying."""
 
 
-class ConnectionLost(TransportError):
+class BrokerConnectionLost(TransportError):
     """An open connection or channel broke (broker restart, connection closed by an operator, network)."""
 
 
@@ -103,18 +104,18 @@ def connect_timeout_s(settings: BrokerSettings) -> float:
 @contextmanager
 def translated_errors(action: str) -> Iterator[None]:
     """Turn pika's exceptions raised during ``action`` into this module's; what is worth a retry becomes
-    ConnectionLost (``BrokerLink.connect`` raises BrokerUnreachable instead)."""
+    BrokerConnectionLost (``BrokerLink.connect`` raises BrokerUnreachable instead)."""
     try:
         yield
     except NoAnswer as err:
-        raise ConnectionLost(f"{action}: no answer from the broker within {err.seconds:g} s; the connection "
-                             f"was dropped") from err
+        raise BrokerConnectionLost(f"{action}: no answer from the broker within {err.seconds:g} s; the "
+                                   f"connection was dropped") from err
     except AMQPConnectorStackTimeout as err:
-        raise ConnectionLost(f"{action}: the connection was not set up in time (TCP, TLS and the AMQP "
+        raise BrokerConnectionLost(f"{action}: the connection was not set up in time (TCP, TLS and the AMQP "
                              f"handshake); the broker may be hung or overloaded, or a proxy in between "
                              f"broken") from err
     except AMQPConnectorException as err:  # pika's connection workflow; most of it arrives unwrapped
-        raise ConnectionLost(f"{action}: {err!r}") from err
+        raise BrokerConnectionLost(f"{action}: {err!r}") from err
     except (pika.exceptions.AuthenticationError, pika.exceptions.ProbableAuthenticationError) as err:
         raise AccessRefused(f"{action}: the broker refused the credentials ({err})") from err
     except pika.exceptions.ProbableAccessDeniedError as err:
@@ -124,7 +125,7 @@ def translated_errors(action: str) -> Iterator[None]:
             raise PluginMissing(PLUGIN_HINT) from err
         if err.reply_code in (403, 530):
             raise AccessRefused(f"{action}: {err.reply_text}") from err
-        raise ConnectionLost(f"{action}: the broker closed the connection "
+        raise BrokerConnectionLost(f"{action}: the broker closed the connection "
                              f"({err.reply_code} {err.reply_text})") from err
     except pika.exceptions.ChannelClosedByBroker as err:
         if err.reply_code == 406:
@@ -132,14 +133,14 @@ def translated_errors(action: str) -> Iterator[None]:
                                    f"another broker.prefix") from err
         if err.reply_code == 403:
             raise AccessRefused(f"{action}: {err.reply_text}") from err
-        raise ConnectionLost(f"{action}: the broker closed the channel ({err.reply_code} {err.reply_text})") \
-            from err
+        raise BrokerConnectionLost(f"{action}: the broker closed the channel "
+                                   f"({err.reply_code} {err.reply_text})") from err
     except pika.exceptions.AMQPConnectionError as err:
-        raise ConnectionLost(f"{action}: connection lost ({err!r})") from err
+        raise BrokerConnectionLost(f"{action}: connection lost ({err!r})") from err
     except pika.exceptions.AMQPChannelError as err:
-        raise ConnectionLost(f"{action}: channel lost ({err!r})") from err
+        raise BrokerConnectionLost(f"{action}: channel lost ({err!r})") from err
     except (OSError, pika.exceptions.AMQPError) as err:  # socket errors and timeouts, TLS, frame errors
-        raise ConnectionLost(f"{action}: {err!r}") from err
+        raise BrokerConnectionLost(f"{action}: {err!r}") from err
 
 
 class BrokerLink:
@@ -164,7 +165,7 @@ class BrokerLink:
             with self._waiting(f"opening a channel on {where}"):
                 self._channel = self._connection.channel()
                 self._opened(self._channel)
-        except ConnectionLost as err:
+        except BrokerConnectionLost as err:
             self.close()
             raise BrokerUnreachable(str(err)) from err
         except BaseException:
@@ -203,12 +204,12 @@ class BrokerLink:
     @contextmanager
     def _waiting(self, action: str, extra_s: float = 0.0) -> Iterator[None]:
         """``translated_errors(action)`` for calls that wait for the broker: without an answer within
-        ``ANSWER_TIMEOUT_S + extra_s`` the connection is dropped and they raise ConnectionLost; a wait
+        ``ANSWER_TIMEOUT_S + extra_s`` the connection is dropped and they raise BrokerConnectionLost; a wait
         beyond ``SLOW_NOTICE_S + extra_s`` is logged."""
         with translated_errors(action):
             connection = self._connection
             if connection is None:
-                raise ConnectionLost(f"{action}: not connected")
+                raise BrokerConnectionLost(f"{action}: not connected")
             limit = ANSWER_TIMEOUT_S + extra_s
 
             def slow() -> None:
@@ -222,7 +223,7 @@ class BrokerLink:
 
     def _require_channel(self) -> BlockingChannel:
         if self._channel is None or self._connection is None:
-            raise ConnectionLost("not connected")
+            raise BrokerConnectionLost("not connected")
         return self._channel
 
     def declare(self, spec: Topology) -> None:

@@ -6,11 +6,12 @@ subclass (``OutOfOrder``, ``Overloaded``, ...) to react to one code.
 
 from typing import Any
 
+from worker.errors import WorkerError
 from worker.wire.protocol import ErrorCode
 from worker.wire.replies import Reply
 
 
-class MazeClientError(Exception):
+class MazeClientError(WorkerError):
     """Base of every error the client raises."""
 
 

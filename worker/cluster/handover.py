@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from worker.broker.agent_transport import ConnectionLost, Transport
+from worker.broker.agent_transport import BrokerConnectionLost, Transport
 from worker.cluster.episode_shards import EpisodeShards
 from worker.episodes.handoff import (
     EpisodeRecord,
@@ -93,7 +93,7 @@ class EpisodeHandover:
                 continue
             try:
                 self.transport.publish_handoff(queue, body)
-            except ConnectionLost:
+            except BrokerConnectionLost:
                 self._restore(index, records[start:])
                 raise
             sent += len(chunk)

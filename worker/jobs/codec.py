@@ -15,6 +15,7 @@ from typing import Any
 
 import msgpack
 
+from worker.errors import WorkerError
 from worker.jobs.schema import (
     CONFIG_PATTERN,
     CONTROL_COMMANDS,
@@ -38,7 +39,7 @@ from worker.jobs.schema import (
 )
 
 
-class JobDecodeError(ValueError):
+class JobDecodeError(WorkerError, ValueError):
     """A job, result or control message does not follow v1; ``field`` names the culprit ("body": all of it).
 
     ``job_id`` is filled in when it could be read, so an error result can still name the job.

@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from worker.errors import WorkerError
+
 Scalar: TypeAlias = str | int | float | bool | None
 """A parsed scalar value, typed the way Hydra types it (``10`` is an int, ``null`` is None)."""
 
@@ -49,7 +51,7 @@ EXPECTED_VALUE = ("expected key=value with a plain value (letters, digits and _ 
                   "string or a flat list of those")
 
 
-class OverrideSyntaxError(ValueError):
+class OverrideSyntaxError(WorkerError, ValueError):
     """An override is not a plain ``key=value``; the message says what was expected."""
 
 

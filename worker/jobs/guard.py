@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from worker.errors import one_line
+from worker.errors import WorkerError, one_line
 from worker.jobs.grammar import Override, OverrideSyntaxError, parse_override, render_override
 from worker.jobs.rules import TARGET_KEY, ValueRules, is_path_key
 from worker.jobs.schema import DEFAULT_CONFIGS, JobMessage
@@ -33,7 +33,7 @@ JOB_CONFIGS = tuple(DEFAULT_CONFIGS.values())
 CONFIG_PACKAGE = "maze_engine.conf"
 
 
-class JobRefused(Exception):
+class JobRefused(WorkerError):
     """A job message asks for something a job may not; ``field`` names it (``overrides[2]``, ``config``)."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.broker.job_transport import JobDelivery
-from worker.errors import one_line
+from worker.errors import WorkerError, one_line
 from worker.jobs import split
 from worker.jobs.codec import JobDecodeError, best_effort_job_id, decode_job
 from worker.jobs.control import DEFAULT_CANCEL_REASON, cancellation_of
@@ -52,7 +52,7 @@ class Rejected:
     """The decoded job, when it could be decoded (a chunk's parent must learn of its end)."""
 
 
-class ConfigCheckError(Exception):
+class ConfigCheckError(WorkerError):
     """The job's config does not compose; ``field`` is ``config`` or ``overrides``."""
 
     def __init__(self, field: str, message: str) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost
+from worker.broker.agent_transport import BrokerConnectionLost, BrokerUnreachable
 from worker.broker.job_transport import JobDelivery, JobTransport, headers_without_death
 from worker.jobs import split
 from worker.jobs.answers import JobAnswers
@@ -129,7 +129,7 @@ class JobService:
                     break
                 try:
                     self._open()
-                except (BrokerUnreachable, ConnectionLost) as err:
+                except (BrokerUnreachable, BrokerConnectionLost) as err:
                     delay = backoff.next_delay()
                     logger.warning("cannot reach the broker (%s); retrying in %.1f s", err, delay)
                     self._supervise_offline(delay)
@@ -138,7 +138,7 @@ class JobService:
                 try:
                     self._serve()
                     break
-                except ConnectionLost as err:
+                except BrokerConnectionLost as err:
                     self._lost()
                     if self.clock() - connected_at >= reconnect.healthy_after_s:
                         backoff.reset()

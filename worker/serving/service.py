@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from worker.broker.agent_transport import BrokerUnreachable, ConnectionLost, Delivery, Transport
+from worker.broker.agent_transport import BrokerConnectionLost, BrokerUnreachable, Delivery, Transport
 from worker.broker.backoff import Backoff
 from worker.cluster.coordinator import ShardCoordinator
 from worker.cluster.episode_shards import EpisodeShards
@@ -115,7 +115,7 @@ class WorkerService:
             while not self._stop.is_set():
                 try:
                     self._open()
-                except (BrokerUnreachable, ConnectionLost) as err:
+                except (BrokerUnreachable, BrokerConnectionLost) as err:
                     delay = backoff.next_delay()
                     logger.warning("cannot reach the broker (%s); retrying in %.1f s", err, delay)
                     self._lost()
@@ -129,7 +129,7 @@ class WorkerService:
                 connected_at = self.clock()
                 try:
                     self._serve()
-                except ConnectionLost as err:
+                except BrokerConnectionLost as err:
                     self._lost()
                     if self.clock() - connected_at >= self.settings.reconnect.healthy_after_s:
                         backoff.reset()
@@ -171,7 +171,7 @@ class WorkerService:
         self.cluster.disconnected()
 
     def _serve(self) -> None:
-        """Answer batches until stop is requested; raises ConnectionLost."""
+        """Answer batches until stop is requested; raises BrokerConnectionLost."""
         transport = self.transport
         cluster = self.cluster
         while not self._stop.is_set():
@@ -201,7 +201,7 @@ class WorkerService:
                 if self.clock() >= deadline:
                     break
             cluster.leave()
-        except ConnectionLost as err:
+        except BrokerConnectionLost as err:
             logger.warning("connection lost while stopping (%s); unacknowledged states stay queued, the open "
                            "episodes are lost", err)
         self.transport.close()
