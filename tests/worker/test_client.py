@@ -13,7 +13,7 @@ import numpy as np
 import pika
 import pytest
 
-from worker.client.maze_client import (
+from worker.client import (
     BadMessage,
     ClientTimeout,
     ConnectionFailed,

@@ -32,18 +32,11 @@ from pika.adapters.blocking_connection import BlockingChannel
 from worker.broker.deadline import NoAnswer, close_within, deadline
 from worker.client import connection
 from worker.client.errors import (
-    BadMessage,
     ClientTimeout,
     ConnectionFailed,
     ConnectionLost,
-    EpisodeLost,
-    InternalError,
     MazeClientError,
-    OutOfOrder,
-    Overloaded,
-    ReplyError,
     TopologyMissing,
-    UnknownEpisode,
     Unroutable,
     raise_for_error,
 )
@@ -393,10 +386,3 @@ class Episode:
 
     def __repr__(self) -> str:
         return f"Episode(id={self.id!r}, seq={self.seq}, closed={self.closed})"
-
-
-__all__ = [
-    "MazeClient", "Episode", "raise_for_error", "MazeClientError", "ConnectionFailed", "ConnectionLost",
-    "TopologyMissing", "Unroutable", "ClientTimeout", "ReplyError", "BadMessage", "OutOfOrder",
-    "UnknownEpisode", "Overloaded", "InternalError", "EpisodeLost",
-]

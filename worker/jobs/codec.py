@@ -8,7 +8,6 @@ is described for an error message with a bounded ``describe`` (a deeply nested l
 from __future__ import annotations
 
 import math
-import reprlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -37,6 +36,7 @@ from worker.jobs.schema import (
     JobStatus,
     finite_plain,
 )
+from worker.wire.checks import MISSING, describe
 
 
 class JobDecodeError(WorkerError, ValueError):
@@ -53,33 +53,6 @@ class JobDecodeError(WorkerError, ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ checks
-
-_MISSING: Any = object()
-
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel = 3
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 6
-
-
-def describe(value: Any) -> str:
-    """``value`` for an error message: its type and a short repr, bounded in depth and length.
-
-    Never raises: the repr of a list nested a thousand deep (which msgpack decodes) would hit the recursion
-    limit, and a value's own ``__repr__`` may fail.
-    """
-    if value is _MISSING:
-        return "nothing (the key is missing)"
-    if value is None:
-        return "nil"
-    try:
-        text = _SHORT.repr(value)
-    except Exception:  # noqa: BLE001 - a description must not fail
-        text = "<unprintable>"
-    if len(text) > 80:
-        text = text[:77] + "..."
-    return f"{type(value).__name__} {text}"
-
 
 def job_id_problem(value: Any, limit: int = MAX_SUBMITTED_JOB_ID_LENGTH) -> str | None:
     """Why ``value`` is not a usable job id, or None."""
@@ -111,7 +84,7 @@ def _unpack(body: Any) -> dict[str, Any]:
 
 
 def _version(obj: Mapping[str, Any], job_id: str | None) -> None:
-    value = obj.get("v", _MISSING)
+    value = obj.get("v", MISSING)
     if type(value) is not int or value != JOB_PROTOCOL_VERSION:
         raise JobDecodeError("v", f"v: expected {JOB_PROTOCOL_VERSION}, got {describe(value)}", job_id)
 
@@ -133,12 +106,12 @@ def _optional_positive(obj: Mapping[str, Any], name: str, job_id: str, integer: 
 def decode_job(body: Any) -> JobMessage:
     """A ``JobMessage`` from a msgpack body; raises JobDecodeError naming the field."""
     obj = _unpack(body)
-    raw_id = obj.get("job_id", _MISSING)
+    raw_id = obj.get("job_id", MISSING)
     chunk_raw = obj.get("chunk_of")
     limit = MAX_JOB_ID_LENGTH if chunk_raw is not None else MAX_SUBMITTED_JOB_ID_LENGTH
-    job_id = check_job_id(raw_id if raw_id is not _MISSING else _MISSING, limit)
+    job_id = check_job_id(raw_id if raw_id is not MISSING else MISSING, limit)
     _version(obj, job_id)
-    kind_raw = obj.get("kind", _MISSING)
+    kind_raw = obj.get("kind", MISSING)
     if kind_raw not in tuple(JobKind):
         raise JobDecodeError("kind", f"kind: expected one of {[str(k) for k in JobKind]}, got "
                                      f"{describe(kind_raw)}", job_id)
@@ -302,11 +275,11 @@ def decode_control(body: Any) -> ControlMessage:
     """A ControlMessage; raises JobDecodeError naming the field."""
     obj = _unpack(body)
     _version(obj, None)
-    command = obj.get("command", _MISSING)
+    command = obj.get("command", MISSING)
     if command not in CONTROL_COMMANDS:
         raise JobDecodeError("command", f"command: expected one of {list(CONTROL_COMMANDS)}, got "
                                         f"{describe(command)}")
-    job_id = check_job_id(obj.get("job_id", _MISSING), MAX_JOB_ID_LENGTH)
+    job_id = check_job_id(obj.get("job_id", MISSING), MAX_JOB_ID_LENGTH)
     reason = obj.get("reason") or ""
     if not isinstance(reason, str):
         raise JobDecodeError("reason", f"reason: expected nil or a string, got {describe(reason)}", job_id)

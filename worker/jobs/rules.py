@@ -23,7 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from worker.jobs.codec import describe
+from worker.wire.checks import describe
 
 TARGET_KEY = "_target_"
 ACTIVATION_KEY = "non_lin"
