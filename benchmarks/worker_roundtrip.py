@@ -16,7 +16,6 @@ Needs the broker (MAZE_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2F) with t
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,8 +25,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pika
 from worker_batch_step import save_untrained_policy
+
+from worker.broker.probe import delete_prefix
+from worker.launcher import WorkerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT.parent / "shared" / "bench"
@@ -58,16 +59,6 @@ def _loadgen(episodes: int, seconds: float, routing_key: str, exchange: str = ""
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def _delete(queues: list[str], exchanges: list[str]) -> None:
-    connection = pika.BlockingConnection(pika.URLParameters(URL))
-    channel = connection.channel()
-    for queue in queues:
-        channel.queue_delete(queue)
-    for exchange in exchanges:
-        channel.exchange_delete(exchange)
-    connection.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
@@ -83,14 +74,13 @@ def main() -> None:
         save_untrained_policy(Path(run_dir))
         echo = subprocess.Popen([sys.executable, str(BENCH / "echo_worker.py"), echo_queue], env=environment,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "env=gym_env", "env.name=CartPole-v1", "policy=torch_policy",
-             f"input_dir={run_dir}", f"broker.prefix={prefix}", f"broker.shards={args.shards}"],
-            cwd=ROOT, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        worker = WorkerProcess.start(URL, ["env=gym_env", "env.name=CartPole-v1", "policy=torch_policy",
+                                           f"input_dir={run_dir}", f"broker.prefix={prefix}",
+                                           f"broker.shards={args.shards}"], timeout=None)
         results: dict[str, list[dict[str, Any]]] = {"echo64": [], "worker64": [], "echo1": [], "worker1": []}
         try:
             _wait_for_line(echo, "echo worker ready", 30)
-            _wait_for_line(worker, "consuming", 60)
+            worker.wait_healthy(90)
             for _ in range(args.rounds):
                 results["echo64"].append(_loadgen(64, args.seconds, echo_queue))
                 results["worker64"].append(_loadgen(64, args.seconds, "{episode}", f"{prefix}.states"))
@@ -98,11 +88,9 @@ def main() -> None:
                 results["worker1"].append(_loadgen(1, args.seconds, "{episode}", f"{prefix}.states"))
         finally:
             echo.terminate()
-            worker.send_signal(signal.SIGTERM)
-            worker_exit = worker.wait(timeout=60)
+            worker_exit = worker.stop()
             echo.wait(timeout=30)
-            _delete([echo_queue, f"{prefix}.dead", *[f"{prefix}.states.{i:02d}" for i in range(args.shards)]],
-                    [f"{prefix}.states", f"{prefix}.dead"])
+            delete_prefix(URL, prefix, queues=(echo_queue,))
 
     def median(name: str, key: str) -> float:
         return float(statistics.median(run[key] for run in results[name]))
