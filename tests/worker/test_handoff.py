@@ -235,3 +235,18 @@ def test_a_moved_episode_whose_version_is_gone_goes_on_with_the_current_one() ->
 
     new = EpisodeTable(_Versioned(2), EpisodeSettings(replay_window=4), version_source=missing)
     assert new.source_for(1) is new.factory and new.source_for(None) is new.factory
+
+
+def test_a_history_past_its_byte_budget_is_dropped_and_the_episode_stays() -> None:
+    episodes = EpisodeTable(build_factory(SignPolicy(), CARTPOLE, WRAPPERS),
+                            EpisodeSettings(replay_window=4, max_history_bytes=1000))
+    big = [StateMessage(1, "big", seq, state(seq), None if seq == 0 else 1.0, size=400) for seq in range(3)]
+    small = [StateMessage(1, "small", seq, state(seq), None if seq == 0 else 1.0, size=100) for seq in range(3)]
+    for first, second in zip(big, small, strict=True):
+        assert [answer.code for answer in episodes.handle([first, second])] == [None, None]
+    # 1200 bytes of states: "big" keeps no history (memory stays bounded) and still steps here...
+    assert reply(episodes.handle([StateMessage(1, "big", 3, state(3), 1.0)])[0])["error"] is None
+    # ...but cannot move: exporting it hands over nothing, while "small" moves with its three steps.
+    records = episodes.export(["big", "small"])
+    assert [(record.episode, len(record.steps)) for record in records] == [("small", 3)]
+    assert "big" not in episodes and "small" not in episodes
