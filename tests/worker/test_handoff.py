@@ -240,8 +240,10 @@ def test_a_moved_episode_whose_version_is_gone_goes_on_with_the_current_one() ->
 def test_a_history_past_its_byte_budget_is_dropped_and_the_episode_stays() -> None:
     episodes = EpisodeTable(build_factory(SignPolicy(), CARTPOLE, WRAPPERS),
                             EpisodeSettings(replay_window=4, max_history_bytes=1000))
-    big = [StateMessage(1, "big", seq, state(seq), None if seq == 0 else 1.0, size=400) for seq in range(3)]
-    small = [StateMessage(1, "small", seq, state(seq), None if seq == 0 else 1.0, size=100) for seq in range(3)]
+    def sized(episode: str, seq: int, size: int) -> StateMessage:
+        return StateMessage(1, episode, seq, state(seq), None if seq == 0 else 1.0, size=size)
+
+    big, small = [sized("big", seq, 400) for seq in range(3)], [sized("small", seq, 100) for seq in range(3)]
     for first, second in zip(big, small, strict=True):
         assert [answer.code for answer in episodes.handle([first, second])] == [None, None]
     # 1200 bytes of states: "big" keeps no history (memory stays bounded) and still steps here...
