@@ -13,7 +13,7 @@ from worker.cluster.membership import (
     encode_heartbeat,
     new_worker_id,
 )
-from worker.cluster.ownership import ShardOwnership, assign, moves, owned_by
+from worker.cluster.ownership import assign, moves, owned_by
 
 
 def ids(count: int) -> list[str]:
@@ -65,16 +65,6 @@ def test_shards_of_a_leaving_worker_go_to_the_others_and_the_rest_mostly_stay() 
 def test_bad_input_names_the_argument(workers: list[str], shards: int, field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}:"):
         assign(workers, shards)
-
-
-def test_shard_ownership_of_one_worker() -> None:
-    alone = ShardOwnership("maze", 4)
-    assert alone.owned_shards() == [0, 1, 2, 3]
-    assert alone.owned_queues() == ["maze.states.00", "maze.states.01", "maze.states.02", "maze.states.03"]
-    pair = [ShardOwnership("maze", 4, worker, frozenset({"a", "b"})) for worker in ("a", "b")]
-    assert sorted(pair[0].owned_shards() + pair[1].owned_shards()) == [0, 1, 2, 3]
-    assert len(pair[0].owned_shards()) == 2
-    assert pair[0].all_queues() == alone.owned_queues()
 
 
 # ------------------------------------------------------------------------------------------------ membership

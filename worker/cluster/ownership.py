@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-
-from worker.wire import topology
 
 
 def _score(worker: str, shard: int) -> int:
@@ -75,32 +72,3 @@ def owned_by(assignment: Mapping[int, str]) -> dict[str, list[int]]:
 def moves(before: Mapping[int, str], after: Mapping[int, str]) -> list[int]:
     """Shards whose owner differs between two assignments of the same shard count."""
     return [shard for shard in sorted(after) if before.get(shard) != after[shard]]
-
-
-@dataclass(frozen=True)
-class ShardOwnership:
-    """The shards of ``prefix`` (``shards`` of them) and which of them ``worker`` owns among ``live``.
-
-    Every worker subscribes to every shard queue (so single active consumer has a stand-by for each); it
-    answers the shards it owns and passes the others on.
-    """
-
-    prefix: str
-    shards: int
-    worker: str = ""
-    live: frozenset[str] = frozenset()
-
-    def owned_shards(self) -> list[int]:
-        """Shard numbers this worker owns, ascending (all of them while it knows no other live worker)."""
-        if not self.worker:
-            return list(range(self.shards))
-        workers = self.live | {self.worker}
-        return owned_by(assign(workers, self.shards)).get(self.worker, [])
-
-    def owned_queues(self) -> list[str]:
-        """Names of the shard queues this worker owns."""
-        return [topology.shard_queue(self.prefix, shard, self.shards) for shard in self.owned_shards()]
-
-    def all_queues(self) -> list[str]:
-        """Names of every shard queue, in index order: the worker subscribes to all of them."""
-        return [topology.shard_queue(self.prefix, shard, self.shards) for shard in range(self.shards)]
