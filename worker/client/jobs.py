@@ -152,19 +152,38 @@ class JobClient:
             raise JobClientError(f"cannot publish to {exchange} ({err.reply_text}); start a job worker "
                                  f"first") from err
 
+    def consumers(self, kind: str) -> int:
+        """How many job workers consume the queue of ``kind`` jobs now (0 when the queue does not exist)."""
+        queue = topology.jobs_queue(self.prefix, kind)
+        channel = None
+        try:
+            with self._bounded(f"looking at {queue}", explained=(pika.exceptions.ChannelClosedByBroker,)):
+                channel = self.connection.channel()  # a passive declare of a missing queue closes its channel
+                return int(channel.queue_declare(queue, passive=True).method.consumer_count)
+        except pika.exceptions.ChannelClosedByBroker:
+            return 0
+        finally:
+            if channel is not None and channel.is_open:
+                with contextlib.suppress(Exception):
+                    channel.close()
+
     def poll(self, timeout: float = 0.1) -> None:
         """Receive what has arrived (results and events) for up to ``timeout`` seconds."""
         with self._bounded("receiving results and events", extra_s=timeout):
             self.connection.process_data_events(time_limit=timeout)
 
     def wait(self, job_id: str, timeout: float = 3600.0,
-             on_event: Callable[[dict[str, Any]], None] | None = None) -> JobResult:
-        """Block until the result of ``job_id`` arrives; ``on_event`` sees each event (JobClientError)."""
+             on_event: Callable[[dict[str, Any]], None] | None = None,
+             on_tick: Callable[[], None] | None = None) -> JobResult:
+        """Block until the result of ``job_id`` arrives; ``on_event`` sees each event, ``on_tick`` is called
+        about ten times a second (JobClientError)."""
         until = time.monotonic() + timeout
         while job_id not in self.results:
             if time.monotonic() > until:
                 raise JobClientError(f"no result for job {job_id} within {timeout:g} s")
             self.poll(0.1)
+            if on_tick is not None:
+                on_tick()
             events, self.events = self.events, []
             if on_event is not None:
                 for event in events:

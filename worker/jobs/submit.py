@@ -29,6 +29,10 @@ __all__ = ["JobClient", "JobClientError", "default_job_id", "job_status", "jobs_
 
 ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130
+"""Ctrl-C while waiting (the shell's code for SIGINT): the job itself goes on."""
+IDLE_WARNING_S = 5.0
+"""Waiting this long without an event makes ``submit --wait`` look for a job worker on the queue."""
 
 
 def default_job_id(kind: str) -> str:
@@ -46,7 +50,8 @@ def _broker_arguments(parser: argparse.ArgumentParser) -> None:
 def submit_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="maze-worker submit", description="Submit a training or rollout job to the job workers. "
-        "Overrides are the Hydra overrides maze-run takes (docs/jobs.md).",
+        "Overrides are plain key=value settings of the config tree (docs/jobs.md, \"What a job "
+        "message may ask\").",
         epilog="example: maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait")
     parser.add_argument("kind", choices=["train", "rollout"], help="the job kind")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. algorithm=ppo runner.n_envs=2")
@@ -87,6 +92,10 @@ def submit_command(argv: Sequence[str]) -> int:
     except JobClientError as err:
         print(f"maze-worker submit: error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: job {job.job_id} stays submitted; follow it with `maze-worker jobs status "
+              f"{job.job_id}` or cancel it with `maze-worker jobs cancel {job.job_id}`", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps(result.to_plain(), indent=1, sort_keys=True))
     return EXIT_OK if result.status == "finished" else EXIT_FAILED
 
@@ -116,8 +125,27 @@ def _wait_with_progress(client: JobClient, job: JobMessage, timeout: float) -> J
                 bar.total = event["chunks"]
             bar.set_description(f"{job.job_id} {name}")
 
+    started = time.monotonic()
+    heard: list[bool] = []
+    warned: list[bool] = []
+
+    def on_tick() -> None:
+        """Say so, once, when nothing has been heard for a while and no job worker consumes the queue."""
+        if heard or warned or time.monotonic() - started < IDLE_WARNING_S:
+            return
+        warned.append(True)
+        if client.consumers(job.kind) == 0:
+            queue = topology.jobs_queue(client.prefix, job.kind)
+            bar.write(f"maze-worker submit: no job worker consumes {queue} yet; the job waits there until "
+                      f"one starts (`maze-worker role=jobs broker.prefix={client.prefix}`). Ctrl-C stops "
+                      "waiting, not the job.", file=sys.stderr)
+
+    def on_any_event(event: dict[str, Any]) -> None:
+        heard.append(True)
+        on_event(event)
+
     try:
-        return client.wait(job.job_id, timeout, on_event)
+        return client.wait(job.job_id, timeout, on_any_event, on_tick)
     finally:
         bar.close()
 
@@ -147,7 +175,8 @@ def job_status(artifact_root: str | Path, job_id: str) -> dict[str, Any]:
     if records.cancellation(job_id) is not None and result is None:
         status = f"{status} (cancel requested)"
     return {"job_id": job_id, "status": status, "record": record,
-            "result": None if result is None else result.to_plain()}
+            "result": None if result is None else result.to_plain(),
+            "looked_in": str(records.job_dir(job_id).resolve())}
 
 
 def jobs_command(argv: Sequence[str]) -> int:
@@ -158,7 +187,12 @@ def jobs_command(argv: Sequence[str]) -> int:
         if args.command == "status":
             info = job_status(args.artifact_root, args.job_id)
             print(json.dumps(info, indent=1, sort_keys=True))
-            return EXIT_OK if info["record"] is not None or info["result"] is not None else EXIT_FAILED
+            if info["record"] is None and info["result"] is None:
+                print(f"maze-worker jobs: no record of job {args.job_id} under {info['looked_in']}; is "
+                      f"--artifact-root (or ${ARTIFACT_ROOT_ENV}) the job workers' artifact_root?",
+                      file=sys.stderr)
+                return EXIT_FAILED
+            return EXIT_OK
         with JobClient(args.url, args.prefix) as client:
             client.cancel(args.job_id, args.reason)
         print(f"cancel sent for job {args.job_id}", file=sys.stderr)
