@@ -10,7 +10,7 @@ import pytest
 
 from maze_engine.wrappers.wrapper import Wrapper
 from worker.episodes.batching import rounds
-from worker.episodes.closing import CloseReason
+from worker.episodes.closing import CloseReason, FinishedEpisodes
 from worker.episodes.table import EpisodeTable
 from worker.serving.factory import build_factory
 from worker.settings import EpisodeSettings
@@ -244,3 +244,19 @@ def test_rounds_hold_one_state_per_episode_in_seq_order(episodes_and_seqs: list[
                                                         expected: list[list[int]]) -> None:
     messages = [msg(episode, seq) for episode, seq in episodes_and_seqs]
     assert rounds(messages) == expected
+
+
+def test_finished_episodes_merge_into_a_run_total() -> None:
+    table = make_table()
+    for episode in ("a", "b"):
+        table.handle([StateMessage(1, episode, 0, [0.0] * 4, None, False)])
+        table.handle([StateMessage(1, episode, 1, [0.0] * 4, 1.0, True)])
+    first = table.finished.take()
+    table.handle([StateMessage(1, "c", 0, [0.0] * 4, None, False)])
+    table.handle([StateMessage(1, "c", 1, [0.0] * 4, 1.0, False)])
+    table.close_all()
+    run = FinishedEpisodes()
+    run.merge(first)
+    run.merge(table.finished.take())
+    assert run.total == 3 and run.by_reason == {"done": 2, "shutdown": 1}
+    assert run.returns.count == first.returns.count + 1

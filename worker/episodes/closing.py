@@ -53,6 +53,14 @@ class FinishedEpisodes:
             self.returns.add(closed.stats.episode_return)
             self.lengths.add(closed.stats.episode_length)
 
+    def merge(self, other: FinishedEpisodes) -> None:
+        """Add ``other``'s episodes to these (a run's totals from its intervals)."""
+        self.total += other.total
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+        self.returns.merge(other.returns)
+        self.lengths.merge(other.lengths)
+
     def take(self) -> FinishedEpisodes:
         """The statistics gathered so far; this object starts afresh."""
         taken = FinishedEpisodes()

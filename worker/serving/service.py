@@ -30,7 +30,7 @@ from worker.cluster.coordinator import ShardCoordinator
 from worker.cluster.episode_shards import EpisodeShards
 from worker.cluster.membership import new_worker_id
 from worker.episodes.answers import Answer, brief, error_answer
-from worker.episodes.closing import ClosedEpisode
+from worker.episodes.closing import ClosedEpisode, FinishedEpisodes
 from worker.episodes.sources import DeploymentSource
 from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
@@ -79,6 +79,8 @@ class WorkerService:
         self._stop = threading.Event()
         self._metrics_server: MetricsServer | None = None
         self._handled_since_stats = 0
+        self._run_finished = FinishedEpisodes()
+        self._run_handled = 0
         self._next_eviction = 0.0
         self._next_stats = 0.0
 
@@ -305,11 +307,15 @@ class WorkerService:
             self._log_stats()
 
     def _log_stats(self, final: bool = False, dropped: int = 0) -> None:
+        """The interval's statistics line; at the end, the whole run's."""
         finished = self.table.finished.take()
         handled, self._handled_since_stats = self._handled_since_stats, 0
-        if not final and not finished.total and not handled:
-            return
-        line = stats_line(finished, handled, len(self.table))
-        logger.info("%s%s", "final statistics: " if final else "", line)
+        self._run_finished.merge(finished)
+        self._run_handled += handled
+        if final:
+            logger.info("final statistics of the whole run: %s",
+                        stats_line(self._run_finished, self._run_handled, len(self.table)))
+        elif finished.total or handled:
+            logger.info("%s", stats_line(finished, handled, len(self.table)))
         if final and dropped:
             logger.info("closed %d open episodes at shutdown (their statistics are included above)", dropped)
