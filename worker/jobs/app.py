@@ -4,7 +4,6 @@ service, on a thread and a connection of its own)."""
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from typing import Any
 
@@ -22,6 +21,7 @@ def serve_jobs(cfg: DictConfig) -> int:
     from worker.broker.agent_transport import TransportError
     from worker.errors import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, ConfigProblem, fail, one_line
     from worker.metrics import MetricsServer, WorkerMetrics
+    from worker.signals import stop_on_signals
     from worker.startup import configure_logging, settings_of
 
     try:
@@ -33,13 +33,7 @@ def serve_jobs(cfg: DictConfig) -> int:
     service = JobService(settings, JobMetrics(health.registry), health=health)
     server = None
 
-    def handle(signum: int, frame: Any) -> None:
-        logger.info("%s received: stopping; a running job is stopped and put back on its queue",
-                    signal.Signals(signum).name)
-        service.stop()
-
-    signal.signal(signal.SIGTERM, handle)
-    signal.signal(signal.SIGINT, handle)
+    stop_on_signals(service.stop, "stopping; a running job is stopped and put back on its queue")
     try:
         if settings.metrics.port:
             server = MetricsServer(health, settings.metrics.host, settings.metrics.port).start()

@@ -1,1 +1,1 @@
-"""The agent service loop: poll -> admit -> decode -> table -> reply -> ack, plus signals and the heap."""
+"""The agent service loop: poll -> admit -> decode -> table -> reply -> ack, and the start-up heap."""

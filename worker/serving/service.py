@@ -36,9 +36,9 @@ from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
 from worker.serving.admission import DeadLetter, admit
-from worker.serving.signals import stop_on_signals
 from worker.serving.stats import stats_line
 from worker.settings import WorkerSettings
+from worker.signals import stop_on_signals
 from worker.wire.protocol import ErrorCode, StateMessage
 from worker.wire.topology import mask_url
 
