@@ -75,6 +75,9 @@ class TorchPolicy(StructuredPolicy):
     ``distribution_mapper`` is one mapper for every step or a mapping step key -> mapper.
     """
 
+    reports_log_probs = True
+    """``compute_actions`` fills ``log_probs_out`` (``act_batch`` asks for it when recording)."""
+
     def __init__(self, networks: Mapping[NetworkKey, nn.Module],
                  distribution_mapper: DistributionMapper | Mapping[StepKey, DistributionMapper],
                  device: str | torch.device = "cpu",
@@ -235,7 +238,7 @@ class TorchPolicy(StructuredPolicy):
         return self._converters[self._step_key(actor_id)](actions)
 
     def _act(self, observations: Sequence[Mapping[str, Any]], actor_id: ActorID | None, deterministic: bool,
-             temperature: float) -> Any:
+             temperature: float, log_probs_out: list[float | None] | None = None) -> Any:
         step = self._step_key(actor_id)
         obs_tensors = self._batch_tensors(step, observations)
         with torch.inference_mode():
@@ -244,6 +247,9 @@ class TorchPolicy(StructuredPolicy):
                 actions = distribution.deterministic_sample()
             else:
                 actions = distribution.sample(self._generator)
+            if log_probs_out is not None:
+                # Of the sample itself (before a Box action is clipped to its bounds), summed over the keys.
+                log_probs_out[:] = distribution.log_prob(actions).reshape(len(observations)).tolist()
         return self.actions_to_numpy(actions, actor_id)
 
     def compute_action(self, observation: dict[str, Any], actor_id: ActorID | None = None,
@@ -253,8 +259,16 @@ class TorchPolicy(StructuredPolicy):
         return _split_batch(self._act([observation], actor_id, deterministic, temperature), 1)[0]
 
     def compute_actions(self, observations: Sequence[dict[str, Any]], actor_id: ActorID | None = None,
-                        deterministic: bool = False, *, temperature: float = 1.0) -> list[dict[str, Any]]:
-        """Actions for many observations of the same actor, in one forward pass."""
+                        deterministic: bool = False, *, temperature: float = 1.0,
+                        log_probs_out: list[float | None] | None = None) -> list[dict[str, Any]]:
+        """Actions for many observations of the same actor, in one forward pass.
+
+        ``log_probs_out``, when given, receives the log-probability of each action under the policy's
+        distribution (one float per observation), computed in the same pass; without it nothing extra runs.
+        """
         if not observations:
+            if log_probs_out is not None:
+                log_probs_out.clear()
             return []
-        return _split_batch(self._act(observations, actor_id, deterministic, temperature), len(observations))
+        return _split_batch(self._act(observations, actor_id, deterministic, temperature, log_probs_out),
+                            len(observations))

@@ -237,3 +237,30 @@ def test_actions_out_reports_the_policy_actions_each_item_was_resumed_with(kit: 
     # A failing item records nothing either.
     act_batch([(deployments[1], ("not a state", 1.0, False, {}))], policy, actions_out=actions)
     assert actions == [[]]
+
+
+def test_observations_and_log_probs_out_come_beside_the_actions(kit: Any) -> None:
+    from maze_engine import RandomPolicy
+
+    factory = _factory({"_target_": "maze_engine.RandomPolicy", "seed": 0})
+    assert isinstance(factory.policy, RandomPolicy)
+    deployments = [factory.create() for _ in range(4)]
+    states = _states(4)
+    actions: list[list[Any]] = []
+    observations: list[list[Any]] = []
+    log_probs: list[list[float | None]] = []
+    act_batch([(d, (s, None, False, {})) for d, s in zip(deployments, states, strict=True)], factory.policy,
+              actions_out=actions, observations_out=observations, log_probs_out=log_probs)
+    assert [len(item) for item in observations] == [1] * 4
+    for observation, state in zip(observations, states, strict=True):
+        np.testing.assert_allclose(observation[0]["observation"], state)
+    assert log_probs == [[pytest.approx(-np.log(2))]] * 4  # uniform over CartPole's two actions
+
+
+def test_log_probs_are_none_where_the_policy_cannot_say(kit: Any) -> None:
+    policy = kit.PolePolicy()
+    deployments = [_factory(policy).create() for _ in range(2)]
+    log_probs: list[list[float | None]] = []
+    act_batch([(d, (s, None, False, {})) for d, s in zip(deployments, _states(2), strict=True)], policy,
+              log_probs_out=log_probs)
+    assert log_probs == [[None], [None]]

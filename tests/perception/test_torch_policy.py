@@ -142,3 +142,41 @@ def test_extra_observation_keys_are_ignored() -> None:
     policy = _policy()
     observation = {**_observations(1)[0], "debug": "text that is not a number"}
     assert ACTION_SPACE.contains(policy.compute_action(observation, deterministic=True))
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_log_probs_out_are_the_distribution_log_probs_of_the_actions(deterministic: bool) -> None:
+    policy = _policy()
+    observations = _observations(9)
+    policy.seed(3)
+    log_probs: list[float | None] = []
+    actions = policy.compute_actions(observations, deterministic=deterministic, log_probs_out=log_probs)
+    policy.seed(3)
+    assert [a["move"] for a in policy.compute_actions(observations, deterministic=deterministic)] == \
+        [a["move"] for a in actions]
+    assert len(log_probs) == 9 and all(isinstance(value, float) for value in log_probs)
+    obs = {key: torch.as_tensor(np.stack([o[key] for o in observations])) for key in OBSERVATION_SPACE.spaces}
+    with torch.no_grad():
+        distribution = policy.distribution(obs)
+        # Box samples are clipped after the log-probability was taken: compare the discrete keys only.
+        expected = sum(distribution[key].log_prob(torch.as_tensor(np.stack([a[key] for a in actions])))
+                       for key in ("move", "switches", "gears"))
+        force = distribution["force"].log_prob(torch.as_tensor(np.stack([a["force"] for a in actions])))
+    differing = np.abs(np.array(log_probs) - (expected + force).numpy())
+    unclipped = [bool(np.all(np.abs(a["force"]) < 0.1)) for a in actions]
+    assert np.all(differing[unclipped] < 1e-4)
+
+
+def test_random_policy_log_probs() -> None:
+    from maze_engine import RandomPolicy
+    from maze_engine.policies.random_policy import uniform_log_prob
+
+    assert uniform_log_prob(spaces.Discrete(4)) == pytest.approx(-np.log(4))
+    assert uniform_log_prob(spaces.MultiDiscrete([2, 5])) == pytest.approx(-np.log(10))
+    assert uniform_log_prob(spaces.MultiBinary(3)) == pytest.approx(-3 * np.log(2))
+    assert uniform_log_prob(spaces.Box(-0.1, 0.1, shape=(2,))) == pytest.approx(-2 * np.log(0.2), rel=1e-5)
+    assert uniform_log_prob(spaces.Box(-np.inf, 1.0, shape=(2,))) is None
+    expected = -np.log(4) - 2 * np.log(0.2) - 3 * np.log(2) - np.log(10)
+    log_probs: list[float | None] = []
+    RandomPolicy({0: ACTION_SPACE}, seed=0).compute_actions(_observations(2), log_probs_out=log_probs)
+    assert log_probs == [pytest.approx(expected, rel=1e-5)] * 2
