@@ -11,6 +11,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from maze_engine.core.errors import ConfigError
+from worker.settings_values import boolean as _boolean
+from worker.settings_values import choice as _choice
+from worker.settings_values import integer as _integer
+from worker.settings_values import number as _number
+from worker.settings_values import optional_string as _optional_string
+from worker.settings_values import plain as _plain
+from worker.settings_values import section as _section
+from worker.settings_values import string as _string
 from worker.wire import topology
 from worker.wire.topology import mask_url
 
@@ -132,6 +140,41 @@ class JobSettings:
     call; any other ``_target_`` makes the job ``bad_job`` (docs/jobs.md, "What a job message may ask")."""
 
 
+SERVING_MODES = ("act", "shadow")
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """How the worker's answers are used (docs/worker.md, "Shadow mode")."""
+
+    mode: str = "act"
+    """``act``: the producer applies the worker's actions; ``shadow``: it acts with its own controller and
+    reports ``applied_action``, and the worker's proposals are compared with it (agreement metrics)."""
+
+
+_MAX_AGE = re.compile(r"[1-9][0-9]{0,8}[YMDhms]")
+
+
+@dataclass(frozen=True)
+class ExperienceSettings:
+    """Recording served episodes to the stream ``<prefix>.experience`` (docs/experience.md)."""
+
+    record: bool = False
+    """Publish the steps of served episodes (sampled by episode) to the experience stream."""
+    sample: float = 1.0
+    """Fraction of episodes recorded, decided by a hash of the episode id (the same on every worker)."""
+    chunk_steps: int = 1000
+    """A long episode is published in records of this many steps, the rest when it ends."""
+    max_bytes: int = 10 * 1024 ** 3
+    """Retention of the stream by size (``x-max-length-bytes``); oldest segments go first."""
+    max_age: str = "7D"
+    """Retention by age (``x-max-age``): a number and a unit, Y M D h m or s."""
+    backlog: int = 256
+    """Records waiting for the publisher thread; beyond it records are dropped (and counted)."""
+    policy_name: str = ""
+    """The policy name records carry; empty: the published policy's name, else the policy's class name."""
+
+
 @dataclass(frozen=True)
 class WorkerSettings:
     """Everything ``maze-worker`` reads from its config apart from the env, wrappers and policy."""
@@ -143,6 +186,8 @@ class WorkerSettings:
     reconnect: ReconnectSettings = field(default_factory=ReconnectSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
+    serving: ServingSettings = field(default_factory=ServingSettings)
+    experience: ExperienceSettings = field(default_factory=ExperienceSettings)
     role: str = "agent"
     """``agent`` serves states, ``jobs`` runs jobs, ``all`` does both (two threads, two connections)."""
     artifact_root: str = "artifacts"
@@ -219,6 +264,9 @@ class WorkerSettings:
             stats_interval_s=_number(stats, "stats.interval_s", cls.stats_interval_s),
             torch_threads=_integer(config, "torch_threads", cls.torch_threads, minimum=1, maximum=256),
             jobs=_job_settings(_section(config, "jobs")),
+            serving=ServingSettings(mode=_choice(_section(config, "serving"), "serving.mode",
+                                                 ServingSettings.mode, SERVING_MODES)),
+            experience=_experience_settings(_section(config, "experience")),
             role=_role(config),
             artifact_root=_string(config, "artifact_root", cls.artifact_root),
         )
@@ -262,6 +310,27 @@ def _job_settings(jobs: Mapping[str, Any]) -> JobSettings:
     return settings
 
 
+def _experience_settings(experience: Mapping[str, Any]) -> ExperienceSettings:
+    defaults = ExperienceSettings()
+    sample = experience.get("sample", defaults.sample)
+    if isinstance(sample, bool) or not isinstance(sample, int | float) or not 0 <= sample <= 1:
+        raise ConfigError(f"experience.sample: expected a fraction in [0, 1], got {type(sample).__name__} "
+                          f"{sample!r}")
+    max_age = _string(experience, "experience.max_age", defaults.max_age)
+    if not _MAX_AGE.fullmatch(max_age):
+        raise ConfigError(f"experience.max_age: expected a number and a unit (Y, M, D, h, m or s) such as 7D "
+                          f"or 12h, got {max_age!r}")
+    name = experience.get("policy_name", defaults.policy_name)
+    if not isinstance(name, str):
+        raise ConfigError(f"experience.policy_name: expected a string, got {type(name).__name__} {name!r}")
+    return ExperienceSettings(
+        record=_boolean(experience, "experience.record", defaults.record), sample=float(sample),
+        chunk_steps=_integer(experience, "experience.chunk_steps", defaults.chunk_steps, minimum=1),
+        max_bytes=_integer(experience, "experience.max_bytes", defaults.max_bytes, minimum=1),
+        max_age=max_age, backlog=_integer(experience, "experience.backlog", defaults.backlog, minimum=1),
+        policy_name=name)
+
+
 def _target_prefixes(value: Any) -> tuple[str, ...]:
     if (not isinstance(value, list | tuple) or not value
             or not all(isinstance(item, str) and _TARGET_PREFIX.fullmatch(item) for item in value)):
@@ -281,82 +350,6 @@ def check_url(url: str, key: str = "broker.url") -> None:
         raise ConfigError(f"{key}: expected a numeric port, got {mask_url(url)!r}") from err
     if not parts.hostname:
         raise ConfigError(f"{key}: expected a host name, got {mask_url(url)!r}")
-
-
-def _plain(config: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a hard dependency
-        return config
-    if isinstance(config, DictConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return config
-
-
-def _section(config: Mapping[str, Any], name: str, key: str | None = None) -> Mapping[str, Any]:
-    value = config.get(name)
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{key or name}: expected a mapping of settings, "
-                          f"got {type(value).__name__} {value!r}")
-    return value
-
-
-def _name(key: str) -> str:
-    """The last segment of a dotted key: its name in its section."""
-    return key.rsplit(".", 1)[-1]
-
-
-def _integer(section: Mapping[str, Any], key: str, default: int, minimum: int | None = None,
-             maximum: int | None = None) -> int:
-    value = section.get(_name(key), default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: expected an integer, got {type(value).__name__} {value!r}")
-    if minimum is not None and value < minimum or maximum is not None and value > maximum:
-        bounds = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ConfigError(f"{key}: expected an integer {bounds}, got {value}")
-    return value
-
-
-def _number(section: Mapping[str, Any], key: str, default: float, positive: bool = False) -> float:
-    value = section.get(_name(key), default)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{key}: expected a number of seconds, got {type(value).__name__} {value!r}")
-    if value < 0 or positive and value == 0:
-        raise ConfigError(f"{key}: expected a number {'> 0' if positive else '>= 0'}, got {value}")
-    return float(value)
-
-
-def _choice(section: Mapping[str, Any], key: str, default: str, choices: tuple[str, ...]) -> str:
-    value = section.get(_name(key), default)
-    if value not in choices:
-        raise ConfigError(f"{key}: expected one of {', '.join(choices)}, "
-                          f"got {type(value).__name__} {value!r}")
-    return str(value)
-
-
-def _boolean(section: Mapping[str, Any], key: str, default: bool) -> bool:
-    value = section.get(_name(key), default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _string(section: Mapping[str, Any], key: str, default: str) -> str:
-    value = section.get(_name(key), default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _optional_string(section: Mapping[str, Any], key: str) -> str | None:
-    value = section.get(_name(key))
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a file path or null, got {type(value).__name__} {value!r}")
-    return value
 
 
 def _prefix(broker: Mapping[str, Any]) -> str:

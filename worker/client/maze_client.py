@@ -225,15 +225,19 @@ class MazeClient:
     # ---------------------------------------------------------------------------------------------- sending
 
     def send(self, episode: str, seq: int, state: Any, reward: float | None = None, done: bool = False,
-             info: dict | None = None, actor: tuple[int | str, int] | None = None) -> str:
-        """Publish one state without waiting; returns its correlation id for ``wait`` (or use ``poll``)."""
+             info: dict | None = None, actor: tuple[int | str, int] | None = None, *, truncated: bool = False,
+             applied_action: Any = None) -> str:
+        """Publish one state without waiting; returns its correlation id for ``wait`` (or use ``poll``).
+        ``applied_action`` reports the action applied after the previous state, ``truncated`` (with
+        ``done``) a time limit (docs/protocol.md)."""
         if not isinstance(episode, str) or not 0 < len(episode) <= MAX_EPISODE_ID_LENGTH \
                 or len(episode.encode()) > 255:
             raise ValueError(f"episode: expected a non-empty string of at most {MAX_EPISODE_ID_LENGTH} "
                              f"characters (and 255 UTF-8 bytes), got {episode!r}")
         if type(seq) is not int or seq < 0:
             raise ValueError(f"seq: expected a non-negative integer, got {seq!r}")
-        body = encode_state(StateMessage(PROTOCOL_VERSION, episode, seq, state, reward, done, info, actor))
+        body = encode_state(StateMessage(PROTOCOL_VERSION, episode, seq, state, reward, done, info, actor,
+                                         truncated, applied_action))
         correlation_id = f"{self._id_base}-{next(self._ids)}"
         properties = pika.BasicProperties(content_type=CONTENT_TYPE, delivery_mode=PERSISTENT,
                                           reply_to=self._reply_queue, correlation_id=correlation_id)
@@ -327,13 +331,14 @@ class MazeClient:
 
     def act(self, episode: str, seq: int, state: Any, reward: float | None = None, done: bool = False,
             info: dict | None = None, actor: tuple[int | str, int] | None = None,
-            timeout: float | None = None) -> Any:
+            timeout: float | None = None, *, truncated: bool = False, applied_action: Any = None) -> Any:
         """Send one state and wait for its action; error replies raise the matching ReplyError subclass.
 
         After a ClientTimeout the same (episode, seq) may be sent again: the worker answers a repeated state
         with the reply it already computed instead of stepping twice.
         """
-        correlation_id = self.send(episode, seq, state, reward, done, info, actor)
+        correlation_id = self.send(episode, seq, state, reward, done, info, actor, truncated=truncated,
+                                   applied_action=applied_action)
         try:
             reply = self.wait([correlation_id], timeout)[correlation_id]
         except MazeClientError:
@@ -363,14 +368,16 @@ class Episode:
         """The published policy version acting for this episode (from its last reply), or None."""
 
     def step(self, state: Any, reward: float | None = None, done: bool = False, info: dict | None = None,
-             actor: tuple[int | str, int] | None = None, timeout: float | None = None) -> Any:
-        """Send the next state (``reward`` is for the previous action) and return the action.
+             actor: tuple[int | str, int] | None = None, timeout: float | None = None, *,
+             truncated: bool = False, applied_action: Any = None) -> Any:
+        """Send the next state (``reward`` and ``applied_action`` are for the previous action); the action.
 
         On an error reply or a timeout ``seq`` stays, so the same step can be retried.
         """
         if self.closed:
             raise RuntimeError(f"episode {self.id} is closed; start a new one with client.episode()")
-        action = self.client.act(self.id, self.seq, state, reward, done, info, actor, timeout)
+        action = self.client.act(self.id, self.seq, state, reward, done, info, actor, timeout,
+                                 truncated=truncated, applied_action=applied_action)
         if self.client.last_reply is not None:
             if self.client.last_reply.resumed:
                 self.resumed_at = self.seq
@@ -380,9 +387,10 @@ class Episode:
         return action
 
     def close(self, final_state: Any, reward: float | None = None, info: dict | None = None,
-              timeout: float | None = None) -> None:
+              timeout: float | None = None, *, truncated: bool = False, applied_action: Any = None) -> None:
         """Send the final state with done=True; the worker ends the episode and flushes its statistics."""
-        self.step(final_state, reward, done=True, info=info, timeout=timeout)
+        self.step(final_state, reward, done=True, info=info, timeout=timeout, truncated=truncated,
+                  applied_action=applied_action)
 
     def __repr__(self) -> str:
         return f"Episode(id={self.id!r}, seq={self.seq}, closed={self.closed})"

@@ -28,9 +28,9 @@ from worker.wire.checks import (
 )
 from worker.wire.ndarray_codec import NdarrayCodecError, encode_ndarray
 
-__all__ = ["CONTENT_TYPE", "MAX_EPISODE_ID_LENGTH", "MAX_NESTING", "MAX_STATE_BYTES", "PROTOCOL_VERSION",
-           "STATE_FIELDS", "DecodeError", "EncodeError", "ErrorCode", "StateMessage", "decode_state",
-           "encode_state", "valid_episode"]
+__all__ = ["CONTENT_TYPE", "DESCRIBE_FIELD", "MAX_EPISODE_ID_LENGTH", "MAX_NESTING", "MAX_STATE_BYTES",
+           "PROTOCOL_VERSION", "STATE_FIELDS", "DecodeError", "EncodeError", "ErrorCode", "StateMessage",
+           "decode_state", "encode_describe_request", "encode_state", "is_describe_request", "valid_episode"]
 
 PROTOCOL_VERSION = 1
 CONTENT_TYPE = "application/msgpack"
@@ -39,7 +39,10 @@ MAX_STATE_BYTES = 4 * 1024 * 1024
 """Largest state body a worker accepts (4 MiB: a 1024x1024 RGB image as uint8 ndarray fits); larger bodies
 are answered ``bad_message`` naming the limit. The broker's own message size limit lies above it."""
 
-STATE_FIELDS = ("v", "episode", "seq", "state", "reward", "done", "info", "actor")
+STATE_FIELDS = ("v", "episode", "seq", "state", "reward", "done", "info", "actor", "truncated",
+                "applied_action")
+DESCRIBE_FIELD = "describe"
+"""A body ``{"v": 1, "describe": true}`` (no ``episode``) asks a worker for its spaces (docs/protocol.md)."""
 
 
 class ErrorCode(StrEnum):
@@ -73,6 +76,11 @@ class StateMessage:
     info: dict | None = None
     actor: tuple[int | str, int] | None = None
     """``(step_key, agent_id)`` for multi-step or multi-agent envs; None for the single actor."""
+    truncated: bool = False
+    """With ``done``: the episode ended by a time limit, not by termination."""
+    applied_action: Any = None
+    """The action the producer applied after the previous state (its own controller, an operator), as plain
+    msgpack values; None when not reported. Checked against the action space by the worker."""
     size: int = field(default=0, compare=False, repr=False)
     """Bytes of the body it was decoded from (0 when built in code): what holding it costs."""
 
@@ -161,6 +169,12 @@ def decode_state(body: bytes) -> StateMessage:
     done = get("done", MISSING)
     if type(done) is not bool:
         raise fail(obj, "done", "true or false", done)
+    truncated = get("truncated", False)
+    if truncated is not False and (truncated is not True or not done):
+        raise fail(obj, "truncated", "true or false, and true only with done: true", truncated)
+    applied = get("applied_action")
+    if applied is not None and not nesting_within(applied):
+        raise fail(obj, "applied_action", f"an action (nested at most {MAX_NESTING} deep) or nil", applied)
     info = get("info")
     if info is not None and (type(info) is not dict or not nesting_within(info)):
         raise fail(obj, "info", f"a map (nested at most {MAX_NESTING} deep) or nil", info)
@@ -176,6 +190,7 @@ def decode_state(body: bytes) -> StateMessage:
     message = _new_object(StateMessage)
     _set_attribute(message, "__dict__", {"v": v, "episode": episode, "seq": seq, "state": state,
                                          "reward": reward, "done": done, "info": info, "actor": actor,
+                                         "truncated": truncated, "applied_action": applied,
                                          "size": len(body)})
     return message
 
@@ -198,6 +213,10 @@ def encode_state(message: StateMessage) -> bytes:
     wire = {"v": message.v, "episode": message.episode, "seq": message.seq, "state": message.state,
             "reward": message.reward, "done": message.done, "info": message.info,
             "actor": None if message.actor is None else list(message.actor)}
+    if message.truncated:
+        wire["truncated"] = True
+    if message.applied_action is not None:
+        wire["applied_action"] = message.applied_action
     try:
         return msgpack.packb(wire, default=_state_default)
     except NdarrayCodecError as err:
@@ -205,3 +224,25 @@ def encode_state(message: StateMessage) -> bytes:
     except (TypeError, ValueError, OverflowError) as err:
         raise EncodeError("state", f"state: expected maps, lists, numbers, strings and ndarrays, got "
                                    f"{describe(message.state)} ({err})") from err
+
+
+# ------------------------------------------------------------------------------------------ describe requests
+
+def encode_describe_request() -> bytes:
+    """The body that asks a running worker for its spaces: ``{"v": 1, "describe": true}``."""
+    return msgpack.packb({"v": PROTOCOL_VERSION, DESCRIBE_FIELD: True})
+
+
+def is_describe_request(body: Any) -> bool:
+    """Whether ``body`` is a describe request (a map with ``v`` 1, ``describe: true`` and no ``episode``).
+
+    Asked only of bodies that failed to decode as a state, so states pay nothing for it.
+    """
+    if type(body) is not bytes or len(body) > 1024:
+        return False
+    try:
+        obj = msgpack.unpackb(body, raw=False)
+    except Exception:  # noqa: BLE001 - not msgpack at all: not a describe request either
+        return False
+    return (type(obj) is dict and obj.get("v") == PROTOCOL_VERSION and obj.get(DESCRIBE_FIELD) is True
+            and "episode" not in obj)

@@ -20,6 +20,8 @@ RESUMED_FIELD = "resumed"
 worker (a fresh wrapper stack from this state on); absent otherwise."""
 WORKER_FIELD = "worker"
 """Optional reply key: the id of the worker that answered (which worker holds the episode)."""
+DESCRIBE_REPLY_FIELD = "describe"
+"""Key of the reply to a describe request: the worker's spaces and serving mode (docs/protocol.md)."""
 POLICY_VERSION_FIELD = "policy_version"
 """Reply key of action and done replies: the published policy version that acted (an integer >= 1), nil
 when the worker serves a policy that is not a published one; absent in error replies."""
@@ -180,6 +182,14 @@ def _reply_frame(worker: str | None, policy_version: int | None) -> tuple[bytes,
     if worker is None:
         return b"\x86" + _REPLY_HEAD, tail  # a map of 6 entries (fixmap)
     return b"\x87" + _REPLY_HEAD, tail + _FIELD[WORKER_FIELD] + _pack(worker)
+
+
+def encode_describe_reply(description: Mapping[str, Any], worker: str | None) -> bytes:
+    """The reply to a describe request: episode, seq, action and error nil, ``describe`` the description."""
+    extra: dict[str, Any] = {DESCRIBE_REPLY_FIELD: dict(description)}
+    if worker is not None:
+        extra[WORKER_FIELD] = worker
+    return encode_reply(Reply(None, None, None, extra=extra))
 
 
 def decode_error(err: DecodeError) -> bytes:
