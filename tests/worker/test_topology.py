@@ -2,7 +2,7 @@
 
 import pytest
 
-from worker.wire import topology
+from worker.wire import protocol, topology
 from worker.wire.topology import (
     DEAD_DETAIL_HEADER,
     DEAD_FIELD_HEADER,
@@ -15,6 +15,7 @@ from worker.wire.topology import (
     dead_letter_exchange,
     dead_letter_headers,
     dead_letter_queue,
+    dead_letter_queue_arguments,
     events_exchange,
     jobs_queue,
     mask_url,
@@ -81,9 +82,25 @@ def test_bad_job_kind_is_rejected() -> None:
         jobs_queue("maze", "a.b")
 
 
-def test_shard_queue_arguments_make_single_consumer_quorum_queues_that_dead_letter() -> None:
+def test_shard_queue_arguments_make_bounded_single_consumer_quorum_queues_that_dead_letter() -> None:
     assert shard_queue_arguments("prod") == {"x-queue-type": "quorum", "x-single-active-consumer": True,
-                                             "x-dead-letter-exchange": "prod.dead"}
+                                             "x-dead-letter-exchange": "prod.dead", "x-delivery-limit": 20,
+                                             "x-max-length-bytes": 64 * 1024 * 1024,
+                                             "x-overflow": "reject-publish"}
+
+
+def test_dead_letter_queue_keeps_the_newest_dead_letters() -> None:
+    assert dead_letter_queue_arguments() == {"x-queue-type": "quorum", "x-overflow": "drop-head",
+                                             "x-max-length-bytes": 256 * 1024 * 1024}
+
+
+def test_broker_limits_sit_above_the_largest_state() -> None:
+    """A state the worker accepts gets through the broker with room to spare, and a full shard holds many."""
+    assert topology.MAX_STATE_BYTES is protocol.MAX_STATE_BYTES
+    assert topology.BROKER_MAX_MESSAGE_BYTES >= 4 * topology.MAX_STATE_BYTES
+    assert topology.BROKER_MAX_MESSAGE_BYTES <= 512 * 1024 * 1024  # RabbitMQ refuses a larger setting
+    assert topology.SHARD_MAX_BYTES >= 16 * topology.MAX_STATE_BYTES
+    assert topology.DEAD_LETTER_MAX_BYTES >= 4 * topology.SHARD_MAX_BYTES
 
 
 def test_worker_topology_binds_every_shard_with_weight_one() -> None:
@@ -93,7 +110,7 @@ def test_worker_topology_binds_every_shard_with_weight_one() -> None:
     assert [q.name for q in spec.queues] == ["t1.dead", "t1.states.00", "t1.states.01", "t1.states.02",
                                              "t1.states.03"]
     assert all(q.arguments == shard_queue_arguments("t1") for q in spec.queues[1:])
-    assert spec.queues[0].arguments == {"x-queue-type": "quorum"}
+    assert spec.queues[0].arguments == dead_letter_queue_arguments()
     assert spec.bindings[0] == BindingSpec("t1.dead", "t1.dead", "")
     assert spec.bindings[1:] == tuple(BindingSpec(name, "t1.states", SHARD_BINDING_WEIGHT)
                                       for name in shard_queues("t1", 4))

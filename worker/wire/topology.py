@@ -1,8 +1,9 @@
 """Broker names and arguments of the worker's topology, as small pure functions (no pika here).
 
 Everything the worker and its producers agree on about *where* messages go lives in this module: exchange and
-queue names derived from a prefix, the shard queues' arguments, the dead-letter headers, and the broker URL
-defaults (with credential masking for logs). See docs/protocol.md for the picture.
+queue names derived from a prefix, the shard queues' arguments and limits, the dead-letter headers, and the
+broker URL defaults (with credential masking for logs). See docs/protocol.md for the picture and
+docs/operations.md ("Limits") for why the limits are what they are.
 """
 
 import os
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+# The largest state a worker accepts, re-exported here: the broker limits below are sized from it.
+from worker.wire.protocol import MAX_STATE_BYTES as MAX_STATE_BYTES
 
 DEFAULT_PREFIX = "maze"
 DEFAULT_SHARDS = 16
@@ -77,22 +81,46 @@ def shard_queues(prefix: str, shards: int = DEFAULT_SHARDS) -> list[str]:
 
 
 SHARD_DELIVERY_LIMIT = 20
-"""Deliveries of one state a shard queue allows (quorum ``x-delivery-limit``); the worker refuses a state on its
-last one (``x-delivery-count`` header), so a message that crashes workers cannot crash the fleet in a loop.
-Generous, because passing a shard on and handing it over give deliveries back, which counts too."""
+"""Deliveries of one state a shard queue allows (quorum ``x-delivery-limit``); the worker refuses a state on
+its last one (``x-delivery-count`` header), so a message that crashes workers cannot crash the fleet in a
+loop. Generous, because passing a shard on and handing it over give deliveries back, which counts too.
+The broker is the backstop: a state given back once more than this is dead-lettered to ``<prefix>.dead``
+with ``x-first-death-reason: delivery_limit``."""
 DELIVERY_COUNT_HEADER = "x-delivery-count"
 """Header a quorum queue sets on a redelivery: how many times the message was delivered before."""
+
+BROKER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+"""The broker's ``max_message_size`` (deploy/rabbitmq/20-maze.conf): four times ``MAX_STATE_BYTES``, so a
+state the worker accepts, and its dead letter, always get through, while bodies of tens of MB are refused at
+the door instead of being written to a quorum log. A larger message closes the publishing channel (406
+PRECONDITION_FAILED); whoever publishes hand-off records or job messages keeps each one below it."""
+SHARD_MAX_BYTES = 64 * 1024 * 1024
+"""Bytes of waiting states one shard queue holds (quorum ``x-max-length-bytes``), 16 states of
+``MAX_STATE_BYTES`` or hundreds of thousands of small ones; ``broker.shards`` times this bounds what a
+prefix's backlog costs the broker."""
+SHARD_OVERFLOW = "reject-publish"
+"""A full shard refuses new states (``x-overflow``): a producer publishing with confirms gets a nack, and the
+states already waiting, other producers' included, stay. ``drop-head`` would silently drop those instead."""
+DEAD_LETTER_MAX_BYTES = 256 * 1024 * 1024
+"""Bytes ``<prefix>.dead`` holds (``x-max-length-bytes``); past it the oldest dead letters are dropped
+(``drop-head``), so a broken producer cannot fill the broker with copies of its messages."""
 
 
 def shard_queue_arguments(prefix: str) -> dict[str, Any]:
     """Declare arguments of a shard queue: a quorum queue read by one consumer at a time, in order.
 
-    Messages the broker itself dead-letters (rejected without requeue) go to ``<prefix>.dead``.
+    Messages the broker itself dead-letters (rejected without requeue, or given back more than
+    ``SHARD_DELIVERY_LIMIT`` times) go to ``<prefix>.dead``; a shard holding ``SHARD_MAX_BYTES`` of waiting
+    states refuses more. Changing these arguments changes the declared topology: docs/operations.md says how
+    to move an existing prefix over.
     """
     return {
         "x-queue-type": "quorum",
         "x-single-active-consumer": True,
         "x-dead-letter-exchange": dead_letter_exchange(prefix),
+        "x-delivery-limit": SHARD_DELIVERY_LIMIT,
+        "x-max-length-bytes": SHARD_MAX_BYTES,
+        "x-overflow": SHARD_OVERFLOW,
     }
 
 
@@ -132,8 +160,9 @@ def dead_letter_queue(prefix: str) -> str:
 
 
 def dead_letter_queue_arguments() -> dict[str, Any]:
-    """Quorum queue, so dead letters survive a broker restart like the states they came from."""
-    return {"x-queue-type": "quorum"}
+    """Quorum queue, so dead letters survive a broker restart like the states they came from; it keeps the
+    newest ``DEAD_LETTER_MAX_BYTES`` of them."""
+    return {"x-queue-type": "quorum", "x-max-length-bytes": DEAD_LETTER_MAX_BYTES, "x-overflow": "drop-head"}
 
 
 def dead_letter_headers(reason: str, field: str, detail: str = "") -> dict[str, str]:
