@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 from worker.wire.topology import AMQP_URL_ENV
 
@@ -57,7 +58,7 @@ class WorkerProcess:
 
     @classmethod
     def start(cls, amqp_url: str, overrides: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
-              echo: str | None = None, timeout: float | None = 90.0) -> WorkerProcess:
+              echo: str | None = None, timeout: float | None = 90.0) -> Self:
         """Start ``maze-worker overrides`` against ``amqp_url``; returns once ``/healthz`` answers 200
         (``timeout=None``: at once, see ``wait_healthy``). ``echo`` tags the lines printed to stdout."""
         overrides = list(overrides)

@@ -172,7 +172,6 @@ QUICK_HEARTBEAT = ("cluster.heartbeat_interval_s=0.2", "cluster.liveness_timeout
 def start_worker_process(amqp_url: str, prefix: str, *overrides: str, shards: int,
                          env: dict[str, str] | None = None, timeout: float = 60.0,
                          kind: type[W] = WorkerProcess) -> W:  # type: ignore[assignment]
-    # (mypy cannot tell that the default fits every W)
     """``maze-worker`` on ``prefix`` with fast reconnects and ``overrides``; returns once it is healthy."""
     return kind.start(amqp_url, [f"broker.prefix={prefix}", f"broker.shards={shards}",
                                  "reconnect.initial_backoff_s=0.2", "reconnect.max_backoff_s=1", *overrides],

@@ -59,6 +59,8 @@ class Transport(BrokerLink):
         self._inbox: list[Delivery] = []
         self._control: BlockingChannel | None = None
         self._heartbeats: list[bytes] = []
+        self._cluster_connections = 0
+        """Connections that declared this worker's heartbeat queue: each gets a queue of its own name."""
 
     # -- connection ------------------------------------------------------------------------------------
 
@@ -237,7 +239,8 @@ class Transport(BrokerLink):
         for queue in spec.queues:
             with self._waiting(f"declaring queue {queue.name}"):
                 control.queue_declare(queue.name, durable=queue.durable, arguments=queue.arguments or None)
-        own = topology.worker_queue(prefix, worker_id)
+        self._cluster_connections += 1
+        own = topology.worker_queue(prefix, worker_id, self._cluster_connections)
         with self._waiting(f"declaring queue {own}"):
             control.queue_declare(own, exclusive=True, auto_delete=True)
             control.queue_bind(own, topology.workers_exchange(prefix), routing_key="")

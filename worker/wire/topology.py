@@ -275,11 +275,15 @@ def workers_exchange_type() -> str:
     return "fanout"
 
 
-def worker_queue(prefix: str, worker_id: str) -> str:
-    """An agent worker's own heartbeat queue (exclusive, auto-delete: it goes with its connection)."""
+def worker_queue(prefix: str, worker_id: str, connection: int = 0) -> str:
+    """An agent worker's own heartbeat queue on its ``connection``-th connection (exclusive, auto-delete:
+    it goes with its connection). A new name per connection: the broker may hold a dead connection's
+    channel, and its exclusive queue, for over a minute, which would lock a reconnect out of the old name."""
     if not isinstance(worker_id, str) or not _TOKEN_PATTERN.fullmatch(worker_id):
         raise ValueError(f"worker_id: expected 1-64 letters, digits, '_' or '-', got {worker_id!r}")
-    return f"{_checked(prefix)}.workers.{worker_id}"
+    if type(connection) is not int or connection < 0:
+        raise ValueError(f"connection: expected an integer >= 0, got {connection!r}")
+    return f"{_checked(prefix)}.workers.{worker_id}.{connection}"
 
 
 def handoff_queue(prefix: str, index: int, shards: int | None = None) -> str:
