@@ -39,30 +39,45 @@ def rounds(messages: Sequence[StateMessage]) -> list[list[int]]:
 
 
 def act_one_source(items: list[Item], source: DeploymentSource, deterministic: bool,
-                   actions: list[list[Any]]) -> list[Any]:
+                   actions: list[list[Any]], observations: list[list[Any]] | None = None,
+                   log_probs: list[list[Any]] | None = None) -> list[Any]:
     """``act_batch`` with ``source``'s policy: a result (action or exception) per item; ``actions`` gets the
-    policy actions each item's stack was resumed with."""
+    policy actions each item's stack was resumed with, ``observations`` and ``log_probs`` (when given, for
+    recorded experience) what they were computed for and their log-probabilities."""
     try:
-        return act_batch(items, source.policy, deterministic, actions)
+        return act_batch(items, source.policy, deterministic, actions, observations, log_probs)
     except Exception as err:  # noqa: BLE001 - act_batch returns per-item errors; this is a last resort
         logger.exception("stepping a batch of %d states failed", len(items))
-        actions[:] = [[] for _ in items]
+        for out in (actions, observations, log_probs):
+            if out is not None:
+                out[:] = [[] for _ in items]
         return [err] * len(items)
 
 
-def act_by_source(items: list[Item], sources: list[DeploymentSource],
-                  deterministic: bool) -> tuple[list[Any], list[list[Any]]]:
-    """``act_one_source`` per source (policy version), results and actions back in the order of ``items``."""
+def act_by_source(items: list[Item], sources: list[DeploymentSource], deterministic: bool,
+                  record: bool = False) -> tuple[list[Any], list[list[Any]], list[list[Any]] | None,
+                                                 list[list[Any]] | None]:
+    """``act_one_source`` per source (policy version): results, actions and (with ``record``) observations
+    and log-probabilities back in the order of ``items``."""
     groups: dict[int, list[int]] = {}
     for position, source in enumerate(sources):
         groups.setdefault(id(source), []).append(position)
     results: list[Any] = [None] * len(items)
     actions: list[list[Any]] = [[] for _ in items]
+    observations: list[list[Any]] | None = [[] for _ in items] if record else None
+    log_probs: list[list[Any]] | None = [[] for _ in items] if record else None
     for positions in groups.values():
         group_actions: list[list[Any]] = []
+        group_observations: list[list[Any]] | None = [] if record else None
+        group_log_probs: list[list[Any]] | None = [] if record else None
         group = [items[position] for position in positions]
-        group_results = act_one_source(group, sources[positions[0]], deterministic, group_actions)
-        for position, result, taken in zip(positions, group_results, group_actions, strict=True):
-            results[position] = result
-            actions[position] = taken
-    return results, actions
+        group_results = act_one_source(group, sources[positions[0]], deterministic, group_actions,
+                                       group_observations, group_log_probs)
+        for number, position in enumerate(positions):
+            results[position] = group_results[number]
+            actions[position] = group_actions[number]
+            if observations is not None and log_probs is not None and group_observations is not None \
+                    and group_log_probs is not None:
+                observations[position] = group_observations[number]
+                log_probs[position] = group_log_probs[number]
+    return results, actions, observations, log_probs

@@ -7,7 +7,9 @@ from enum import StrEnum
 from typing import NamedTuple
 
 from maze_engine.core.stats.running import RunningStats
-from maze_engine.wrappers.logging.log_stats import EpisodeStats
+from maze_engine.deployment.agent_deployment import AgentDeployment
+from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
+from maze_engine.wrappers.wrapper import find_wrapper
 
 
 class CloseReason(StrEnum):
@@ -68,3 +70,9 @@ class FinishedEpisodes:
             self.total, self.by_reason, self.returns, self.lengths
         self.__init__()  # type: ignore[misc]
         return taken
+
+
+def episode_stats(deployment: AgentDeployment) -> EpisodeStats | None:
+    """The return and length of the deployment's last episode, where a LogStatsWrapper saw it."""
+    wrapper = find_wrapper(deployment.env, LogStatsWrapper)
+    return None if wrapper is None else wrapper.last_episode_stats

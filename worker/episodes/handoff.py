@@ -96,6 +96,8 @@ class EpisodeRecord:
     steps: list[Step] = field(default_factory=list)
     policy_version: int | None = None
     """The published policy version the episode acts with; the new owner continues on the same one."""
+    experience: bytes | None = None
+    """The episode's unpublished recorded steps (``worker/experience/``), None when it is not recorded."""
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -140,7 +142,7 @@ def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) ->
                 "steps": [[step.state, step.reward, step.info,
                            None if step.actor is None else list(step.actor), list(step.actions)]
                           for step in record.steps],
-                "policy_version": record.policy_version}
+                "policy_version": record.policy_version, "experience": record.experience}
         try:
             _packb(wire)
         except (TypeError, ValueError, OverflowError, NdarrayCodecError) as err:
@@ -200,7 +202,11 @@ def decode_records(body: bytes) -> HandoffMessage:
             version = wire.get("policy_version")
             if version is not None and (type(version) is not int or version < 1):
                 raise TypeError(f"policy_version: expected nil or an integer >= 1, got {version!r:.40}")
-            record = EpisodeRecord(str(wire["episode"]), int(wire["last_seq"]), replies, steps, version)
+            experience = wire.get("experience")
+            if experience is not None and type(experience) is not bytes:
+                raise TypeError(f"experience: expected nil or bytes, got {type(experience).__name__}")
+            record = EpisodeRecord(str(wire["episode"]), int(wire["last_seq"]), replies, steps, version,
+                                   experience)
         except (KeyError, TypeError, ValueError) as err:
             raise HandoffError(f"episodes[{index}]: expected episode, last_seq, replies and steps "
                                f"({err!r})") from None

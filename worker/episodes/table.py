@@ -29,8 +29,6 @@ from typing import Any
 from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import MazeError, SpaceMismatchError
 from maze_engine.deployment.agent_deployment import AgentDeployment
-from maze_engine.wrappers.logging.log_stats import EpisodeStats, LogStatsWrapper
-from maze_engine.wrappers.wrapper import find_wrapper
 from worker.episodes.answers import (
     Answer,
     brief,
@@ -42,9 +40,12 @@ from worker.episodes.answers import (
     unknown_answer,
 )
 from worker.episodes.batching import act_by_source, act_one_source, rounds
-from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes, Remembered
+from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes, Remembered, episode_stats
 from worker.episodes.handoff import EpisodeRecord, History
-from worker.episodes.sources import DeploymentSource, PolicySources, version_of
+from worker.episodes.open_episode import OpenEpisode
+from worker.episodes.recording import Applied, Recording, close_observed
+from worker.episodes.sources import DeploymentSource, PolicySources
+from worker.episodes.spaces import ServedSpaces
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import ErrorCode, StateMessage
 from worker.wire.replies import encode_action_reply, to_wire_action
@@ -60,30 +61,6 @@ CLOSED_MEMORY = 4096
 _new_tuple = tuple.__new__
 
 
-class _Episode:
-    """One open episode: its deployment, the last seq stepped and the replies kept for redeliveries."""
-
-    __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen", "history", "history_bytes",
-                 "resumed_seq", "source", "policy_version")
-
-    def __init__(self, episode: str, deployment: AgentDeployment, now: float,
-                 source: DeploymentSource) -> None:
-        self.episode = episode
-        self.deployment = deployment
-        self.source = source
-        """The DeploymentSource the deployment came from: its policy acts for the whole episode."""
-        self.policy_version = version_of(source)
-        self.last_seq = -1
-        self.replies: dict[int, bytes] = {}
-        self.last_seen = now
-        self.history: History | None = History()
-        """Every step so far (inputs and policy actions): what a new owner replays; None once it outgrew
-        ``max_history_bytes`` (the episode then stays here until it ends)."""
-        self.history_bytes = 0
-        self.resumed_seq = -1
-        """The seq this episode was resumed at after a lost state (its reply says so), else -1."""
-
-
 class EpisodeTable:
     """Open episodes keyed by id, stepped in batches; see the module docstring for the rules.
 
@@ -91,6 +68,8 @@ class EpisodeTable:
     ``version_source`` builds the source of an older policy version for handed-over episodes, and
     ``on_released`` hears of a replaced source whose last episode closed. ``worker_id`` is named in every
     reply (``worker`` key); ``lost_check`` tells whether an unknown episode was lost with a crashed worker.
+    ``recording`` checks reported applied actions, compares them and records experience (by default: checks
+    against the factory's spaces only).
     """
 
     def __init__(self, factory: DeploymentSource, settings: EpisodeSettings, deterministic: bool = False,
@@ -98,8 +77,10 @@ class EpisodeTable:
                  on_closed: Callable[[ClosedEpisode], None] | None = None, *, worker_id: str | None = None,
                  lost_check: Callable[[StateMessage], bool] | None = None,
                  version_source: Callable[[int], DeploymentSource] | None = None,
-                 on_released: Callable[[DeploymentSource], None] | None = None) -> None:
+                 on_released: Callable[[DeploymentSource], None] | None = None,
+                 recording: Recording | None = None) -> None:
         self.sources = PolicySources(factory, version_source, on_released)
+        self.recording = recording or Recording(ServedSpaces.of(factory))
         self.settings = settings
         self.deterministic = deterministic
         self.clock = clock
@@ -108,7 +89,7 @@ class EpisodeTable:
         self.lost_check = lost_check
         self.finished = FinishedEpisodes()
         # Least recently stepped first, so idle eviction only looks at the front.
-        self._open: OrderedDict[str, _Episode] = OrderedDict()
+        self._open: OrderedDict[str, OpenEpisode] = OrderedDict()
         self._closed: OrderedDict[str, Remembered] = OrderedDict()
 
     def __len__(self) -> int:
@@ -147,8 +128,9 @@ class EpisodeTable:
 
     def _handle_round(self, messages: Sequence[StateMessage], indices: Sequence[int],
                       answers: list[Answer | None], now: float) -> None:
-        acting: list[tuple[int, _Episode]] = []
-        finishing: list[tuple[int, _Episode]] = []
+        acting: list[tuple[int, OpenEpisode]] = []
+        finishing: list[tuple[int, OpenEpisode]] = []
+        applied: dict[int, Applied] = {}
         for index in indices:
             message = messages[index]
             episode = self._open.get(message.episode)
@@ -161,13 +143,19 @@ class EpisodeTable:
             elif message.seq != episode.last_seq + 1:
                 answers[index] = self._repeat_or_reject(episode, message)
                 continue
+            if message.applied_action is not None:  # checked before anything steps
+                try:
+                    applied[index] = self.recording.check(message)
+                except SpaceMismatchError as err:
+                    answers[index] = self._failed(episode, message, err)
+                    continue
             (finishing if message.done else acting).append((index, episode))
         for index, episode in finishing:
-            answers[index] = self._finish(episode, messages[index], now)
+            answers[index] = self._finish(episode, messages[index], applied.get(index), now)
         if acting:
-            self._act(messages, acting, answers, now)
+            self._act(messages, acting, answers, now, applied)
 
-    def _open_episode(self, message: StateMessage, now: float) -> _Episode | Answer:
+    def _open_episode(self, message: StateMessage, now: float) -> OpenEpisode | Answer:
         """The new episode ``message`` opens (seq 0, or a lost one resumed), or the answer refusing it."""
         lost = message.seq != 0 and self._is_lost(message)
         if message.seq != 0 and not lost:
@@ -191,10 +179,11 @@ class EpisodeTable:
             episode.resumed_seq = message.seq
         self._open[message.episode] = episode
         self._closed.pop(message.episode, None)
+        self.recording.open(episode, message.seq if lost else None)
         return episode
 
-    def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, _Episode]],
-             answers: list[Answer | None], now: float) -> None:
+    def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, OpenEpisode]],
+             answers: list[Answer | None], now: float, applied: dict[int, Applied]) -> None:
         items: list[tuple[AgentDeployment, tuple[Any, ...]]] = []
         source = acting[0][1].source
         one_source = True
@@ -207,12 +196,19 @@ class EpisodeTable:
             items.append((episode.deployment, inputs))
             if episode.source is not source:
                 one_source = False
+        recording = self.recording
+        record = recording.recorder is not None
         actions: list[list[Any]] = []
+        observations: list[list[Any]] | None = [] if record else None
+        log_probs: list[list[Any]] | None = [] if record else None
         if one_source:
-            results = act_one_source(items, source, self.deterministic, actions)
+            results = act_one_source(items, source, self.deterministic, actions, observations, log_probs)
         else:  # episodes on two policy versions: one forward pass per version
-            results, actions = act_by_source(items, [episode.source for _, episode in acting],
-                                             self.deterministic)
+            results, actions, observations, log_probs = act_by_source(
+                items, [episode.source for _, episode in acting], self.deterministic, record)
+        # What is only noted for applied actions, shadow mode and recorded episodes.
+        noting = bool(applied) or recording.shadow or record
+        wall = recording.wall_clock() if noting else 0.0
         move_to_end = self._open.move_to_end
         window = self.settings.replay_window
         worker = self.worker_id
@@ -232,6 +228,11 @@ class EpisodeTable:
             except Exception as err:  # noqa: BLE001 - an action msgpack cannot carry is the policy's fault
                 answers[index] = self._failed(episode, message, err)
                 continue
+            if noting:
+                recording.stepped(episode, message, applied.get(index), actions[number],
+                                  None if observations is None else observations[number],
+                                  None if log_probs is None else log_probs[number], wall)
+            episode.proposed = result
             history = episode.history
             if history is not None:
                 history.record(message.state, message.reward, message.info, message.actor, actions[number])
@@ -246,29 +247,36 @@ class EpisodeTable:
             move_to_end(message.episode)
             answers[index] = _new_tuple(Answer, (body, None))
 
-    def _drop_history(self, episode: _Episode) -> None:
+    def _drop_history(self, episode: OpenEpisode) -> None:
         """The history outgrew its budget: memory stays bounded, and the episode can no longer move."""
         episode.history = None
         logger.warning("episode %s: its history passed episodes.max_history_bytes (%d); it can no longer be "
                        "handed to another worker and stays here until it ends", episode.episode,
                        self.settings.max_history_bytes)
 
-    def _finish(self, episode: _Episode, message: StateMessage, now: float) -> Answer:
+    def _finish(self, episode: OpenEpisode, message: StateMessage, applied: Applied | None,
+                now: float) -> Answer:
         """done=true: pass the final state through the stack, close the episode, answer with action nil."""
+        final_observation = None
         try:
-            episode.deployment.close(message.state, message.reward, True, message.info)
+            if episode.experience is None:
+                episode.deployment.close(message.state, message.reward, True, message.info)
+            else:
+                final_observation = close_observed(episode.deployment, message)
         except Exception as err:  # noqa: BLE001 - bad final states and failing wrappers are answered
             return self._failed(episode, message, err)
+        self.recording.finished(episode, message, applied, final_observation)
         body = final_reply(message, None, episode.policy_version, self.worker_id,
                            resumed=message.seq == episode.resumed_seq)
         self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
         return Answer(body, None)
 
-    def _failed(self, episode: _Episode, message: StateMessage, err: BaseException) -> Answer:
+    def _failed(self, episode: OpenEpisode, message: StateMessage, err: BaseException) -> Answer:
         if isinstance(err, SpaceMismatchError) and episode.deployment.failure is None:
             # The deployment rejected the input before stepping anything: the episode stays as it was
             # (a first state that did not fit leaves no episode behind, so seq 0 can be sent again).
             if episode.last_seq < 0:
+                self.recording.abandon(episode, "bad_first_state")
                 self._forget(episode)
             return error_answer(message.episode, message.seq, ErrorCode.BAD_MESSAGE, str(err))
         logger.error("episode %s, seq %d: %s; closing the episode", message.episode, message.seq, brief(err),
@@ -281,7 +289,7 @@ class EpisodeTable:
         check = self.lost_check
         return check is not None and message.episode not in self._closed and check(message)
 
-    def _repeat_or_reject(self, episode: _Episode, message: StateMessage) -> Answer:
+    def _repeat_or_reject(self, episode: OpenEpisode, message: StateMessage) -> Answer:
         cached = episode.replies.get(message.seq)
         if cached is not None:
             return Answer(cached, None)
@@ -292,16 +300,17 @@ class EpisodeTable:
 
     # -- closing ---------------------------------------------------------------------------------------------
 
-    def _close(self, episode: _Episode, reason: CloseReason, last_seq: int, reply: bytes | None,
+    def _close(self, episode: OpenEpisode, reason: CloseReason, last_seq: int, reply: bytes | None,
                flush: bool) -> None:
         """Remove ``episode``; ``flush`` ends its deployment's episode so wrappers write their statistics."""
+        self.recording.abandon(episode, reason.value)
         self._forget(episode)
         if flush:
             try:
                 episode.deployment.close()
             except Exception as err:  # noqa: BLE001 - an episode that cannot flush is still closed
                 logger.warning("episode %s: flushing statistics failed: %s", episode.episode, brief(err))
-        closed = ClosedEpisode(episode.episode, reason, last_seq, _episode_stats(episode.deployment))
+        closed = ClosedEpisode(episode.episode, reason, last_seq, episode_stats(episode.deployment))
         self._closed[episode.episode] = Remembered(reason, last_seq, reply)
         if len(self._closed) > CLOSED_MEMORY:
             self._closed.popitem(last=False)
@@ -348,9 +357,11 @@ class EpisodeTable:
             if episode.history is None:
                 logger.warning("episode %s is not handed over: its history outgrew episodes."
                                "max_history_bytes", episode_id)
+                self.recording.abandon(episode, "not_handed_over")
             else:
                 records.append(EpisodeRecord(episode_id, episode.last_seq, dict(episode.replies),
-                                             episode.history.steps(), episode.policy_version))
+                                             episode.history.steps(), episode.policy_version,
+                                             self.recording.export(episode)))
             episode.deployment.abort(MazeError("the episode was handed off to another worker"))
         return records
 
@@ -369,20 +380,17 @@ class EpisodeTable:
         episode.last_seq = record.last_seq
         episode.replies = dict(record.replies)
         episode.history = History(record.steps)
+        self.recording.adopt(episode, record)
         self._open[record.episode] = episode
         self._closed.pop(record.episode, None)
         return True
 
     def _new_episode(self, episode_id: str, deployment: AgentDeployment, now: float,
-                     source: DeploymentSource) -> _Episode:
+                     source: DeploymentSource) -> OpenEpisode:
         self.sources.acquire(source)
-        return _Episode(episode_id, deployment, now, source)
+        return OpenEpisode(episode_id, deployment, now, source)
 
-    def _forget(self, episode: _Episode) -> None:
+    def _forget(self, episode: OpenEpisode) -> None:
         """Take ``episode`` out of the open ones and release its source."""
         if self._open.pop(episode.episode, None) is not None:
             self.sources.release(episode.source)
-
-def _episode_stats(deployment: AgentDeployment) -> EpisodeStats | None:
-    wrapper = find_wrapper(deployment.env, LogStatsWrapper)
-    return None if wrapper is None else wrapper.last_episode_stats
