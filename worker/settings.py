@@ -70,9 +70,10 @@ class EpisodeSettings:
     on_lost: str = "resume"
     """An episode whose state was lost with a crashed worker: ``resume`` it from its current state (reply
     flagged ``resumed``) or answer ``error`` (``episode_lost``)."""
-    max_history_bytes: int = 16 * 1024 * 1024
+    max_history_bytes: int = 8 * 1024 * 1024
     """State bytes an episode records for a hand-off; past it the history is dropped (bounding memory), and
-    the episode stays on this worker until it ends (a hand-off makes it lost)."""
+    the episode stays on this worker until it ends (a hand-off makes it lost). Keep a record well under the
+    broker's message size limit (16 MiB in deploy/rabbitmq): a larger one cannot be handed over."""
 
 
 ON_LOST_CHOICES = ("resume", "error")

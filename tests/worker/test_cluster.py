@@ -13,10 +13,12 @@ import msgpack
 import pytest
 
 from worker.broker.agent_transport import BrokerConnectionLost, Delivery
+from worker.cluster import handover
 from worker.cluster.claims import EXPIRED_FOR_S, EpisodeClaims
 from worker.cluster.coordinator import ShardCoordinator
 from worker.cluster.membership import Heartbeat, decode_heartbeat, encode_heartbeat
 from worker.cluster.ownership import assign, owned_by
+from worker.episodes.handoff import encode_records
 from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
 from worker.serving.factory import build_factory
@@ -257,3 +259,24 @@ def test_held_states_stay_within_half_the_prefetch_of_their_shard() -> None:
     assert claims.hold("e2", 0, deliveries[2])  # room again once a held state went on
     clock.now += 1.0
     assert sorted(d.tag for d in claims.ready(lambda episode: False)) == [1, 2, 3] and not claims
+
+
+def test_hand_off_messages_stay_under_the_size_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, _, scratch = coordinator("x", {})
+    step(scratch, "probe", range(5))
+    one = len(encode_records(0, "a", scratch.export(["probe"])))  # the size of one episode's record
+    monkeypatch.setattr(handover, "HANDOFF_MAX_BYTES", 2 * one + one // 2)  # two records per message
+    handoffs: dict[str, list[bytes]] = {}
+    old, old_transport, old_table = coordinator("a", handoffs)
+    moving = next(shard for shard, owner in assign(["a", "b"], SHARDS).items() if owner == "b")
+    episodes = [f"ep{number}" for number in range(6)]
+    for tag, episode in enumerate(episodes, start=1):
+        assert old.admit([delivery(old_transport, moving, episode, tag)])
+        step(old_table, episode, range(5))
+    old_transport.heartbeats.append(encode_heartbeat(Heartbeat("b")))
+    old.tick()
+    bodies = handoffs[f"t.handoff.{moving:02d}"]
+    assert len(bodies) == 3 and all(len(body) <= handover.HANDOFF_MAX_BYTES for body in bodies)
+    new, new_transport, new_table = coordinator("b", handoffs, others=("a",))
+    assert new.admit([delivery(new_transport, moving, "ep3", 1)])
+    assert all(episode in new_table for episode in episodes)

@@ -26,7 +26,9 @@ from worker.wire import topology
 logger = logging.getLogger(__name__)
 
 RECORDS_PER_MESSAGE = 64
-"""Episodes per hand-off message: few publisher confirms per shard, messages of bounded size."""
+"""Episodes per hand-off message at most: few publisher confirms per shard."""
+HANDOFF_MAX_BYTES = topology.BROKER_MAX_MESSAGE_BYTES * 3 // 4
+"""Bytes per hand-off message at most, well below the broker's message size limit."""
 
 
 class EpisodeHandover:
@@ -86,8 +88,8 @@ class EpisodeHandover:
             self.episode_shards.forget(episode)
         queue = topology.handoff_queue(self.prefix, index, self.shards)
         sent = 0
-        for start in range(0, len(records), RECORDS_PER_MESSAGE):
-            chunk = records[start:start + RECORDS_PER_MESSAGE]
+        for start, end in self._message_bounds(index, records):
+            chunk = records[start:end]
             body = encode_encodable_records(index, self.worker_id, chunk)
             if body is None:
                 continue
@@ -101,6 +103,32 @@ class EpisodeHandover:
         self.metrics.episodes_handed_off.labels("out").inc(sent)
         self.metrics.open_episodes.set(len(self.table))
         return sent
+
+    def _message_bounds(self, index: int, records: Sequence[EpisodeRecord]) -> list[tuple[int, int]]:
+        """``records`` cut into runs of at most RECORDS_PER_MESSAGE records and HANDOFF_MAX_BYTES bytes, as
+        (start, end) pairs; a record too large for any message is logged and left out (the new owner handles
+        its episode as lost)."""
+        bounds: list[tuple[int, int]] = []
+        start, size = 0, 0
+        for position, record in enumerate(records):
+            body = encode_encodable_records(index, self.worker_id, [record])
+            record_size = 0 if body is None else len(body)
+            if record_size > HANDOFF_MAX_BYTES:
+                logger.error("episode %s is not handed over: its record takes %d bytes, more than a "
+                             "hand-off message may (%d); the new owner handles it as lost", record.episode,
+                             record_size, HANDOFF_MAX_BYTES)
+            if position > start and (position - start >= RECORDS_PER_MESSAGE
+                                     or size + record_size > HANDOFF_MAX_BYTES):
+                bounds.append((start, position))
+                start, size = position, 0
+            if record_size > HANDOFF_MAX_BYTES:
+                bounds.append((start, position))  # the records before it; the record itself is skipped
+                start, size = position + 1, 0
+                continue
+            size += record_size
+        if start < len(records):
+            bounds.append((start, len(records)))
+        return [(first, last) for first, last in bounds if last > first]
 
     def _restore(self, index: int, records: Sequence[EpisodeRecord]) -> None:
         """Take back the episodes whose records could not be sent (the connection broke): replayed, they stay
