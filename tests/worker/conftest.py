@@ -1,10 +1,11 @@
 """Broker fixtures for the worker's integration tests.
 
-``amqp_url`` finds a real RabbitMQ: ``$MAZE_AMQP_URL`` when set, else a throwaway testcontainers broker when a
-Docker engine answers, else the local broker at 127.0.0.1:5672. Tests are skipped, with the reason, when none
-is reachable or it lacks the consistent-hash exchange plugin (they fail instead when ``MAZE_REQUIRE_BROKER``
-is set, as in CI). ``prefix`` gives each test its own topology
-prefix and deletes what was declared under it afterwards.
+``amqp_url`` is a real RabbitMQ with the consistent-hash exchange, found or provisioned as ``make demo`` does
+(worker/broker/provision.py): ``$MAZE_AMQP_URL`` when set (used as it is), else the local broker, started and
+its plugin enabled where RabbitMQ is installed, else a throwaway container where a Docker engine answers.
+Without any, the broker tests are skipped with the reason, or, with ``MAZE_REQUIRE_BROKER`` set (``make test``
+and CI set it), the run stops at the first of them with that one message. ``prefix`` gives each test its own
+topology prefix and deletes what was declared under it afterwards.
 """
 
 import contextlib
@@ -17,17 +18,12 @@ import pika
 import pika.exceptions
 import pytest
 
-from worker.broker import probe
+from worker.broker import probe, provision
 from worker.launcher import free_port
 from worker.wire import topology
 
-LOCAL_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-CONTAINER_IMAGE = "rabbitmq:3.13"
-PLUGIN = probe.PLUGIN
 REQUIRE_BROKER_ENV = "MAZE_REQUIRE_BROKER"
-"""When set (CI sets it), a missing broker or plugin fails the integration tests instead of skipping them."""
-START_HINT = ("set MAZE_AMQP_URL, start Docker (tests then start a RabbitMQ container), or start a local "
-              "broker: docker compose -f deploy/docker-compose.yml up rabbitmq")
+"""When set (make test and CI set it), no usable broker stops the run instead of skipping the broker tests."""
 
 
 def connect(url: str) -> pika.BlockingConnection:
@@ -35,52 +31,17 @@ def connect(url: str) -> pika.BlockingConnection:
     return probe.connect(url)
 
 
-def _docker_answers() -> bool:
-    try:
-        import docker  # installed with testcontainers
-
-        client = docker.from_env(timeout=3)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except Exception:  # no package, no socket, no permission: all mean "no Docker engine for us"
-        return False
-
-
-@contextlib.contextmanager
-def _container_broker() -> Iterator[str]:
-    from testcontainers.community.rabbitmq import RabbitMqContainer
-
-    with RabbitMqContainer(CONTAINER_IMAGE) as container:
-        code, output = container.exec(["rabbitmq-plugins", "enable", "--online", PLUGIN])
-        if code != 0:
-            raise RuntimeError(f"enabling {PLUGIN} in the test container failed: {output!r}")
-        host = container.get_container_host_ip()
-        port = container.get_exposed_port(container.port)
-        yield f"amqp://{container.username}:{container.password}@{host}:{port}/%2F"
-
-
-def _check_broker(url: str) -> str | None:
-    """None if ``url`` reaches a usable broker, else the reason why not (and how to get one)."""
-    problem = probe.broker_problem(url)
-    if problem is None:
-        return None
-    return f"{problem}; {START_HINT}" if problem.kind == probe.BrokerProblem.UNREACHABLE else str(problem)
-
-
 @pytest.fixture(scope="session")
 def amqp_url() -> Iterator[str]:
-    """URL of a reachable RabbitMQ with the consistent-hash exchange plugin (skips the test otherwise)."""
+    """URL of a usable RabbitMQ (see the module docstring)."""
     with contextlib.ExitStack() as stack:
-        url = os.environ.get(topology.AMQP_URL_ENV)
-        if not url:
-            url = stack.enter_context(_container_broker()) if _docker_answers() else LOCAL_AMQP_URL
-        reason = _check_broker(url)
-        if reason is not None:
+        try:
+            url = stack.enter_context(provision.broker(os.environ.get(topology.AMQP_URL_ENV) or None))
+        except provision.BrokerUnavailable as err:
             if os.environ.get(REQUIRE_BROKER_ENV):
-                pytest.fail(f"{REQUIRE_BROKER_ENV} is set and no usable broker was found: {reason}")
-            pytest.skip(reason)
+                pytest.exit(f"the broker tests need RabbitMQ ({REQUIRE_BROKER_ENV} is set).\n{err}",
+                            returncode=1)
+            pytest.skip(str(err))
         yield url
 
 
