@@ -18,8 +18,8 @@ from worker.jobs.schema import JobStatus  # noqa: E402
 pytestmark = pytest.mark.integration
 
 
-def train_and_publish(client: RecordingClient, job_id: str) -> int:
-    job = new_job(job_id, "train", TINY_TRAINING, publish_policy=NAME)
+def train_and_publish(client: RecordingClient, job_id: str, force: bool = False) -> int:
+    job = new_job(job_id, "train", TINY_TRAINING, publish_policy=NAME, force_publish=force)
     client.submit(job)
     result = client.result(job.job_id, timeout=300)
     assert result.status is JobStatus.FINISHED, result
@@ -37,7 +37,8 @@ def test_a_trained_and_published_policy_is_served_by_the_agent_workers(
             with serving(amqp_url, prefix, tmp_path) as service:
                 producer = Producer(amqp_url, prefix)
                 assert version_of(producer, "before", 0) == 1
-                assert train_and_publish(client, "train-v2") == 2
+                # forced: the gate would keep version 1 should this run's evaluation come out worse
+                assert train_and_publish(client, "train-v2", force=True) == 2
                 wait_until(lambda: metric(service, "maze_worker_policy_version") == 2,
                            "the agent worker does not serve version 2")
                 assert version_of(producer, "after", 0) == 2

@@ -133,6 +133,14 @@ def decode_job(body: Any) -> JobMessage:
         if kind is not JobKind.TRAIN:
             raise JobDecodeError("publish_policy", "publish_policy: only a train job publishes a policy, "
                                                    f"got one on a {kind} job", job_id)
+    force = obj.get("force_publish")
+    if force is not None:
+        if type(force) is not bool:
+            raise JobDecodeError("force_publish", f"force_publish: expected nil or a boolean, got "
+                                                  f"{describe(force)}", job_id)
+        if force and publish is None:
+            raise JobDecodeError("force_publish", "force_publish: expected only with publish_policy, got "
+                                                  "true on a job that publishes nothing", job_id)
     chunks = _optional_positive(obj, "chunks", job_id, integer=True, maximum=MAX_CHUNKS)
     if chunks is not None and kind is not JobKind.ROLLOUT:
         raise JobDecodeError("chunks", f"chunks: only a rollout job is split into chunks, got one on a "
@@ -140,7 +148,7 @@ def decode_job(body: Any) -> JobMessage:
     chunk_of = None if chunk_raw is None else _chunk_of(chunk_raw, job_id)
     return JobMessage(job_id=job_id, kind=kind, config=config, overrides=overrides,
                       time_limit_s=None if time_limit is None else float(time_limit), publish_policy=publish,
-                      chunks=chunks, chunk_of=chunk_of)
+                      force_publish=bool(force), chunks=chunks, chunk_of=chunk_of)
 
 
 def _overrides(value: Any, job_id: str) -> tuple[str, ...]:
@@ -190,6 +198,8 @@ def encode_job(job: JobMessage) -> bytes:
         obj["time_limit_s"] = job.time_limit_s
     if job.publish_policy is not None:
         obj["publish_policy"] = job.publish_policy
+    if job.force_publish:
+        obj["force_publish"] = True
     if job.chunks is not None:
         obj["chunks"] = job.chunks
     if job.chunk_of is not None:
@@ -202,11 +212,11 @@ def encode_job(job: JobMessage) -> bytes:
 
 def new_job(job_id: str, kind: str, overrides: Sequence[str] = (), config: str | None = None,
             time_limit_s: float | None = None, publish_policy: str | None = None,
-            chunks: int | None = None) -> JobMessage:
+            chunks: int | None = None, force_publish: bool = False) -> JobMessage:
     """A checked JobMessage from plain arguments (what the CLI and JobClient build); raises JobDecodeError."""
     obj = {"v": JOB_PROTOCOL_VERSION, "job_id": job_id, "kind": kind, "config": config,
            "overrides": list(overrides), "time_limit_s": time_limit_s, "publish_policy": publish_policy,
-           "chunks": chunks}
+           "force_publish": force_publish, "chunks": chunks}
     return decode_job(msgpack.packb(obj, use_bin_type=True))
 
 

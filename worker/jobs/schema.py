@@ -107,6 +107,9 @@ class JobMessage:
     time_limit_s: float | None = None
     publish_policy: str | None = None
     """Training only: publish the trained policy under this name when the job finishes."""
+    force_publish: bool = False
+    """With ``publish_policy``: publish even when the run's best evaluation return is worse than the one
+    recorded for the currently published version (which is kept otherwise)."""
     chunks: int | None = None
     """Rollout only: split into this many chunk jobs run by any job worker, merged into one result."""
     chunk_of: ChunkOf | None = None

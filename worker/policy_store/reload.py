@@ -35,6 +35,7 @@ from worker.policy_store.store import (
     decode_announcement,
     get_policy,
     load_published_policy,
+    names_hint,
     published_versions,
 )
 
@@ -89,7 +90,18 @@ def published_policy_name(policy_config: Any) -> str | None:
         policy_config = OmegaConf.to_container(policy_config, resolve=True)
     if not isinstance(policy_config, Mapping) or policy_config.get("_target_") != PUBLISHED_POLICY_TARGET:
         return None
-    return check_name(policy_config.get("name"), "policy.name")
+    return _checked_name(policy_config)
+
+
+def _checked_name(policy_config: Mapping[str, Any]) -> str:
+    """``policy.name``, or ConfigError naming it and the names published under ``policy.artifact_root``."""
+    try:
+        return check_name(policy_config.get("name"), "policy.name")
+    except ConfigError as err:
+        root = policy_config.get("artifact_root")
+        if not isinstance(root, str | Path) or not str(root):
+            raise
+        raise ConfigError(f"{err} ({names_hint(root)}, under {root}/policies)") from None
 
 
 def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
@@ -101,7 +113,7 @@ def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
     restarted workers down. Raises ConfigError naming ``policy.name`` when no version is published yet (the
     worker refuses to start), and what loading the oldest (or the pinned) version raised when none is usable.
     """
-    name = check_name(policy_config.get("name"), "policy.name")
+    name = _checked_name(policy_config)
     root = policy_config.get("artifact_root")
     if not isinstance(root, str | Path) or not str(root):
         raise ConfigError(f"policy.artifact_root: expected the artifact root directory, got {root!r}")
@@ -113,11 +125,14 @@ def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
         return VersionedFactory(factory, target, rebuild, follows_latest=version is None)
 
     if version is not None:
-        return rebuild(get_policy(root, name, version))
+        pinned = rebuild(get_policy(root, name, version))
+        logger.info("serving %s (pinned: newer versions are not loaded)", describe_version(pinned.published))
+        return pinned
     candidates = published_versions(root, name)
     if not candidates:
         raise ConfigError(f"policy.name: no version of policy {name!r} is published under {root}/policies/"
-                          f"{name}; publish one first (maze-worker serves only a published version)")
+                          f"{name} ({names_hint(root)}); publish one first (maze-worker serves only a "
+                          "published version)")
     rejected: set[int] = set()
     newest_first = candidates[::-1]
     for candidate, older in zip(newest_first, [*newest_first[1:], None], strict=True):
@@ -131,8 +146,17 @@ def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
                          older, _brief(err))
             continue
         source.rejected_at_start = frozenset(rejected)
+        logger.info("serving %s; newer versions are loaded as they are published",
+                    describe_version(source.published))
         return source
     raise AssertionError("unreachable: the oldest version either loads or raises")
+
+
+def describe_version(published: PublishedPolicy) -> str:
+    """"policy 'cartpole' version 3 (published <time>, best evaluation return 500.0)", for the log."""
+    recorded = published.best_eval_return
+    return (f"policy {published.name!r} version {published.version} (published {published.created or '?'}, "
+            f"best evaluation return {'not recorded' if recorded is None else f'{recorded:.1f}'})")
 
 
 def with_statistics(wrappers: Any, published: PublishedPolicy) -> Any:
@@ -240,8 +264,8 @@ class PolicyReloader:
             ready, self._ready = self._ready, None
         if ready is None or ready.policy_version <= self.current.policy_version:
             return None
-        logger.info("policy %r version %d loaded: new episodes get it, running ones finish on version %d",
-                    self.name, ready.policy_version, self.current.policy_version)
+        logger.info("%s loaded: new episodes get it, running ones finish on version %d",
+                    describe_version(ready.published), self.current.policy_version)
         self.current = ready
         if self.metrics is not None:
             self.metrics.version.set(ready.policy_version)

@@ -5,7 +5,8 @@ normalization statistics, the composed config) to ``<artifact_root>/policies/<na
 written to a hidden temporary directory and renamed into place, so a reader sees a version completely or not
 at all; the rename is also the claim of the version number (it fails when another publisher got there first,
 and the next number is tried), which keeps versions consecutive and distinct between processes. A
-``manifest.json`` records name, version, creation time, source run directory and a SHA-256 per file.
+``manifest.json`` records name, version, creation time, source run directory, the run's best evaluation
+return (what the publishing gate of ``worker.policy_store.gate`` compares) and a SHA-256 per file.
 
 Workers learn of new versions from a small msgpack announcement (``encode_announcement``) whose path is
 relative to the artifact root, so workers that mount the root elsewhere still find the files. Loading checks
@@ -16,11 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -74,6 +76,8 @@ class PublishedPolicy:
     source_run_dir: str = ""
     checksums: Mapping[str, str] = field(default_factory=dict)
     """File name -> SHA-256 hex digest, for every file of the version."""
+    best_eval_return: float | None = None
+    """The training run's best evaluation return, as recorded at publication (None: none recorded)."""
 
     @property
     def relative_path(self) -> str:
@@ -117,11 +121,17 @@ def policy_dir(artifact_root: str | Path, name: str) -> Path:
 # ---------------------------------------------------------------------------------------------- publish
 
 
-def publish_policy(artifact_root: str | Path, name: str, run_dir: str | Path) -> PublishedPolicy:
-    """Copy a trained policy from ``run_dir`` to the next version of ``name`` under ``artifact_root``.
+def publish_policy(artifact_root: str | Path, name: str, run_dir: str | Path,
+                   best_eval_return: float | None = None,
+                   check_predecessor: Callable[[PublishedPolicy | None], None] | None = None
+                   ) -> PublishedPolicy:
+    """Copy a trained policy from ``run_dir`` to the next version of ``name`` under ``artifact_root``,
+    recording ``best_eval_return`` in its manifest.
 
     Raises ConfigError naming ``name`` or ``run_dir`` when the name is invalid or the run directory lacks a
-    required file. Safe to call from several processes at once: each gets its own version.
+    required file. Safe to call from several processes at once: each gets its own version. Right before a
+    number is claimed, ``check_predecessor`` gets the version below it (None: none), again when another
+    publisher took the number first; it may raise to call the publication off (nothing is left behind).
     """
     check_name(name)
     source = Path(run_dir)
@@ -145,7 +155,9 @@ def publish_policy(artifact_root: str | Path, name: str, run_dir: str | Path) ->
         created = datetime.now(UTC).isoformat(timespec="seconds")
         version = _next_version(versions)
         while True:
-            _write_manifest(staging, name, version, created, source, checksums)
+            if check_predecessor is not None:
+                check_predecessor(_predecessor(versions, name, version))
+            _write_manifest(staging, name, version, created, source, checksums, best_eval_return)
             _fsync_dir(staging)
             try:
                 # rename(2) onto an existing non-empty directory fails: the number was taken, try the next.
@@ -160,7 +172,24 @@ def publish_policy(artifact_root: str | Path, name: str, run_dir: str | Path) ->
         raise
     _fsync_dir(versions)
     return PublishedPolicy(name, version, versions / str(version), created, str(source.resolve()),
-                           dict(checksums))
+                           dict(checksums), _finite(best_eval_return))
+
+
+def _predecessor(versions: Path, name: str, version: int) -> PublishedPolicy | None:
+    """Version ``version - 1``; None when there is none or its manifest is unreadable (it serves nobody)."""
+    if version <= 1:
+        return None
+    try:
+        return read_published(versions / str(version - 1), name, version - 1)
+    except PolicyStoreError:
+        return None
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a float when it is a finite number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 def _next_version(versions: Path) -> int:
@@ -173,9 +202,9 @@ def _is_version_name(text: str) -> bool:
 
 
 def _write_manifest(directory: Path, name: str, version: int, created: str, source: Path,
-                    checksums: Mapping[str, str]) -> None:
+                    checksums: Mapping[str, str], best_eval_return: float | None) -> None:
     manifest = {"format": MANIFEST_FORMAT, "name": name, "version": version, "created": created,
-                "source_run_dir": str(source.resolve()),
+                "source_run_dir": str(source.resolve()), "best_eval_return": _finite(best_eval_return),
                 "files": {file: {"sha256": digest} for file, digest in checksums.items()}}
     temporary = directory / f".{MANIFEST_FILE}.tmp"
     with temporary.open("w", encoding="utf-8") as handle:
@@ -241,7 +270,8 @@ def read_published(path: str | Path, name: str | None = None, version: int | Non
         raise PolicyStoreError(f"{label}: {manifest_path}: files: expected a map file -> {{sha256: hex}}")
     return PublishedPolicy(got_name, got_version, directory, str(manifest.get("created", "")),
                            str(manifest.get("source_run_dir", "")),
-                           {str(file): entry["sha256"] for file, entry in files.items()})
+                           {str(file): entry["sha256"] for file, entry in files.items()},
+                           _finite(manifest.get("best_eval_return")))
 
 
 def published_versions(artifact_root: str | Path, name: str) -> list[int]:
@@ -253,6 +283,22 @@ def published_versions(artifact_root: str | Path, name: str) -> list[int]:
         return []
     return sorted(int(entry.name) for entry in entries
                   if _is_version_name(entry.name) and (entry / MANIFEST_FILE).is_file())
+
+
+def published_names(artifact_root: str | Path) -> list[str]:
+    """Names with at least one completely published version under ``artifact_root``, sorted."""
+    try:
+        entries = list((Path(artifact_root) / POLICIES_DIR).iterdir())
+    except OSError:
+        return []
+    return sorted(entry.name for entry in entries
+                  if _NAME_PATTERN.fullmatch(entry.name) and published_versions(artifact_root, entry.name))
+
+
+def names_hint(artifact_root: str | Path) -> str:
+    """"published there: a, b" or "nothing is published there yet", for errors about ``policy.name``."""
+    names = published_names(artifact_root)
+    return f"published there: {', '.join(names)}" if names else "nothing is published there yet"
 
 
 def get_policy(artifact_root: str | Path, name: str, version: int) -> PublishedPolicy:
@@ -301,7 +347,8 @@ def load_published_policy(name: str, artifact_root: str | Path, version: int | N
         published = latest_policy(artifact_root, name)
         if published is None:
             raise ConfigError(f"policy.name: no version of policy {name!r} is published under "
-                              f"{policy_dir(artifact_root, name)}; publish one first")
+                              f"{policy_dir(artifact_root, name)} ({names_hint(artifact_root)}); publish one "
+                              "first")
     else:
         published = get_policy(artifact_root, name, version)
     return load_version(published, action_spaces_dict, observation_spaces_dict, device)
