@@ -65,7 +65,37 @@ class WorkerMetrics:
         self.handoff_seconds = Histogram("maze_worker_handoff_seconds",
                                          "Handing a shard's episodes over: records out, consumer cancelled",
                                          buckets=HANDOFF_BUCKETS, registry=self.registry)
+        self.experience_records = Counter("maze_worker_experience_records",
+                                          "Experience records published (with the broker's confirm)",
+                                          registry=self.registry)
+        self.experience_steps = Counter("maze_worker_experience_steps", "Steps in the published records",
+                                        registry=self.registry)
+        self.experience_dropped = Counter("maze_worker_experience_records_dropped",
+                                          "Experience records not published, by reason", ["reason"],
+                                          registry=self.registry)
+        self.experience_backlog = Gauge("maze_worker_experience_backlog",
+                                        "Experience records waiting for the publisher thread",
+                                        registry=self.registry)
+        self.applied_actions = Counter("maze_worker_applied_actions",
+                                       "Reported applied actions compared with the worker's proposal, by "
+                                       "policy version and agreed (true, false; unreported in shadow mode)",
+                                       ["policy_version", "agreed"], registry=self.registry)
+        self.shadow_agreement = Gauge("maze_worker_shadow_agreement",
+                                      "Share of compared applied actions equal to the proposal, by version",
+                                      ["policy_version"], registry=self.registry)
+        self._agreement: dict[str, list[int]] = {}
         self._healthy = False
+
+    def count_applied(self, policy_version: int | None, agreed: bool | None) -> None:
+        """One reported applied action compared (``agreed``), or one not reported (None, shadow mode)."""
+        version = "none" if policy_version is None else str(policy_version)
+        self.applied_actions.labels(version, "unreported" if agreed is None else str(agreed).lower()).inc()
+        if agreed is None:
+            return
+        counts = self._agreement.setdefault(version, [0, 0])
+        counts[0] += agreed
+        counts[1] += 1
+        self.shadow_agreement.labels(version).set(counts[0] / counts[1])
 
     def observe_latencies(self, seconds: Iterable[float]) -> None:
         for value in seconds:

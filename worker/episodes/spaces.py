@@ -45,6 +45,8 @@ class ServedSpaces:
     def of(cls, source: Any) -> ServedSpaces | None:
         """The spaces of a DeploymentFactory (its template stack); None for a source without one."""
         stack = getattr(source, "template_env", None)
+        if stack is None:  # a published policy's VersionedFactory wraps its DeploymentFactory
+            stack = getattr(getattr(source, "factory", None), "template_env", None)
         if stack is None:
             return None
         maze_env = bottom_maze_env(stack)

@@ -1,9 +1,11 @@
 """From deliveries to states: what is answered at once, dead-lettered, held back, or goes to the table.
 
-Nothing here raises for a delivery, whatever its bytes or properties: a state that cannot be used is answered
-``bad_message`` (also when its body is not msgpack at all, as long as it has a ``reply_to``), a delivery
-without ``reply_to`` is dead-lettered, and a state delivered ``SHARD_DELIVERY_LIMIT`` times is answered
-``internal`` and dead-lettered as ``poison`` without being handled again.
+A describe request (``{"v": 1, "describe": true}``, docs/protocol.md) is answered with the worker's
+description. Nothing here raises for a delivery, whatever its bytes or properties: a state that cannot be
+used is answered ``bad_message`` (also when its body is not msgpack at all, as long as it has a
+``reply_to``), a delivery without ``reply_to`` is dead-lettered, and a state delivered
+``SHARD_DELIVERY_LIMIT`` times is answered ``internal`` and dead-lettered as ``poison`` without being handled
+again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from dataclasses import dataclass, field
 from worker.broker.delivery import Delivery
 from worker.episodes.answers import Answer, error_answer
 from worker.wire.checks import DecodeError
-from worker.wire.protocol import CONTENT_TYPE, ErrorCode, StateMessage, decode_state, valid_episode
+from worker.wire.protocol import (
+    CONTENT_TYPE,
+    ErrorCode,
+    StateMessage,
+    decode_state,
+    is_describe_request,
+    valid_episode,
+)
 from worker.wire.topology import DELIVERY_COUNT_HEADER, SHARD_DELIVERY_LIMIT, DeadReason
 
 
@@ -44,8 +53,10 @@ HoldCheck = Callable[[Delivery, str], bool]
 """Whether to hold back a state (seq > 0) of an episode the table does not hold while it is claimed."""
 
 
-def admit(chunk: Sequence[Delivery], held_here: Callable[[str], bool], hold: HoldCheck) -> Admitted:
-    """Sort ``chunk``; ``held_here`` tells whether the table holds an episode."""
+def admit(chunk: Sequence[Delivery], held_here: Callable[[str], bool], hold: HoldCheck,
+          describe: Callable[[], bytes] | None = None) -> Admitted:
+    """Sort ``chunk``; ``held_here`` tells whether the table holds an episode, ``describe`` gives the answer
+    to a describe request."""
     admitted = Admitted()
     taken: set[str] = set()
     for delivery in chunk:
@@ -61,6 +72,9 @@ def admit(chunk: Sequence[Delivery], held_here: Callable[[str], bool], hold: Hol
         try:
             message = decode_state(delivery.body)
         except DecodeError as err:
+            if describe is not None and err.field == "episode" and is_describe_request(delivery.body):
+                admitted.answers.append((delivery, Answer(describe(), None)))
+                continue
             episode = err.episode
             if err.field == "body" and valid_episode(delivery.routing_key):
                 episode = delivery.routing_key  # the routing key is the episode id: the producer knows it

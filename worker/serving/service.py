@@ -36,10 +36,12 @@ from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
 from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
 from worker.serving.admission import DeadLetter, admit
+from worker.serving.recording import build_recording, description
 from worker.serving.stats import stats_line
 from worker.settings import WorkerSettings
 from worker.signals import stop_on_signals
 from worker.wire.protocol import ErrorCode, StateMessage
+from worker.wire.replies import encode_describe_reply
 from worker.wire.topology import mask_url
 
 logger = logging.getLogger(__name__)
@@ -67,11 +69,13 @@ class WorkerService:
         if versioned is not None and versioned.follows_latest:
             self.reloader = PolicyReloader(versioned, PolicyReloadMetrics(self.metrics.registry))
         episode_shards = EpisodeShards()
+        recording, self.experience = build_recording(settings, factory, self.worker_id, self.metrics)
+        """Applied actions, shadow mode and (``experience.record``) the publisher thread of experience."""
         self.table = EpisodeTable(
             factory, settings.episodes, settings.deterministic, clock=clock, on_closed=self._on_closed,
             worker_id=self.worker_id, lost_check=episode_shards.explains_loss,
             version_source=versioned.at_version if versioned is not None else None,
-            on_released=self._on_policy_released if self.reloader is not None else None)
+            on_released=self._on_policy_released if self.reloader is not None else None, recording=recording)
         self.cluster = ShardCoordinator(settings, self.worker_id, self.transport, self.table, self.metrics,
                                         episode_shards, clock)
         self.consuming = threading.Event()
@@ -108,6 +112,13 @@ class WorkerService:
         broker = self.settings.broker
         logger.info("maze-worker serving %s, prefix %r, %d shards", mask_url(broker.url), broker.prefix,
                     broker.shards)
+        if self.settings.serving.mode == "shadow":
+            logger.info("shadow mode: producers act with their own controller; proposals are compared with "
+                        "their applied_action (maze_worker_shadow_agreement)")
+        if self.experience is not None:
+            logger.info("recording %g of the episodes to the stream %s", self.settings.experience.sample,
+                        self.experience.stream)
+            self.experience.start()
         backoff = Backoff(self.settings.reconnect.initial_backoff_s, self.settings.reconnect.max_backoff_s)
         connected_before = False
         now = self.clock()
@@ -147,6 +158,8 @@ class WorkerService:
             if self.reloader is not None:
                 self.reloader.close()
             closed = self.table.close_all()
+            if self.experience is not None:  # after close_all: the closed episodes' last records go too
+                self.experience.close()
             self._log_stats(final=True, dropped=closed)
             if self._metrics_server is not None:
                 self._metrics_server.stop()
@@ -219,7 +232,7 @@ class WorkerService:
     def _process_chunk(self, chunk: Sequence[Delivery], ack_each: bool) -> None:
         transport = self.transport
         metrics = self.metrics
-        admitted = admit(chunk, self.table.__contains__, self.cluster.hold_for_claim)
+        admitted = admit(chunk, self.table.__contains__, self.cluster.hold_for_claim, self._describe)
         for dead in admitted.dead:
             self._dead_letter(dead)
         publish = transport.publish_reply
@@ -269,6 +282,11 @@ class WorkerService:
                 answers.append(error_answer(message.episode, message.seq, ErrorCode.INTERNAL,
                                             f"the worker failed on this state ({brief(err)})"))
         return answers
+
+    def _describe(self) -> bytes:
+        """The answer to a describe request: the spaces, the serving mode and the current policy."""
+        return encode_describe_reply(description(self.settings, self.table.recording.spaces,
+                                                 self.table.factory, self.worker_id), self.worker_id)
 
     def _dead_letter(self, dead: DeadLetter) -> None:
         delivery = dead.delivery

@@ -304,6 +304,11 @@ def handoff_queue_arguments() -> dict[str, Any]:
     return {"x-queue-type": "quorum"}
 
 
+def experience_stream(prefix: str) -> str:
+    """The stream of recorded experience (docs/experience.md): one record per chunk of an episode."""
+    return f"{_checked(prefix)}.experience"
+
+
 # ------------------------------------------------------------------------- the whole topology, declaratively
 
 @dataclass(frozen=True)
