@@ -59,7 +59,8 @@ def describe_worker(url: str | None = None, prefix: str = topology.DEFAULT_PREFI
         try:
             reply = decode_reply(bodies[0])
         except DecodeError as err:
-            raise ClientTimeout(f"the worker's answer could not be read: {err}", [correlation_id], {}) from None
+            raise ClientTimeout(f"the worker's answer could not be read: {err}", [correlation_id],
+                                {}) from None
         description = reply.extra.get(DESCRIBE_REPLY_FIELD)
         if not isinstance(description, dict):
             error = reply.error.message if reply.error is not None else "no description in the reply"
