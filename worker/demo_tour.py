@@ -163,6 +163,8 @@ class Tour:
         """Moments on the picture's time axis."""
         self.failures: list[str] = []
         self.trained_version: int | None = None
+        self.learning_curves: list[Path] = []
+        """PNGs the training job wrote to its run directory (the engine's learning curve)."""
 
     def run(self) -> int:
         say(f"outputs in {self.output}; broker prefix {self.prefix}")
@@ -233,6 +235,7 @@ class Tour:
             production.play(max(1, self.in_flight // 4), stop=progress, rate=50.0)
         result = job_client.results.pop(job.job_id)
         print(f"   {describe_result(result)}", flush=True)
+        self.learning_curves = sorted(Path(result.output_dir).glob("*.png"))
         self.marks["training job finished"] = production.elapsed()
         if result.status != "finished" or not (result.policy or {}).get("published"):
             self.failures.append("the trained version was not published")
@@ -259,6 +262,8 @@ class Tour:
             self.failures.append(f"the workers answered with errors: {production.errors}")
         picture = plot_returns(production.finished, self.marks, self.output / "returns.png")
         print(f"\nepisode returns over time, coloured by policy version: {picture}", flush=True)
+        for curve in self.learning_curves:
+            print(f"the training job's learning curve: {curve}", flush=True)
         say("time per part")
         print(self.clock.table(), flush=True)
         if self.trained_version is None:
