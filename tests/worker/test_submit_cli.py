@@ -60,3 +60,14 @@ def test_status_of_an_unknown_job_says_where_it_looked(tmp_path: Path) -> None:
     looked_in = str((tmp_path / "jobs" / "never-submitted").resolve())
     assert json.loads(stdout)["looked_in"] == looked_in
     assert f"no record of job never-submitted under {looked_in}" in stderr and "--artifact-root" in stderr
+
+
+def test_force_publishes_past_the_gate_only_with_a_policy_name(tmp_path: Path) -> None:
+    from worker.jobs.submit import submit_parser
+
+    args = submit_parser().parse_intermixed_args(["train", "env.name=CartPole-v1", "--publish-policy", "cp",
+                                                  "--force"])
+    assert args.force is True and args.publish_policy == "cp"
+    alone = _maze_worker("submit", "train", "--force", "--url", "amqp://guest:guest@127.0.0.1:1/%2F")
+    _, stderr = alone.communicate(timeout=60)
+    assert alone.returncode == 2 and "force_publish: expected only with publish_policy" in stderr

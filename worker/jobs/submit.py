@@ -61,6 +61,9 @@ def submit_parser() -> argparse.ArgumentParser:
                         help="stop the job after S seconds (it fails with time_limit)")
     parser.add_argument("--publish-policy", default=None, metavar="NAME",
                         help="train: publish the trained policy under NAME when it finishes")
+    parser.add_argument("--force", action="store_true",
+                        help="with --publish-policy: publish even when the published version's recorded "
+                             "evaluation return is better")
     parser.add_argument("--chunks", type=int, default=None, metavar="N",
                         help="rollout: split into N chunk jobs run by any job workers, results merged")
     parser.add_argument("--wait", action="store_true", help="show progress and print the result")
@@ -76,7 +79,8 @@ def submit_command(argv: Sequence[str]) -> int:
     args = parser.parse_intermixed_args(list(argv))
     try:
         job = new_job(args.job_id or default_job_id(args.kind), args.kind, args.overrides, config=args.config,
-                      time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks)
+                      time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks,
+                      force_publish=args.force)
     except JobDecodeError as err:
         parser.error(err.message)
     try:
