@@ -7,6 +7,7 @@ where they print the config, ``broker.url`` shows its password masked. Subcomman
 ...``) are dispatched before Hydra sees the arguments: register them in ``SUBCOMMANDS``.
 """
 
+import json
 import logging
 import re
 import sys
@@ -36,7 +37,33 @@ def _jobs(args: list[str]) -> int:
     return jobs_command(args)
 
 
-SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"submit": _submit, "jobs": _jobs}
+def _describe(args: list[str]) -> int:
+    """``maze-worker describe [overrides]``: what such a worker answers a describe request, as JSON."""
+    from worker.episodes.spaces import ServedSpaces
+    from worker.experience.cli import compose
+    from worker.serving.recording import description
+
+    if any(arg in ("-h", "--help") for arg in args):
+        print("usage: maze-worker describe [overrides ...]\n\nPrints the spaces (state, action, the policy's "
+              "observation and action) of the agent the overrides compose, as a running worker answers a "
+              "describe request (docs/protocol.md).")
+        return EXIT_OK
+    try:
+        settings, factory = prepare(compose(args))
+    except ConfigProblem as err:
+        return fail(str(err), EXIT_CONFIG_ERROR)
+    print(json.dumps(description(settings, ServedSpaces.of(factory), factory, None), indent=1))
+    return EXIT_OK
+
+
+def _experience(args: list[str]) -> int:
+    from worker.experience.cli import experience_command
+
+    return experience_command(args)
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"submit": _submit, "jobs": _jobs, "describe": _describe,
+                                                      "experience": _experience}
 """``maze-worker <name> args...`` -> ``SUBCOMMANDS[name](args)``, whose return value is the exit code."""
 
 logger = logging.getLogger("worker.cli")
