@@ -46,11 +46,16 @@ class Stitcher:
     """Chunks in, complete episodes out (``add`` returns one when a run completes)."""
 
     pending: dict[str, dict[int, ExperienceRecord]] = field(default_factory=dict)
+    completed: set[str] = field(default_factory=set)
+    """Runs already returned: a chunk of one arriving again is a duplicate."""
     duplicates: int = 0
     broken: int = 0
     """Runs whose chunks do not join (their seqs leave a gap): skipped."""
 
     def add(self, record: ExperienceRecord) -> RecordedEpisode | None:
+        if record.run in self.completed:
+            self.duplicates += 1
+            return None
         chunks = self.pending.setdefault(record.run, {})
         if record.chunk in chunks:
             self.duplicates += 1
@@ -60,6 +65,7 @@ class Stitcher:
         if not chunks[last].final or len(chunks) != last + 1:
             return None
         del self.pending[record.run]
+        self.completed.add(record.run)
         return self._join([chunks[index] for index in range(last + 1)])
 
     @property
