@@ -48,6 +48,8 @@ class ExperiencePublisher:
         self._queue: queue.Queue[Chunk] = queue.Queue(maxsize=settings.backlog)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="maze-worker-experience", daemon=True)
+        self._down = "unreachable"
+        """Why the stream cannot be had (``refused`` or ``unreachable``): the reason records are dropped."""
         self._last_log: dict[str, float] = {}
         self._dropped_since_log: dict[str, int] = {}
         self.ready = threading.Event()
@@ -81,9 +83,9 @@ class ExperiencePublisher:
     # -- the thread ----------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        link: StreamPublisher | None = None
         backoff = Backoff(0.5, 30.0)
-        retry_at = 0.0
+        link = self._connect()  # at start: a stream that cannot be declared is logged before any record
+        retry_at = 0.0 if link is not None else time.monotonic() + backoff.next_delay()
         stop_by: float | None = None
         while True:
             if self._stop.is_set():
@@ -100,8 +102,8 @@ class ExperiencePublisher:
                 if link is None:
                     retry_at = time.monotonic() + backoff.next_delay()
             if link is None:
-                self._dropped("unreachable", f"the experience stream {self.stream} cannot be reached or "
-                                             "declared (see the earlier warning)")
+                what = "declared" if self._down == "refused" else "reached"
+                self._dropped(self._down, f"the experience stream {self.stream} cannot be {what} (see above)")
                 continue
             if not self._publish(link, chunk):
                 link.close()
@@ -118,10 +120,12 @@ class ExperiencePublisher:
             link.connect()
             link.declare_stream(self.stream, stream_arguments(self.settings.max_bytes, self.settings.max_age))
         except (TopologyConflict, AccessRefused) as err:
+            self._down = "refused"
             self._log("refused", logging.ERROR, f"the experience stream {self.stream} cannot be declared "
                       f"({err}); experience records are dropped (maze_worker_experience_records_dropped_"
                       f"total) until it can: delete the queue or fix the permissions; serving goes on")
         except TransportError as err:
+            self._down = "unreachable"
             self._log("unreachable", logging.WARNING, f"cannot reach the broker for the experience stream "
                       f"{self.stream} ({err}); records are dropped until it answers, serving goes on")
         else:
