@@ -6,14 +6,15 @@ Hydra composes the config rather than deep inside a rollout. ``compose_config`` 
 (RunContext, tests, notebooks) without touching ``sys.argv``, the working directory or Hydra's global state.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.initialize import get_gh_backup, restore_gh_from_backup
-from omegaconf import MISSING, DictConfig
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 CONFIG_MODULE = "maze_engine.conf"
 """The Python package that holds the config tree (the repository's top-level ``conf/`` directory)."""
@@ -34,8 +35,8 @@ class RolloutRunnerSchema:
     _target_: str = MISSING
     n_episodes: int = 10
     """Total number of episodes to run."""
-    max_episode_steps: int | None = 200
-    """Episodes are cut (and counted as truncated) after this many steps; null runs them to the end."""
+    max_episode_steps: int | None = None
+    """Cut episodes after this many steps (counted as truncated); null leaves it to the env's own limit."""
     deterministic: bool = False
     """Ask the policy for its most likely action instead of sampling."""
     record_trajectory: bool = True
@@ -84,22 +85,41 @@ They are stored outside any config group so they do not show up as options in ``
 """
 
 
+def _run_dir(resume: Any, default: str) -> str:
+    """``${maze_run_dir:${resume},<default>}``: a resumed training continues in its own directory."""
+    return str(resume) if resume else default
+
+
+def _hydra_subdir(resume: Any) -> str | None:
+    """``${maze_hydra_subdir:${resume}}``: a resumed run keeps the ``.hydra/`` of its first start."""
+    return None if resume else ".hydra"
+
+
+RESOLVERS: dict[str, Callable[..., Any]] = {"maze_run_dir": _run_dir, "maze_hydra_subdir": _hydra_subdir}
+"""OmegaConf resolvers the primary configs use in their ``hydra`` node (conf_train.yaml)."""
+
+
 def register_schemas() -> None:
-    """Store the schemas in Hydra's ConfigStore; safe to call more than once."""
+    """Store the schemas in Hydra's ConfigStore and register the resolvers; safe to call more than once."""
     store = ConfigStore.instance()
     for name, schema in SCHEMAS.items():
         store.store(name=name, node=schema)
+    for name, resolver in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
     # The training groups' schemas (algorithm, training runners) live with the training code.
     from maze_engine.training.config import register_configs
 
     register_configs()
 
 
-def compose_config(config_name: str = ROLLOUT_CONFIG, overrides: Sequence[str] = ()) -> DictConfig:
+def compose_config(config_name: str = ROLLOUT_CONFIG, overrides: Sequence[str] = (),
+                   with_hydra: bool = False) -> DictConfig:
     """Compose ``config_name`` with command-line style ``overrides`` (``["env.name=CartPole-v1"]``).
 
     Works inside a running Hydra app too: Hydra's global state is set aside and restored afterwards. The
-    ``hydra`` node is left out, so interpolations into it (``${hydra:...}``) are not available.
+    ``hydra`` node is left out unless ``with_hydra``, so interpolations into it (``${hydra:...}``) are not
+    available.
     """
     register_schemas()
     backup = get_gh_backup()
@@ -107,6 +127,7 @@ def compose_config(config_name: str = ROLLOUT_CONFIG, overrides: Sequence[str] =
     try:
         with initialize_config_module(config_module=CONFIG_MODULE, job_name="maze_engine",
                                       version_base=HYDRA_VERSION_BASE):
-            return compose(config_name=config_name, overrides=list(overrides))
+            return compose(config_name=config_name, overrides=list(overrides),
+                           return_hydra_config=with_hydra)
     finally:
         restore_gh_from_backup(backup)

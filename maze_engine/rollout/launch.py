@@ -1,5 +1,6 @@
 """Runs a rollout from a composed config: the step shared by ``maze-run`` and RunContext."""
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,8 @@ from omegaconf import DictConfig, OmegaConf
 from maze_engine.core.errors import ConfigError
 from maze_engine.core.factory import TARGET_KEY, instantiate, resolve_target
 from maze_engine.rollout.runner import RolloutRunner, Statistics
+
+logger = logging.getLogger(__name__)
 
 RUN_STATISTICS_FILE = "statistics.json"
 """Normalization statistics a training run saves in its directory (see training.launch)."""
@@ -93,4 +96,11 @@ def rollout_from_config(cfg: DictConfig | Mapping[str, Any],
     runner = build_runner(config["runner"], seed=config.get("seed"))
     directory = Path(output_dir) if output_dir is not None else default_output_dir()
     wrappers = with_run_statistics(config.get("wrappers"), config.get("input_dir"))
-    return runner.run_with(env=config["env"], wrappers=wrappers, agent=config["policy"], output_dir=directory)
+    logger.info("rolling out %d episodes with %s into %s", runner.n_episodes, type(runner).__name__,
+                directory)
+    statistics = runner.run_with(env=config["env"], wrappers=wrappers, agent=config["policy"],
+                                 output_dir=directory)
+    logger.info("rollout done: %s", ", ".join(
+        f"{metric} mean {values['mean']:.4g} (min {values['min']:.4g}, max {values['max']:.4g}, "
+        f"count {values['count']:g})" for metric, values in statistics.items()))
+    return statistics

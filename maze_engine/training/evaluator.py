@@ -23,29 +23,45 @@ class BestModelSelection:
     """Remembers the best score so far; calls ``save`` on every new best.
 
     >>> selection = BestModelSelection()
-    >>> selection.update(10.0), selection.update(5.0), selection.epochs_without_improvement
+    >>> selection.update(10.0, epoch=0), selection.update(5.0, epoch=1), selection.epochs_without_improvement
     (True, False, 1)
+    >>> selection.best_score, selection.best_epoch
+    (10.0, 0)
     """
 
     def __init__(self, save: Callable[[], None] | None = None, min_improvement: float = 0.0) -> None:
         self.save = save
         self.min_improvement = min_improvement
         self.best_score = -math.inf
+        self.best_epoch: int | None = None
+        """The epoch whose evaluation scored ``best_score`` (None before the first score, or unknown)."""
         self.epochs_without_improvement = 0
 
-    def update(self, score: float) -> bool:
-        """Record the score of one evaluation; True (and the model saved) if it is a new best."""
+    def update(self, score: float, epoch: int | None = None) -> bool:
+        """Record the score of ``epoch``'s evaluation; True (and the model saved) if it is a new best."""
         if math.isnan(score):
             self.epochs_without_improvement += 1
             return False
         if score > self.best_score + self.min_improvement or self.best_score == -math.inf:
             self.best_score = score
+            self.best_epoch = epoch
             self.epochs_without_improvement = 0
             if self.save is not None:
                 self.save()
             return True
         self.epochs_without_improvement += 1
         return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """The selection's progress as plain values (for training checkpoints)."""
+        return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
+                "epochs_without_improvement": self.epochs_without_improvement}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``'s values; the saved model files are the caller's business."""
+        self.best_score = float(state["best_score"])
+        self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
+        self.epochs_without_improvement = int(state["epochs_without_improvement"])
 
 
 class RolloutEvaluator:
@@ -83,8 +99,9 @@ class RolloutEvaluator:
         self.deterministic = deterministic
         self.max_episode_steps = max_episode_steps
 
-    def evaluate(self, policy: Any) -> dict[str, dict[str, float]]:
-        """Run the episodes, feed the mean return to the model selection and return the statistics.
+    def evaluate(self, policy: Any, epoch: int | None = None) -> dict[str, dict[str, float]]:
+        """Run the episodes, feed the mean return (as ``epoch``'s score) to the model selection and return
+        the statistics.
 
         The statistics are published through the eval env's LogStatsWrapper (to the registered writers).
         """
@@ -102,7 +119,7 @@ class RolloutEvaluator:
             other.clear_epoch_stats()
         stats = first.write_epoch_stats()
         if self.model_selection is not None:
-            self.model_selection.update(stats[EPISODE_RETURN]["mean"])
+            self.model_selection.update(stats[EPISODE_RETURN]["mean"], epoch)
         return stats
 
     def _run_episodes(self, policy: Any) -> None:

@@ -4,15 +4,16 @@ The config may be a Hydra DictConfig or a plain mapping in which RunContext has 
 factory under ``env``, composer instances under ``model.policy`` / ``model.critic``, an algorithm config
 object under ``algorithm``. The run directory receives ``config.yaml``, the model files of
 ``save_torch_policy`` (``state_dict.pt``, ``spaces.json``, ``model.yaml``), ``statistics.json`` when the env
-normalizes observations, ``stats.tsv`` and TensorBoard event files.
+normalizes observations, ``stats.tsv`` and TensorBoard event files, ``checkpoint.pt``, ``learning_curve.png``
+and ``summary.json`` (``training.run``).
 """
 
-import math
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -20,12 +21,25 @@ from omegaconf import DictConfig, OmegaConf
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.core.errors import ConfigError
 from maze_engine.core.factory import instantiate
+from maze_engine.training.checkpoint import (
+    check_same_config,
+    comparable_config,
+    read_checkpoint,
+    restore_rng_states,
+)
 from maze_engine.training.config import ALGORITHM_CONFIGS, AlgorithmConfig, algorithm_config_from_dict
 from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
-from maze_engine.training.on_policy import OnPolicyTrainer, Stats
+from maze_engine.training.on_policy import OnPolicyTrainer, resolve_device
 from maze_engine.training.reporting import TrainingReporter
+from maze_engine.training.run import BestModelSaver, TrainingRun
 from maze_engine.training.runners import TrainingRunnerConfig
+from maze_engine.training.summary import TrainingSummary
 from maze_engine.training.vector_env import check_single_actor
+
+__all__ = ["EnvFactory", "TrainingRun", "build_algorithm_config", "build_training", "loggable_config",
+           "set_torch_threads", "train_from_config", "trainer_class"]
+
+logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 NORMALIZATION_FILE = "statistics.json"
@@ -110,44 +124,15 @@ def loggable_config(config: Any) -> Any:
     return f"<python object: {name}>"
 
 
-@dataclass
-class TrainingRun:
-    """Everything a training run is made of; ``train`` runs it, ``close`` releases envs and files."""
-
-    trainer: OnPolicyTrainer
-    policy: Any
-    critic: Any
-    env_factory: EnvFactory
-    run_dir: Path
-    model_selection: BestModelSelection
-    save_model: Any
-    reporter: TrainingReporter
-    eval_envs: list[StructuredEnv] = field(default_factory=list)
-    closed: bool = False
-
-    def train(self, n_epochs: int | None = None, **kwargs: Any) -> dict[str, Stats]:
-        """Train (``n_epochs`` overrides the config's), make sure a model is saved, return the last
-        epoch's statistics."""
-        stats = self.trainer.train(n_epochs=n_epochs, **kwargs)
-        if self.model_selection.best_score == -math.inf:
-            self.save_model()  # no evaluation ever scored: keep the final weights
-        return stats
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.trainer.env.close()
-        for env in self.eval_envs:
-            env.close()
-        self.reporter.close()
-
-
 def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | None = None,
-                   silent: bool | None = None) -> TrainingRun:
-    """Assemble env factory, model, algorithm, runner, evaluator and outputs from a ``conf_train`` config."""
+                   silent: bool | None = None, resume: str | Path | None = None) -> TrainingRun:
+    """Assemble env factory, model, algorithm, runner, evaluator and outputs from a ``conf_train`` config.
+
+    ``resume`` (a run directory) continues that run from its ``checkpoint.pt``, in that directory; the
+    config must match the checkpoint's (``training.checkpoint.RESUMABLE_KEYS`` may differ). Nothing is
+    written to the run directory until everything is built, so a config mistake leaves no files behind.
+    """
     from maze_engine.perception.composers.model import build_model_composers
-    from maze_engine.policies.torch_io import save_torch_policy
 
     config: dict[str, Any] = dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
                                   else cfg)  # type: ignore[arg-type]
@@ -157,35 +142,41 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
                               "entry)")
     algorithm_config = build_algorithm_config(config["algorithm"])
     runner_config = TrainingRunnerConfig.from_config(config["runner"])
+    resolve_device(algorithm_config.device)
+    every = _non_negative_int(config.get("checkpoint_every_epochs", 1), "checkpoint_every_epochs",
+                              "0: only when training ends")
     silent = bool(config.get("silent", False)) if silent is None else silent
-    directory = Path(run_dir) if run_dir is not None else _default_run_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).write_text(yaml.safe_dump(loggable_config(config), sort_keys=False),
-                                         encoding="utf-8")
+    logged = loggable_config(config)
+    checkpoint = None
+    if resume:
+        directory = Path(resume)
+        checkpoint = read_checkpoint(directory)
+        check_same_config(checkpoint, logged, directory)
+    else:
+        directory = Path(run_dir) if run_dir is not None else _default_run_dir()
     seeding = config.get("seeding") or {}
     if seeding.get("agent_base_seed") is not None:
         torch.manual_seed(int(seeding["agent_base_seed"]))
 
-    env_factory = EnvFactory(config["env"], config.get("wrappers"))
+    env_factory = EnvFactory(config["env"], config.get("wrappers"),
+                             checkpoint.normalization if checkpoint is not None else None)
     template_env = env_factory()
     check_single_actor(template_env)
-    _estimate_normalization(template_env, env_factory, runner_config, directory)
+    normalizer = _share_normalization(template_env, env_factory, runner_config)
+    normalization = dict(env_factory.statistics or {}) if normalizer is not None else None
 
     policy_composer, critic_composer = build_model_composers(config["model"], template_env)
     if critic_composer is None:
         raise ConfigError("model.critic: missing; A2C and PPO need a critic (e.g. critic=template_state)")
     policy, critic = policy_composer.policy, critic_composer.critic
-    if config.get("input_dir"):
+    if config.get("input_dir") and checkpoint is None:
         _load_weights(Path(config["input_dir"]), policy, critic)
-    spaces = (template_env.observation_spaces_dict, template_env.action_spaces_dict)
-    agent_counts = template_env.agent_counts_dict
-    model_config = config["model"]
+    save_model = BestModelSaver(directory, policy, critic, config["model"],
+                                template_env.observation_spaces_dict, template_env.action_spaces_dict,
+                                template_env.agent_counts_dict)
     template_env.close()
 
-    def save_model() -> None:
-        save_torch_policy(directory, policy, model_config, spaces[0], spaces[1], critic=critic,
-                          agent_counts_dict=agent_counts)
-
+    epoch = checkpoint.epoch if checkpoint is not None else 0
     model_selection = BestModelSelection(save=save_model)
     eval_envs: list[StructuredEnv] = []
     evaluator = None
@@ -193,33 +184,80 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
         n_eval_envs = min(runner_config.n_eval_envs, algorithm_config.eval_repeats)
         eval_envs = [env_factory() for _ in range(n_eval_envs)]
         for index, env in enumerate(eval_envs):
-            env.seed(_offset_seed(seeding.get("env_base_seed"), 100_000 + index))
+            env.seed(_env_seed(seeding.get("env_base_seed"), 100_000 + index, epoch))
         evaluator = RolloutEvaluator(eval_envs, algorithm_config.eval_repeats, model_selection,
                                      deterministic=algorithm_config.deterministic_eval)
     venv = runner_config.make_vector_env(env_factory)
     try:
-        venv.seed(seeding.get("env_base_seed"))
-        reporter = TrainingReporter(directory, silent=silent)
+        venv.seed(_env_seed(seeding.get("env_base_seed"), 0, epoch))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(yaml.safe_dump(logged, sort_keys=False), encoding="utf-8")
+        if normalizer is not None:
+            normalizer.save_statistics(directory / NORMALIZATION_FILE)
+        reporter = TrainingReporter(directory, silent=silent, first_epoch=epoch)
         trainer = trainer_class(algorithm_config)(algorithm_config, venv, policy, critic, evaluator=evaluator,
                                                   model_selection=model_selection, reporter=reporter)
+        if checkpoint is not None:
+            if checkpoint.best_weights is not None:
+                save_model.restore(checkpoint.best_weights)
+            trainer.load_state_dict(checkpoint.trainer)
+            restore_rng_states(checkpoint.rng)
     except BaseException:
         venv.close()
         raise
+    env_name = config["env"].get("name") if isinstance(config["env"], Mapping) else None
+    title = f"{type(trainer).__name__}{f' on {env_name}' if env_name else ''}: {directory.resolve()}"
+    if checkpoint is not None:
+        logger.info("resuming %s at epoch %d (of %s)", directory, epoch, algorithm_config.n_epochs or "until "
+                    "patience")
+    else:
+        logger.info("training %s in %s", title.split(":")[0], directory)
     return TrainingRun(trainer, policy, critic, env_factory, directory, model_selection, save_model, reporter,
-                       eval_envs)
+                       eval_envs, config=comparable_config(logged), normalization=normalization,
+                       checkpoint_every_epochs=every, resumed=checkpoint, title=title)
 
 
 def train_from_config(cfg: DictConfig | Mapping[str, Any],
-                      run_dir: str | Path | None = None) -> dict[str, Stats]:
-    """Train as ``cfg`` says and return the last epoch's statistics by section (``train``, ``eval``...).
+                      run_dir: str | Path | None = None) -> TrainingSummary:
+    """Train as ``cfg`` says and return the run's summary (also ``summary.json`` in the run directory and,
+    unless ``silent``, printed at the end, however training ends).
 
-    ``run_dir`` defaults to Hydra's output directory inside a Hydra app, else the working directory.
+    This is ``maze-run -cn conf_train``: ``torch_threads`` sets torch's intra-op threads of this process and
+    ``resume`` continues a run. ``run_dir`` defaults to Hydra's output directory inside a Hydra app, else
+    the working directory.
     """
-    run = build_training(cfg, run_dir)
+    config: dict[str, Any] = dict(OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig)
+                                  else cfg)  # type: ignore[arg-type]
+    set_torch_threads(config.get("torch_threads", 0))
+    resume = config.get("resume") or None
+    if resume is not None and not isinstance(resume, str | Path):
+        raise ConfigError(f"resume: expected the path of a run directory, got {resume!r}")
+    run = build_training(config, run_dir, resume=resume)
     try:
-        return run.train()
+        run.train()
     finally:
         run.close()
+        if run.summary is not None and not config.get("silent", False):
+            print(run.summary.format(), flush=True)
+    assert run.summary is not None, "TrainingRun.train always sums up"
+    return run.summary
+
+
+def set_torch_threads(threads: Any) -> None:
+    """``torch_threads``: torch's intra-op threads for this process; 0 keeps torch's default (one per core).
+
+    On-policy training on a CPU runs small nets: one thread is fastest per process, and several trainings on
+    one machine do not fight over cores.
+    """
+    threads = _non_negative_int(threads, "torch_threads", "0: torch's default, one per core")
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def _non_negative_int(value: Any, field: str, meaning: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{field}: expected an integer >= 0 ({meaning}), got {value!r}")
+    return value
 
 
 def _default_run_dir() -> Path:
@@ -230,20 +268,25 @@ def _default_run_dir() -> Path:
     return Path.cwd()
 
 
-def _offset_seed(base: Any, offset: int) -> int | None:
-    return None if base is None else int(base) + offset
+def _env_seed(base: Any, offset: int, epoch: int) -> int | None:
+    """The seed of env ``offset`` (plus its index); a resumed run draws new episodes, not epoch 0's again."""
+    if base is None:
+        return None
+    if epoch == 0:
+        return int(base) + offset
+    return int(np.random.SeedSequence([int(base), epoch]).generate_state(1)[0]) + offset
 
 
-def _estimate_normalization(env: StructuredEnv, factory: EnvFactory, runner: TrainingRunnerConfig,
-                            directory: Path) -> None:
-    """Estimate normalization statistics once, write them to the run directory and hand them to every env."""
+def _share_normalization(env: StructuredEnv, factory: EnvFactory, runner: TrainingRunnerConfig) -> Any:
+    """Estimate normalization statistics once (unless the factory brings them, from a checkpoint) and hand
+    them to every env the factory builds; returns the normalization wrapper (None: the env has none)."""
     wrapper = _normalization_wrapper(env)
     if wrapper is None:
-        return
+        return None
     if wrapper.missing_statistics():
         wrapper.estimate_statistics(runner.normalization_samples)
-    wrapper.save_statistics(directory / NORMALIZATION_FILE)
     factory.statistics = {key: value for key, value in wrapper.get_statistics().items() if value is not None}
+    return wrapper
 
 
 def _load_weights(input_dir: Path, policy: Any, critic: Any) -> None:

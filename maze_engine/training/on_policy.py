@@ -25,6 +25,7 @@ from maze_engine.training.config import AlgorithmConfig
 from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
 from maze_engine.training.gae import add_truncation_bootstrap, compute_gae
 from maze_engine.training.reporting import TrainingReporter
+from maze_engine.training.summary import COMPLETED, PATIENCE, STOP_WHEN
 from maze_engine.training.vector_env import VectorEnv
 from maze_engine.wrappers.logging.log_stats import EPISODE_RETURN
 
@@ -86,29 +87,70 @@ class OnPolicyTrainer(ABC):
         self.recent_returns: deque[float] = deque(maxlen=100)
         """Returns of the last 100 finished training episodes."""
         self.last_stats: dict[str, Stats] = {}
+        self.stop_reason: str | None = None
+        """Why the last ``train`` ended: ``completed``, ``patience`` or ``stop_when`` (training.summary)."""
+        self._planned_updates = 0
         self._observations: dict[str, np.ndarray] | None = None
 
     # ----------------------------------------------------------------------------------------------- loop
     def train(self, n_epochs: int | None = None,
-              stop_when: Callable[["OnPolicyTrainer"], bool] | None = None) -> dict[str, Stats]:
-        """Train for ``n_epochs`` (default: the config's; 0 = until patience stops it) and return the last
-        epoch's statistics by section (``train``, ``eval``, ``learner``, ``time``).
+              stop_when: Callable[["OnPolicyTrainer"], bool] | None = None,
+              after_epoch: Callable[["OnPolicyTrainer"], None] | None = None) -> dict[str, Stats]:
+        """Train for ``n_epochs`` more epochs (default: the config's; 0 = until patience stops it) and return
+        the last epoch's statistics by section (``train``, ``eval``, ``learner``, ``time``).
 
-        ``stop_when(trainer)`` is asked after every update and ends training when it returns True.
+        ``stop_when(trainer)`` is asked after every update and ends training when it returns True;
+        ``after_epoch(trainer)`` runs after each epoch's statistics are published (checkpoints, plots).
+        ``stop_reason`` says afterwards why training ended.
         """
         n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
         if not isinstance(n_epochs, int) or n_epochs < 0:
             raise ConfigError(f"n_epochs: expected an integer >= 0, got {n_epochs!r}")
-        self._planned_updates = n_epochs * self.config.epoch_length
+        # A linear schedule runs over the configured epochs of the whole run (earlier calls and sessions
+        # included), or over more when this call asks for more.
+        planned_epochs = max(self.config.n_epochs, self.epoch + n_epochs)
+        self._planned_updates = planned_epochs * self.config.epoch_length
         if self._observations is None:
             self._observations = self.env.reset()
         last_epoch = self.epoch + n_epochs if n_epochs else math.inf
+        self.stop_reason = None
         while self.epoch < last_epoch:
             stopped = self._train_epoch(stop_when)
             self.epoch += 1
-            if stopped or self._out_of_patience():
+            if after_epoch is not None:
+                after_epoch(self)
+            if stopped:
+                self.stop_reason = STOP_WHEN
                 break
+            if self.epoch < last_epoch and self.out_of_patience():
+                self.stop_reason = PATIENCE
+                break
+        else:
+            self.stop_reason = COMPLETED
         return self.last_stats
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything training continues from: weights, optimizer, counters, model selection (no env)."""
+        return {"epoch": self.epoch, "n_updates": self.n_updates, "total_env_steps": self.total_env_steps,
+                "policy": self.policy.state_dict(), "critic": self.critic.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "recent_returns": [float(value) for value in self.recent_returns],
+                "model_selection": (self.model_selection.state_dict() if self.model_selection is not None
+                                    else None)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict()``; the envs start fresh episodes at the next ``train``."""
+        self.policy.load_state_dict(state["policy"])
+        self.critic.load_state_dict(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.epoch = int(state["epoch"])
+        self.n_updates = int(state["n_updates"])
+        self.total_env_steps = int(state["total_env_steps"])
+        self.recent_returns.clear()
+        self.recent_returns.extend(float(value) for value in state["recent_returns"])
+        if self.model_selection is not None and state.get("model_selection") is not None:
+            self.model_selection.load_state_dict(state["model_selection"])
+        self._observations = None
 
     def _train_epoch(self, stop_when: Callable[["OnPolicyTrainer"], bool] | None) -> bool:
         train_policy = self.epoch >= self.config.critic_burn_in_epochs
@@ -140,14 +182,16 @@ class OnPolicyTrainer(ABC):
                      "epoch_seconds": _single(seconds),
                      "total_env_steps": _single(float(self.total_env_steps))}}
         if self.evaluator is not None:
-            sections["eval"] = self.evaluator.evaluate(self.policy)
+            sections["eval"] = self.evaluator.evaluate(self.policy, self.epoch)
         elif self.model_selection is not None:
-            self.model_selection.update(sections["train"].get(EPISODE_RETURN, {}).get("mean", math.nan))
+            self.model_selection.update(sections["train"].get(EPISODE_RETURN, {}).get("mean", math.nan),
+                                        self.epoch)
         self.reporter.write_epoch(self.epoch, sections)
         self.last_stats = sections
         return stopped
 
-    def _out_of_patience(self) -> bool:
+    def out_of_patience(self) -> bool:
+        """Whether ``patience`` epochs have passed without a new best score (never during critic burn-in)."""
         selection, patience = self.model_selection, self.config.patience
         if selection is None or patience == 0 or self.epoch <= self.config.critic_burn_in_epochs:
             return False

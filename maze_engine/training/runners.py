@@ -23,7 +23,7 @@ class TrainingRunnerConfig:
 
     type: str = "dev"
     """``dev`` (envs stepped in this process) or ``local`` (envs in worker processes)."""
-    n_envs: int = 4
+    n_envs: int = 8
     """Number of training envs; each update sees ``n_envs * algorithm.n_rollout_steps`` samples."""
     n_eval_envs: int = 2
     """Number of evaluation envs (in this process); evaluation episodes are spread over them."""

@@ -75,12 +75,28 @@ def test_rollout_defaults_match_the_documentation() -> None:
     assert config["runner"]["_target_"].endswith("ParallelRolloutRunner")
     assert {key: config["runner"][key] for key in ("n_processes", "n_episodes", "max_episode_steps",
                                                    "record_trajectory", "record_event_logs")} == {
-        "n_processes": 5, "n_episodes": 50, "max_episode_steps": 200, "record_trajectory": True,
+        "n_processes": 5, "n_episodes": 50, "max_episode_steps": None, "record_trajectory": True,
         "record_event_logs": True}
     assert config["env"] == {"_target_": "maze_engine.make_gym_maze_env", "name": "CartPole-v1"}
     assert config["policy"] == {"_target_": "maze_engine.RandomPolicy"}
     assert config["wrappers"] == {}
     assert config["input_dir"] == "" and config["seed"] is None
+
+
+def test_training_defaults_match_the_documentation() -> None:
+    config = _resolve(compose_config("conf_train"))
+    assert (config["torch_threads"], config["checkpoint_every_epochs"], config["resume"]) == (1, 1, None)
+    assert config["algorithm"]["n_epochs"] == 20 and config["runner"]["n_envs"] == 8
+    assert config["model"]["policy"]["networks"][0]["hidden_units"] == [64, 64]
+
+
+@pytest.mark.parametrize(("resume", "run_dir", "subdir"), [
+    (None, "outputs/", ".hydra"), ("/runs/a", "/runs/a", None)])
+def test_a_resumed_training_runs_in_its_own_directory(resume: str | None, run_dir: str,
+                                                      subdir: str | None) -> None:
+    overrides = [f"resume={resume}"] if resume else []
+    hydra = compose_config("conf_train", overrides, with_hydra=True).hydra
+    assert str(hydra.run.dir).startswith(run_dir) and hydra.output_subdir == subdir
 
 
 def test_torch_policy_reads_the_top_level_input_dir() -> None:

@@ -73,19 +73,47 @@ def test_output_directory_is_managed_by_hydra(tmp_path: Path) -> None:
     assert_ok(result)
     stats_files = list((tmp_path / "outputs").glob("*/*/stats.tsv"))
     assert len(stats_files) == 1
+    # cli.log holds the run's log: the command, the rollout and its statistics.
+    log = (stats_files[0].parent / "cli.log").read_text()
+    assert "maze-run runner=sequential" in log and "rolling out 1 episodes" in log
+    assert "rollout done: step_reward mean" in log
+    assert "INFO" not in result.stdout + result.stderr  # the log lines stay out of the console
+
+
+def test_a_failing_run_keeps_a_directory_it_wrote_into(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")
+    result = maze_run(tmp_path, "env.name=CartPol-v1")
+    assert result.returncode == 2
+    assert (run / "notes.txt").read_text() == "mine"
+    assert "env.name: 'CartPol-v1'" in (run / "cli.log").read_text()
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("runner.n_episode=3",), "Could not override 'runner.n_episode'"),
-    (("runner=paralel",), "Could not find 'runner/paralel'"),
-    (("runner.n_episodes=ten",), "runner.n_episodes"),
-    (("-cn", "conf_rolout"), "Cannot find primary config 'conf_rolout'"),
+    (("runner.n_episode=3",), "runner.n_episode: no such key in runner; did you mean runner.n_episodes=3?"),
+    (("runner=paralel",), "runner=paralel: no such option of runner; did you mean runner=parallel?"),
+    (("-cn", "conf_train", "algorithm=ppp"), "algorithm=ppp: no such option of algorithm; did you mean "
+                                             "algorithm=ppo? (options: a2c, ppo)"),
+    (("runner.n_episodes=ten",), "runner.n_episodes: Value 'ten' of type 'str' could not be converted to "
+                                 "Integer"),
+    (("-cn", "conf_rolout"), "-cn conf_rolout: no such config; did you mean -cn conf_rollout?"),
 ])
-def test_hydra_mistakes_give_hydras_error(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    result = maze_run(tmp_path, *args)
-    assert result.returncode != 0
-    assert message in result.stderr
-    assert "Traceback" not in result.stderr and "maze_engine/" not in result.stderr
+def test_config_mistakes_are_one_line_with_a_suggestion(tmp_path: Path, args: tuple[str, ...],
+                                                       message: str) -> None:
+    result = maze_run(tmp_path, *args, run_dir=None)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"maze-run: error: {message}")
+    assert "+runner" not in result.stderr and "HYDRA_FULL_ERROR" not in result.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_full_error_still_shows_hydras_report(tmp_path: Path) -> None:
+    command = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "maze_engine.cli"]
+    result = subprocess.run([*command, "runner.n_episode=3"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=180, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, check=False)
+    assert result.returncode != 0 and "Traceback" in result.stderr
 
 
 @pytest.mark.parametrize(("args", "field"), [
@@ -96,10 +124,12 @@ def test_hydra_mistakes_give_hydras_error(tmp_path: Path, args: tuple[str, ...],
 ])
 def test_engine_config_errors_are_one_line_with_exit_code_2(tmp_path: Path, args: tuple[str, ...],
                                                            field: str) -> None:
-    result = maze_run(tmp_path, *args)
+    result = maze_run(tmp_path, *args, run_dir=None)
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith(f"maze-run: error: {field}")
+    # The run failed before it started: no empty outputs/<date>/<time>/ is left behind.
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
@@ -111,6 +141,9 @@ def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
                  "-cn conf_train"):
         assert text in result.stdout
     assert not (tmp_path / "outputs").exists()
+    train_help = maze_run(tmp_path, "-cn", "conf_train", "--help", run_dir=None)
+    assert_ok(train_help)
+    assert "algorithm: a2c, ppo" in train_help.stdout and "torch_threads: 1" in train_help.stdout
 
 
 def test_configs_with_an_algorithm_go_to_training(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -87,3 +87,21 @@ def test_wrappers_are_untouched_without_run_statistics(tmp_path: Path, input_dir
     wrappers = {NORMALIZATION: {"statistics_dump": None}}
     directory = str(tmp_path / input_dir) if input_dir else input_dir
     assert with_run_statistics(wrappers, directory) is wrappers
+
+
+@pytest.mark.parametrize("runner", ["sequential", "parallel"])
+def test_episodes_run_to_the_envs_own_time_limit_by_default(tmp_path: Path, runner: str) -> None:
+    # Acrobot-v1 ends at its own limit of 500 steps under a random policy (this seed never swings up), past
+    # the 200 steps rollouts used to cut episodes at.
+    cfg = compose_config(overrides=[f"runner={runner}", "env.name=Acrobot-v1", "runner.n_episodes=1",
+                                    "runner.silent=true", "runner.record_trajectory=false",
+                                    "runner.record_event_logs=false", "seed=0"])
+    assert cfg.runner.max_episode_steps is None
+    stats = rollout_from_config(cfg, output_dir=tmp_path)
+    assert stats["episode_length"]["max"] == 500
+
+
+def test_max_episode_steps_cuts_episodes_when_asked(tmp_path: Path) -> None:
+    cfg = compose_config(overrides=["runner=sequential", "env.name=Acrobot-v1", "runner.n_episodes=1",
+                                    "runner.max_episode_steps=50", *QUICK[2:], "seed=0"])
+    assert rollout_from_config(cfg, output_dir=tmp_path)["episode_length"]["max"] == 50

@@ -22,7 +22,7 @@ def _cfg(*overrides: str) -> Any:
 
 
 def test_run_directory_holds_model_config_and_statistics(tmp_path: Path) -> None:
-    stats = train_from_config(_cfg(), run_dir=tmp_path)
+    stats = train_from_config(_cfg(), run_dir=tmp_path).last_stats
     assert stats["eval"]["episode_return"]["count"] == 2
     for name in ("state_dict.pt", "spaces.json", "model.yaml", "config.yaml", "stats.tsv"):
         assert (tmp_path / name).is_file(), name
@@ -93,7 +93,7 @@ def test_model_selection_writes_the_best_weights(tmp_path: Path) -> None:
 
 def test_local_runner_trains(tmp_path: Path) -> None:
     stats = train_from_config(_cfg("runner=local", "runner.n_envs=2", "runner.n_processes=2",
-                                   "algorithm.n_epochs=1"), run_dir=tmp_path)
+                                   "algorithm.n_epochs=1"), run_dir=tmp_path).last_stats
     assert stats["train"]["step_reward"]["count"] == 2 * 16 * 2
     assert (tmp_path / "state_dict.pt").is_file()
 
@@ -101,7 +101,7 @@ def test_local_runner_trains(tmp_path: Path) -> None:
 def test_ppo_from_config(tmp_path: Path) -> None:
     cfg = _cfg("algorithm=ppo", "algorithm.n_epochs=1", "algorithm.epoch_length=2",
                "algorithm.n_rollout_steps=16", "algorithm.batch_size=8")
-    stats = train_from_config(cfg, run_dir=tmp_path)
+    stats = train_from_config(cfg, run_dir=tmp_path).last_stats
     assert "clip_fraction" in stats["learner"]
 
 

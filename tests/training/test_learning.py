@@ -55,3 +55,14 @@ def test_learns_cartpole_then_drives_a_deployment(algorithm: str, tmp_path: Path
         done = terminated or truncated
     deployment.close(state, reward, done, {})
     assert episode_return >= 100
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["a2c", "ppo"])
+def test_the_defaults_solve_cartpole_in_well_under_a_minute(algorithm: str, tmp_path: Path) -> None:
+    from maze_engine.training.launch import train_from_config
+
+    summary = train_from_config(compose_config("conf_train", [f"algorithm={algorithm}", "silent=true"]),
+                                run_dir=tmp_path)
+    assert summary.best_return is not None and summary.best_return >= 475, summary.format()
+    assert summary.stop_reason in ("completed", "patience") and summary.seconds < 60, summary.format()

@@ -109,6 +109,7 @@ def test_patience_stops_training_early() -> None:
     trainer = _trainer(A2C, config, evaluator=evaluator)
     trainer.train()
     assert trainer.epoch == 3  # the first epoch sets the best score, two more without improvement stop it
+    assert trainer.stop_reason == "patience"
 
 
 def test_linear_learning_rate_decays_to_zero() -> None:
@@ -118,10 +119,53 @@ def test_linear_learning_rate_decays_to_zero() -> None:
     assert rates["max"] == pytest.approx(0.005) and rates["min"] == pytest.approx(0.0025)
 
 
+@pytest.mark.parametrize(("calls", "expected"), [
+    # One epoch per call (RunContext, the learning test): still over the 4 configured epochs.
+    ([1, 1, 1, 1], [0.01, 0.0075, 0.005, 0.0025]),
+    # More epochs than configured: the schedule stretches over the epochs asked for.
+    ([8], [0.01 * (1 - index / 8) for index in range(8)]),
+])
+def test_linear_learning_rate_runs_over_the_whole_run(calls: list[int], expected: list[float]) -> None:
+    trainer = _trainer(A2C, _a2c(n_epochs=4, epoch_length=1, lr=0.01, lr_schedule="linear"))
+    rates = []
+    for n_epochs in calls:
+        trainer.train(n_epochs=n_epochs, after_epoch=lambda t: rates.append(
+            t.last_stats["learner"]["learning_rate"]["mean"]))
+    assert rates == pytest.approx(expected)
+
+
 def test_stop_when_ends_training() -> None:
     trainer = _trainer(A2C, _a2c(n_epochs=5, epoch_length=4))
     trainer.train(stop_when=lambda t: t.n_updates >= 3)
     assert trainer.n_updates == 3 and trainer.epoch == 1
+    assert trainer.stop_reason == "stop_when"
+
+
+def test_stop_reasons() -> None:
+    trainer = _trainer(A2C, _a2c(n_epochs=2, epoch_length=1))
+    trainer.train()
+    assert trainer.stop_reason == "completed" and trainer.epoch == 2
+
+
+def test_patience_running_out_in_the_last_epoch_is_a_completed_run() -> None:
+    env = GymMazeEnv("CartPole-v1")
+    evaluator = RolloutEvaluator(env, n_episodes=1, model_selection=BestModelSelection(min_improvement=1e9))
+    trainer = _trainer(A2C, _a2c(n_epochs=3, epoch_length=1, patience=2, eval_repeats=1), evaluator=evaluator)
+    trainer.train()
+    assert trainer.epoch == 3 and trainer.stop_reason == "completed"
+
+
+def test_state_dict_round_trip() -> None:
+    trainer = _trainer(PPO, _ppo(n_epochs=2))
+    trainer.train()
+    state = trainer.state_dict()
+    other = _trainer(PPO, _ppo(n_epochs=2))
+    other.load_state_dict(state)
+    assert (other.epoch, other.n_updates, other.total_env_steps) == (2, 4, trainer.total_env_steps)
+    assert list(other.recent_returns) == list(trainer.recent_returns)
+    assert all(torch.equal(a, b) for a, b in zip(other.policy_parameters, trainer.policy_parameters,
+                                                 strict=True))
+    assert other.optimizer.state_dict()["state"].keys() == trainer.optimizer.state_dict()["state"].keys()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
