@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = "python:3.11-slim"
 TORCH_PIN = "torch==2.13.0"
 TORCH_CPU_INDEX = "--index-url https://download.pytorch.org/whl/cpu"
+PROJECT_INSTALL = r"pip install (\S+ )*[\x22\x27]?\.(\[\w+(,\w+)*\])?[\x22\x27]?(\s|$)"
+"""A `pip install` of the project itself: `.`, or `.` with extras, quoted or not."""
 MUST_IGNORE = (".git", ".venv", "outputs", "maze_engine/__pycache__/x.pyc")
 
 
@@ -94,9 +96,13 @@ def dockerfile_problems(dockerfile: Any, ignored: list[str]) -> list[str]:
     pinned = [r for r in torch_runs if TORCH_PIN in r.args and TORCH_CPU_INDEX in r.args]
     if not pinned or len(pinned) != len(torch_runs):
         problems.append(f"torch must be installed only as `pip install {TORCH_PIN} {TORCH_CPU_INDEX}`")
-    project_runs = [r for r in runs if re.search(r"pip install (\S+ )*\.(\s|$)", r.args)]
+    project_runs = [r for r in runs if re.search(PROJECT_INSTALL, r.args)]
     if not project_runs:
         problems.append("no `pip install .` of the project")
+    for project in project_runs:
+        if "[engine]" not in project.args:
+            problems.append("the project must be installed with its engine extra (`pip install "
+                            "\".[engine]\"`): a plain `pip install .` is the client alone")
     for project in project_runs:
         before = runs[: runs.index(project)]
         if not any(r in before and r.stage == project.stage for r in pinned):
@@ -165,6 +171,7 @@ EDITS: dict[str, tuple[Callable[[str], str], str]] = {
         lambda t: t.replace("RUN pip install torch", "RUN pip install . && true\nRUN pip install torch", 1),
         "must come after the CPU torch",
     ),
+    "client-only install": (lambda t: t.replace('pip install ".[engine]"', "pip install ."), "engine extra"),
     "runs as root": (lambda t: t.replace("USER 10001:10001", "USER root"), "non-root"),
     "no user": (lambda t: t.replace("USER 10001:10001", ""), "non-root"),
     "shell-form entrypoint": (
@@ -204,7 +211,7 @@ def test_copied_files_build_a_complete_wheel(dockerfile: Any, tmp_path: Path) ->
     ignored = read_dockerignore()
     context = tmp_path / "context"
     build_stage = next(
-        ins.stage for ins in dockerfile.of("RUN") if re.search(r"pip install (\S+ )*\.", ins.args)
+        ins.stage for ins in dockerfile.of("RUN") if re.search(PROJECT_INSTALL, ins.args)
     )
     for sources, _ in copy_sources(dockerfile, build_stage):
         for source in sources:
@@ -245,7 +252,8 @@ def test_copied_files_build_a_complete_wheel(dockerfile: Any, tmp_path: Path) ->
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
         entry_points = next(archive.read(n).decode() for n in shipped if n.endswith("entry_points.txt"))
-    assert re.search(r"^maze-worker\s*=\s*worker\.cli:main", entry_points, re.MULTILINE), entry_points
+    assert re.search(r"^maze-worker\s*=\s*worker\.entry_points:maze_worker", entry_points, re.MULTILINE), \
+        entry_points
     expected = {
         str(p.relative_to(ROOT)) for top in ("maze_engine", "worker") for p in (ROOT / top).rglob("*.py")
     }
