@@ -231,17 +231,18 @@ def _start_job_worker(amqp_url: str, prefix: str, root: Path, *overrides: str) -
                                    "jobs.lease_ttl_s=3", "jobs.poll_interval_s=0.2", *overrides)
 
 
-def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
+def test_a_job_whose_worker_is_killed_resumes_elsewhere_from_its_checkpoint_and_is_answered_once(
         amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
     register_cleanup(broker_cleanup, prefix)
     victim = _start_job_worker(amqp_url, prefix, tmp_path)
-    job = new_job("survivor", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=4", *LONG_TRAINING[-7:]])
+    job = new_job("survivor", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=40", *LONG_TRAINING[-7:]])
     try:
         client.watch(job.job_id)
         client.submit(job)
-        client.wait_event(job.job_id, "epoch")
+        wait_until(lambda: len(client.events_of(job.job_id, "epoch")) >= 2, "no second epoch", 120,
+                   step=lambda: client.pump(0.1))
     finally:
-        victim.kill()
+        victim.kill()  # kill -9 mid-training: the checkpoint of epoch 2 (or later) is on disk
     child = client.events_of(job.job_id, "started")[0]["pid"]
     wait_until(lambda: not _alive(child), "the killed worker's job process did not end", 30)
     record = JobRecords(tmp_path).record(job.job_id) or {}
@@ -249,11 +250,16 @@ def test_a_job_whose_worker_is_killed_runs_again_elsewhere_and_is_answered_once(
     try:
         result = client.result(job.job_id, timeout=240)
         assert result.status is JobStatus.FINISHED, result
-        assert result.attempts == 2 and result.summary["epochs"] == 4
+        assert result.attempts == 2 and result.summary["epochs"] == 40, "exactly the configured epochs"
         client.pump(3.0)  # a second answer would arrive now
         assert len(client.answers_of(job.job_id)) == 1, "answered once"
         assert len(client.events_of(job.job_id, "finished")) == 1
-        assert len(client.events_of(job.job_id, "started")) == 2
+        first, second = client.events_of(job.job_id, "started")
+        assert first["resumed_from_epoch"] is None and (second["resumed_from_epoch"] or 0) >= 2, \
+            (second, rescuer.log()[-3000:])
+        epochs = [event["epoch"] for event in client.events_of(job.job_id, "epoch")]
+        resumed = second["resumed_from_epoch"]
+        assert epochs[epochs.index(resumed + 1):] == list(range(resumed + 1, 41)), epochs  # not from epoch 1
         assert (JobRecords(tmp_path).record(job.job_id) or {})["worker"] != record.get("worker")
     finally:
         assert rescuer.terminate() == 0

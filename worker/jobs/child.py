@@ -55,9 +55,12 @@ class ProgressTee:
 
 def run_training(cfg: Any, output_dir: Path, progress: IO[str]) -> dict[str, Any]:
     """Train as ``maze-run -cn conf_train`` would, reporting epochs; returns the summary."""
+    from maze_engine.training.checkpoint import CHECKPOINT_FILE
     from maze_engine.training.launch import build_training
 
-    run = build_training(cfg, output_dir, silent=True)
+    # The job worker keeps an earlier attempt's output only when its checkpoint lets training go on.
+    resume = output_dir if (output_dir / CHECKPOINT_FILE).is_file() else None
+    run = build_training(cfg, output_dir, silent=True, resume=resume)
     run.trainer.reporter = ProgressTee(run.trainer.reporter, progress,  # type: ignore[assignment]
                                        int(run.trainer.config.n_epochs))
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,6 +24,8 @@ from typing import Any
 
 from worker.jobs.child import EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE
 from worker.jobs.records import LOG_FILE, PROGRESS_FILE, SPEC_FILE, read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
 
 ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
 
@@ -62,6 +65,26 @@ class Outcome:
         return self.exit_code == EXIT_CONFIG_ERROR and self.stopped is None
 
 
+def resumable_epoch(spec: ChildSpec) -> int | None:
+    """The epochs an earlier attempt of a training job checkpointed in its output, when it may go on from
+    there (None: start afresh; a rollout always does, and so does a training with an unreadable or final
+    checkpoint)."""
+    from maze_engine.training.checkpoint import CHECKPOINT_FILE, CheckpointError, read_checkpoint
+    from maze_engine.training.summary import INTERRUPTED
+
+    if spec.kind != "train" or not (spec.output_dir / CHECKPOINT_FILE).is_file():
+        return None
+
+    try:
+        checkpoint = read_checkpoint(spec.output_dir)
+    except CheckpointError as err:
+        logger.warning("starting the job afresh: %s", err)
+        return None
+    # Written every epoch while training runs (no reason yet), and once more when a stop or a kill of the
+    # job worker interrupts it; a run that ended for good starts afresh.
+    return checkpoint.epoch if checkpoint.stop_reason in (None, INTERRUPTED) else None
+
+
 class ChildProcess:
     """One running job child; see the module docstring."""
 
@@ -72,7 +95,10 @@ class ChildProcess:
         self.clock = clock
         for stale in (OUTCOME_FILE, PROGRESS_FILE):  # from an earlier attempt
             (job_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(spec.output_dir, ignore_errors=True)  # an earlier attempt's partial output
+        self.resumed_from_epoch = resumable_epoch(spec)
+        """The epoch an earlier attempt's checkpoint lets a training go on from, else None."""
+        if self.resumed_from_epoch is None:
+            shutil.rmtree(spec.output_dir, ignore_errors=True)  # an earlier attempt's partial output
         write_json_atomic(job_dir / SPEC_FILE, {"kind": spec.kind, "config": spec.config,
                                                 "overrides": list(spec.overrides),
                                                 "output_dir": str(spec.output_dir),

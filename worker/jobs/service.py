@@ -272,8 +272,10 @@ class JobService:
         self.running = RunningJob(job, delivery, attempts, child, lease)
         self.metrics.running.set(1)
         self.answers.event(job.job_id, JobEvent.STARTED, attempt=attempts, pid=child.pid,
-                           output_dir=str(output))
-        logger.info("job %s (%s) started, attempt %d, pid %d", job.job_id, job.kind, attempts, child.pid)
+                           output_dir=str(output), resumed_from_epoch=child.resumed_from_epoch)
+        logger.info("job %s (%s) started, attempt %d, pid %d%s", job.job_id, job.kind, attempts, child.pid,
+                    "" if child.resumed_from_epoch is None else
+                    f", resuming after epoch {child.resumed_from_epoch}")
 
     # -- supervising -------------------------------------------------------------------------------------
 
