@@ -10,7 +10,6 @@ import json
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import MazeError
 from maze_engine.core.spaces import to_plain
+from maze_engine.records.episode import Trajectory, TrajectoryStep
 
 FORMAT = "maze_engine.trajectory"
 VERSION = 1
@@ -28,6 +28,9 @@ STREAMS = ("observation", "action", "reward", "done", "terminated", "truncated",
            "actor_step_key", "actor_agent_id", "maze_state", "maze_action")
 # dtype kinds that numpy stores and loads without pickle: bool, integers, floats, complex, text, bytes.
 _PLAIN_KINDS = frozenset("biufcUS")
+
+__all__ = ["Trajectory", "TrajectoryBuffer", "TrajectoryFormatError", "TrajectoryStep", "read_trajectories",
+           "read_trajectory", "trajectory_files"]
 
 
 class TrajectoryFormatError(MazeError):
@@ -122,69 +125,6 @@ def _decode(layout: Mapping[str, Any], members: Mapping[str, np.ndarray]) -> Any
     if kind == "json":
         return [json.loads(text) for text in members[layout["key"]].tolist()]
     raise TrajectoryFormatError(f"layout kind: expected dict, tuple, array or json, got {kind!r}")
-
-
-def _at(stream: Any, index: int) -> Any:
-    if isinstance(stream, dict):
-        return {key: _at(value, index) for key, value in stream.items()}
-    if isinstance(stream, tuple):
-        return tuple(_at(value, index) for value in stream)
-    return stream[index]
-
-
-# -------------------------------------------------------------------------------------------- records
-@dataclass(frozen=True)
-class TrajectoryStep:
-    """One step of a trajectory: what the policy saw and did, and what the env answered."""
-
-    observation: dict[str, Any]
-    action: dict[str, Any]
-    reward: Any
-    done: bool
-    terminated: bool
-    truncated: bool
-    actor_id: ActorID
-    maze_state: Any
-    maze_action: Any
-
-
-@dataclass(frozen=True)
-class Trajectory:
-    """One recorded episode, every stream stacked over its ``T`` steps (index ``t`` is step ``t``).
-
-    ``observations`` and ``actions`` map each key to an array of shape ``(T, *space_shape)`` (nested dicts and
-    tuples for nested spaces). ``observations`` are those the action was taken on, ``maze_states`` the env
-    states before each action. Values that are not plain numbers or arrays come back as lists of their JSON
-    form. ``complete`` is False when the episode was cut off (a reset or close before ``done``).
-    """
-
-    episode_id: str
-    observations: dict[str, Any]
-    actions: dict[str, Any]
-    rewards: np.ndarray
-    dones: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    actor_ids: list[ActorID]
-    maze_states: Any
-    maze_actions: Any
-    complete: bool
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.dones)
-
-    def step(self, index: int) -> TrajectoryStep:
-        """Step ``index`` as a single record (negative indices count from the end)."""
-        return TrajectoryStep(observation=_at(self.observations, index), action=_at(self.actions, index),
-                              reward=_at(self.rewards, index), done=bool(self.dones[index]),
-                              terminated=bool(self.terminated[index]), truncated=bool(self.truncated[index]),
-                              actor_id=self.actor_ids[index], maze_state=_at(self.maze_states, index),
-                              maze_action=_at(self.maze_actions, index))
-
-    def steps(self) -> Iterator[TrajectoryStep]:
-        """Every step in order."""
-        return (self.step(index) for index in range(len(self)))
 
 
 # ---------------------------------------------------------------------------------------------- write
@@ -289,6 +229,9 @@ def trajectory_files(directory: str | os.PathLike[str]) -> list[Path]:
 def read_trajectories(directory: str | os.PathLike[str]) -> Iterator[Trajectory]:
     """Every trajectory written under ``directory``, oldest file first, loaded one at a time.
 
+    ``directory`` may also be a Minari dataset (its directory, or the id of a local one): its episodes are
+    read in dataset order (``records.minari``).
+
     >>> import tempfile
     >>> from maze_engine import GymMazeEnv, TrajectoryRecordingWrapper
     >>> directory = tempfile.mkdtemp()
@@ -299,6 +242,11 @@ def read_trajectories(directory: str | os.PathLike[str]) -> Iterator[Trajectory]
     >>> [(len(t), t.observations["observation"].shape) for t in read_trajectories(directory)]
     [(1, (1, 4))]
     """
+    from maze_engine.records.minari import is_minari_source, read_minari_trajectories
+
+    if is_minari_source(directory):
+        yield from read_minari_trajectories(directory)
+        return
     if not Path(directory).is_dir():
         raise TrajectoryFormatError(f"directory: {os.fspath(directory)!r} does not exist")
     for path in trajectory_files(directory):
