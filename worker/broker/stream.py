@@ -19,7 +19,7 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel
 
-from worker.broker.link import BrokerLink, TransportError, translated_errors
+from worker.broker.link import BrokerConnectionLost, BrokerLink, TransportError, translated_errors
 from worker.settings import BrokerSettings
 from worker.wire.protocol import CONTENT_TYPE
 
@@ -93,6 +93,15 @@ class StreamPublisher(BrokerLink):
                                     f"returned the record") from err
             except pika.exceptions.NackError as err:
                 raise PublishRefused(f"the broker refused a record for {name} (negative confirm)") from err
+
+
+    def keep_alive(self) -> None:
+        """Answer the broker's heartbeats while no record comes (BrokerConnectionLost when it is gone)."""
+        connection = self._connection
+        if connection is None:
+            raise BrokerConnectionLost("not connected")
+        with self._waiting("keeping the experience connection alive"):
+            connection.process_data_events(time_limit=0)
 
 
 class StreamReader(BrokerLink):

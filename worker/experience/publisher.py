@@ -95,6 +95,7 @@ class ExperiencePublisher:
             try:
                 chunk = self._queue.get(timeout=0.2)
             except queue.Empty:
+                link = self._keep_alive(link)
                 continue
             self.metrics.experience_backlog.set(self._queue.qsize())
             if link is None and time.monotonic() >= retry_at:
@@ -105,14 +106,24 @@ class ExperiencePublisher:
                 what = "declared" if self._down == "refused" else "reached"
                 self._dropped(self._down, f"the experience stream {self.stream} cannot be {what} (see above)")
                 continue
-            if not self._publish(link, chunk):
-                link.close()
-                link = None
+            link = self._send(link, chunk)
+            if link is None:
                 retry_at = time.monotonic() + backoff.next_delay()
             else:
                 backoff.reset()
         if link is not None:
             link.close()
+
+    def _keep_alive(self, link: StreamPublisher | None) -> StreamPublisher | None:
+        """While idle: answer the broker's heartbeats (else it closes a quiet connection)."""
+        if link is None:
+            return None
+        try:
+            link.keep_alive()
+        except TransportError:
+            link.close()
+            return None
+        return link
 
     def _connect(self) -> StreamPublisher | None:
         link = self._link_factory(self.broker, f"maze-worker experience {self.worker_id}")
@@ -134,27 +145,36 @@ class ExperiencePublisher:
         link.close()
         return None
 
-    def _publish(self, link: StreamPublisher, chunk: Chunk) -> bool:
-        """Publish one chunk; False when the link must be opened again."""
+    def _send(self, link: StreamPublisher, chunk: Chunk) -> StreamPublisher | None:
+        """Publish one chunk; the link to go on with (None: open one later). A broken connection gets one
+        fresh connection at once, so a connection the broker dropped costs no record."""
         try:
             body = encode_record(chunk.record(self.worker_id, self.policy_name, self.mode, time.time()))
         except (RecordError, ValueError, TypeError) as err:
             self._dropped("unencodable", f"episode {chunk.episode}: the record cannot be encoded ({err})")
-            return True
-        try:
-            link.publish(self.stream, body)
-        except StreamMissing as err:
-            self._dropped("stream_missing", f"{err}; it is declared again on the next record")
-            return False
-        except PublishRefused as err:
-            self._dropped("refused", str(err))
-            return True
-        except TransportError as err:
-            self._dropped("unreachable", f"publishing to {self.stream} failed ({err}); reconnecting")
-            return False
-        self.metrics.experience_records.inc()
-        self.metrics.experience_steps.inc(chunk.steps)
-        return True
+            return link
+        for attempt in (1, 2):
+            try:
+                link.publish(self.stream, body)
+            except StreamMissing as err:
+                self._dropped("stream_missing", f"{err}; it is declared again on the next record")
+                link.close()
+                return None
+            except PublishRefused as err:
+                self._dropped("refused", str(err))
+                return link
+            except TransportError as err:
+                link.close()
+                fresh = self._connect() if attempt == 1 else None
+                if fresh is None:
+                    self._dropped("unreachable", f"publishing to {self.stream} failed ({err}); reconnecting")
+                    return None
+                link = fresh
+                continue
+            self.metrics.experience_records.inc()
+            self.metrics.experience_steps.inc(chunk.steps)
+            return link
+        return None
 
     def _dropped(self, reason: str, detail: str) -> None:
         self.metrics.experience_dropped.labels(reason).inc()
