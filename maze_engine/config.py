@@ -43,6 +43,9 @@ class RolloutRunnerSchema:
     """Write every episode's observations, actions and rewards under ``<output dir>/trajectory_data``."""
     record_event_logs: bool = True
     """Write every step's events under ``<output dir>/event_logs``."""
+    record_minari: str | None = None
+    """A Minari dataset id (``(namespace/)name-v<version>``): write the episodes into that dataset under
+    ``<output dir>/minari``; null: no dataset."""
     silent: bool = False
     """Suppress the console table and the progress bar (``stats.tsv`` is still written)."""
 

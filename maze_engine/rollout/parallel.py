@@ -41,13 +41,14 @@ def _start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _worker_main(payload: bytes, runner_kwargs: dict[str, Any], output_dir: str, conn: Connection) -> None:
-    """Entry point of a worker process: run a share of the episodes and send the results through ``conn``."""
+def _worker_main(payload: bytes, runner_kwargs: dict[str, Any], output_dir: str, conn: Connection,
+                 index: int = 0) -> None:
+    """Entry point of worker ``index``: run a share of the episodes and send the results through ``conn``."""
     try:
         env, wrappers, agent = pickle.loads(payload)
         runner = SequentialRolloutRunner(**runner_kwargs)
         aggregates = runner.collect(env, wrappers, agent, Path(output_dir),
-                                    on_episode=lambda: conn.send(("episode", None)))
+                                    on_episode=lambda: conn.send(("episode", None)), part=index)
         conn.send(("done", aggregates))
     except KeyboardInterrupt:
         pass  # the parent is shutting down and reports the interruption itself
@@ -90,10 +91,11 @@ class ParallelRolloutRunner(RolloutRunner):
     def __init__(self, n_episodes: int = 50, max_episode_steps: int | None = None,
                  deterministic: bool = False, record_trajectory: bool = False,
                  record_event_logs: bool = False, n_processes: int = 5, seed: int | None = None,
-                 silent: bool = False) -> None:
+                 silent: bool = False, record_minari: str | None = None) -> None:
         super().__init__(n_episodes=n_episodes, max_episode_steps=max_episode_steps,
                          deterministic=deterministic, record_trajectory=record_trajectory,
-                         record_event_logs=record_event_logs, seed=seed, silent=silent)
+                         record_event_logs=record_event_logs, seed=seed, silent=silent,
+                         record_minari=record_minari)
         self.n_processes: int = _positive_int("n_processes", n_processes)  # type: ignore[assignment]
 
     def effective_processes(self) -> int:
@@ -130,9 +132,10 @@ class ParallelRolloutRunner(RolloutRunner):
                 runner_kwargs = {"n_episodes": share, "max_episode_steps": self.max_episode_steps,
                                  "deterministic": self.deterministic, "seed": seed, "silent": True,
                                  "record_trajectory": self.record_trajectory,
-                                 "record_event_logs": self.record_event_logs}
+                                 "record_event_logs": self.record_event_logs,
+                                 "record_minari": self.record_minari}
                 process = context.Process(target=_worker_main, name=f"maze-rollout-{index}", daemon=True,
-                                          args=(payload, runner_kwargs, str(output_dir), sender))
+                                          args=(payload, runner_kwargs, str(output_dir), sender, index))
                 process.start()
                 sender.close()  # the worker holds the only write end, so its death reads as EOF here
                 processes.append(process)

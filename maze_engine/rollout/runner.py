@@ -6,11 +6,15 @@ writes to ``<output_dir>/stats.tsv``. The stack it builds, innermost first::
 
     env -> configured wrappers -> TimeLimitWrapper (max_episode_steps) -> LogStatsWrapper("rollout")
         -> EventLogWrapper (record_event_logs) -> TrajectoryRecordingWrapper (record_trajectory)
+        -> MinariRecordingWrapper (record_minari)
 
-so statistics see every step, cut episodes count as truncated, and trajectories hold exactly what the policy
-saw and did.
+so statistics see every step, cut episodes count as truncated, and trajectories and Minari datasets hold
+exactly what the policy saw and did. Each process writes its episodes into a Minari dataset of its own (a
+part, under ``.minari_parts``); ``run_with`` joins the parts into ``<output_dir>/minari/<id>/data`` at the
+end.
 """
 
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +46,10 @@ STATS_PREFIX = "rollout"
 STATS_FILE = "stats.tsv"
 TRAJECTORY_DIR = "trajectory_data"
 EVENT_LOG_DIR = "event_logs"
+MINARI_DIR = "minari"
+"""``record_minari`` datasets go to ``<output_dir>/minari/<id>/data``, so
+``MINARI_DATASETS_PATH=<output_dir>/minari`` lets ``minari.load_dataset(id)`` find them."""
+MINARI_PARTS_DIR = ".minari_parts"
 
 
 def _positive_int(field: str, value: Any, allow_none: bool = False) -> int | None:
@@ -90,13 +98,17 @@ class RolloutRunner(ABC):
         record_trajectory: write episodes under ``<output_dir>/trajectory_data`` (read back with
             ``read_trajectories``).
         record_event_logs: write step events under ``<output_dir>/event_logs``.
+        record_minari: a Minari dataset id (``(namespace/)name-v<version>``): write the episodes into that
+            dataset under ``<output_dir>/minari`` (what the policy saw, its actions, rewards, terminations and
+            truncations). None: no dataset.
         seed: seeds env and policy; the same seed gives the same statistics. None: not seeded.
         silent: no console table or progress bar (``stats.tsv`` is still written).
     """
 
     def __init__(self, n_episodes: int = 10, max_episode_steps: int | None = None,
                  deterministic: bool = False, record_trajectory: bool = False,
-                 record_event_logs: bool = False, seed: int | None = None, silent: bool = False) -> None:
+                 record_event_logs: bool = False, seed: int | None = None, silent: bool = False,
+                 record_minari: str | None = None) -> None:
         self.n_episodes: int = _positive_int("n_episodes", n_episodes)  # type: ignore[assignment]
         self.max_episode_steps = _positive_int("max_episode_steps", max_episode_steps, allow_none=True)
         self.deterministic = bool(deterministic)
@@ -104,6 +116,11 @@ class RolloutRunner(ABC):
         self.record_event_logs = bool(record_event_logs)
         self.seed = _seed(seed)
         self.silent = bool(silent)
+        self.record_minari = None
+        if record_minari is not None:
+            from maze_engine.records.minari import check_dataset_id
+
+            self.record_minari = check_dataset_id(record_minari, "runner.record_minari")
 
     def run_with(self, env: Any, wrappers: Any, agent: Any, output_dir: str | Path = ".") -> Statistics:
         """Roll ``agent`` out in ``env`` wrapped in ``wrappers``; print, write and return the statistics.
@@ -113,9 +130,33 @@ class RolloutRunner(ABC):
         """
         directory = Path(output_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        stats = summarize(self._collect(env, wrappers, agent, directory))
+        dataset = self._minari_dataset(directory)
+        parts = directory / MINARI_PARTS_DIR
+        try:
+            stats = summarize(self._collect(env, wrappers, agent, directory))
+            if dataset is not None:
+                from maze_engine.records.minari import merge_datasets
+
+                merge_datasets(sorted(parts.iterdir()), dataset, self.record_minari or "")
+        finally:
+            shutil.rmtree(parts, ignore_errors=True)
         self._publish(stats, directory)
+        if dataset is not None and not self.silent:
+            print(f"Minari dataset {self.record_minari} written to {dataset.parent} (minari.load_dataset finds "
+                  f"it with MINARI_DATASETS_PATH={dataset.parents[len(Path(self.record_minari or '').parts)]})")
         return stats
+
+    def _minari_dataset(self, output_dir: Path) -> Path | None:
+        """The ``data`` directory ``record_minari`` writes, checked to be free before anything runs."""
+        if self.record_minari is None:
+            return None
+        path = output_dir / MINARI_DIR / self.record_minari / "data"
+        if path.exists():
+            raise ConfigError(f"runner.record_minari: a Minari dataset {self.record_minari} already exists "
+                              f"in {output_dir / MINARI_DIR}; choose another id or version, or another "
+                              "output directory")
+        shutil.rmtree(output_dir / MINARI_PARTS_DIR, ignore_errors=True)  # left by a run that was killed
+        return path
 
     def run(self, env: Any, policy: Any, wrappers: Any = None, output_dir: str | Path = ".") -> Statistics:
         """Plain-Python entry point: like ``run_with`` with the policy second and wrappers optional.
@@ -134,9 +175,11 @@ class RolloutRunner(ABC):
     def _collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path) -> Aggregates:
         """Run all episodes and return their merged aggregates."""
 
-    def wrap_for_rollout(self, env: StructuredEnv, wrappers: Any,
-                         output_dir: Path) -> tuple[StructuredEnv, LogStatsWrapper]:
-        """Apply the configured ``wrappers``, then the rollout's own; returns the stack and its stats."""
+    def wrap_for_rollout(self, env: StructuredEnv, wrappers: Any, output_dir: Path,
+                         part: int = 0) -> tuple[StructuredEnv, LogStatsWrapper]:
+        """Apply the configured ``wrappers``, then the rollout's own; returns the stack and its stats.
+
+        ``part`` numbers this process's share of a Minari dataset (the parallel runner's worker index)."""
         env = apply_wrappers(env, wrappers)
         if self.max_episode_steps is not None:
             env = TimeLimitWrapper.wrap(env, max_episode_steps=self.max_episode_steps)
@@ -150,18 +193,27 @@ class RolloutRunner(ABC):
             from maze_engine.wrappers.recording.trajectory import TrajectoryRecordingWrapper
 
             env = TrajectoryRecordingWrapper.wrap(env, output_dir=str(output_dir / TRAJECTORY_DIR))
+        if self.record_minari is not None:
+            from maze_engine.wrappers.recording.minari import MinariRecordingWrapper
+
+            env = MinariRecordingWrapper.wrap(env, path=output_dir / MINARI_PARTS_DIR / f"{part:03d}",
+                                              dataset_id=self.record_minari)
         return env, log_stats
 
     @staticmethod
     def release_recorders(env: StructuredEnv) -> None:
-        """Close the event-log files of ``env``'s stack without closing the env (one the caller owns)."""
+        """Close the event-log files and Minari datasets of ``env``'s stack without closing the env (one the
+        caller owns)."""
         from maze_engine.wrappers.logging.event_log import EventLogWrapper
+        from maze_engine.wrappers.recording.minari import MinariRecordingWrapper
         from maze_engine.wrappers.wrapper import Wrapper
 
         if isinstance(env, Wrapper):
             for wrapper in env.wrapper_stack():
                 if isinstance(wrapper, EventLogWrapper):
                     wrapper.writer.close()
+                elif isinstance(wrapper, MinariRecordingWrapper):
+                    wrapper.finish()
 
     def _publish(self, stats: Statistics, output_dir: Path) -> None:
         """Print the table, append to ``stats.tsv``; writers live for this call only, so reruns never echo."""

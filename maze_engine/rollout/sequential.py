@@ -50,18 +50,20 @@ class SequentialRolloutRunner(RolloutRunner):
     def __init__(self, n_episodes: int = 10, max_episode_steps: int | None = None,
                  deterministic: bool = False, record_trajectory: bool = False,
                  record_event_logs: bool = False, render: bool = False, seed: int | None = None,
-                 silent: bool = False) -> None:
+                 silent: bool = False, record_minari: str | None = None) -> None:
         super().__init__(n_episodes=n_episodes, max_episode_steps=max_episode_steps,
                          deterministic=deterministic, record_trajectory=record_trajectory,
-                         record_event_logs=record_event_logs, seed=seed, silent=silent)
+                         record_event_logs=record_event_logs, seed=seed, silent=silent,
+                         record_minari=record_minari)
         self.render = bool(render)
 
     def _collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path) -> Aggregates:
         return self.collect(env, wrappers, agent, output_dir)
 
     def collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path,
-                on_episode: Callable[[], None] | None = None) -> Aggregates:
-        """Run the episodes and return their raw statistics; ``on_episode`` is called after each episode.
+                on_episode: Callable[[], None] | None = None, part: int = 0) -> Aggregates:
+        """Run the episodes and return their raw statistics; ``on_episode`` is called after each episode,
+        ``part`` numbers this process's share of a Minari dataset (``record_minari``).
 
         An env built here from a config or factory is closed at the end; an env instance passed in stays
         open (its owner closes it), so it can serve several runs.
@@ -70,7 +72,7 @@ class SequentialRolloutRunner(RolloutRunner):
         context = {"render_mode": choose_render_mode()} if self.render and owns_env else {}
         stack = build_env(env, **context)
         try:
-            stack, log_stats = self.wrap_for_rollout(stack, wrappers, output_dir)
+            stack, log_stats = self.wrap_for_rollout(stack, wrappers, output_dir, part)
             policy = build_policy(agent, stack)
             if self.seed is not None:
                 env_seed, policy_seed = derive_seeds(self.seed, 2)
