@@ -2,16 +2,16 @@
 
 A2C and PPO subclass ``OnPolicyTrainer`` and implement ``update`` only. The base owns everything around it:
 collection (one batched policy forward pass per step, no gradients), value targets (one critic forward pass
-over the whole rollout, GAE with bootstrapping from truncated episodes' final observations), the learning rate
-schedule, gradient clipping, critic burn-in, evaluation and model selection after every epoch, patience and
-the statistics of each epoch (docs/training.md lists the metric names).
+over the whole rollout, GAE with bootstrapping from truncated episodes' final observations), gradient
+clipping, critic burn-in and the statistics of each epoch (docs/training.md lists the metric names). The
+epoch loop, the learning rate schedule, evaluation, model selection and patience are ``EpochTrainer``'s.
 """
 
 import math
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,28 +22,17 @@ from maze_engine.core.stats.running import RunningStats
 from maze_engine.training.acting import batch_actions, to_tensors
 from maze_engine.training.batch import Rollout, RolloutBatch
 from maze_engine.training.config import AlgorithmConfig
+from maze_engine.training.epochs import EpochTrainer, Stats, make_adam, resolve_device, single, step_optimizer
 from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
 from maze_engine.training.gae import add_truncation_bootstrap, compute_gae
 from maze_engine.training.reporting import TrainingReporter
-from maze_engine.training.summary import COMPLETED, PATIENCE, STOP_WHEN
 from maze_engine.training.vector_env import VectorEnv
 from maze_engine.wrappers.logging.log_stats import EPISODE_RETURN
 
-Stats = dict[str, dict[str, float]]
+__all__ = ["OnPolicyTrainer", "Stats", "resolve_device"]
 
 
-def resolve_device(device: str) -> torch.device:
-    """``algorithm.device`` as a torch device; ConfigError when CUDA is asked for but not there."""
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"algorithm.device: {device!r} requested but CUDA is not available to torch "
-                          f"{torch.__version__}; use 'cpu'")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise ConfigError(f"algorithm.device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
-
-
-class OnPolicyTrainer(ABC):
+class OnPolicyTrainer(EpochTrainer):
     """Trains ``policy`` and ``critic`` on rollouts from ``env``; subclasses implement ``update``.
 
     ``evaluator`` runs after every epoch and its mean return drives ``model_selection`` (which saves the best
@@ -63,71 +52,37 @@ class OnPolicyTrainer(ABC):
             raise ConfigError("critic: the on-policy trainers need a critic "
                               "(model.critic, e.g. critic=template_state)")
         algorithm_config.validate()
-        self.config = algorithm_config
+        super().__init__(algorithm_config, policy, evaluator, model_selection, reporter)
+        self.config: AlgorithmConfig = algorithm_config
         self.env = env
-        self.device = resolve_device(algorithm_config.device)
-        self.policy = policy.to(self.device) or policy
         self.critic = critic.to(self.device) or critic
         self.actor_id = env.actor_id
-        self.evaluator = evaluator
-        if evaluator is not None and evaluator.model_selection is None:
-            evaluator.model_selection = model_selection
-        self.model_selection = evaluator.model_selection if evaluator is not None else model_selection
-        self.reporter = reporter or TrainingReporter(silent=True)
         self.policy_parameters = list(policy.parameters())
         self.critic_parameters = list(critic.parameters())
         policy_ids = {id(parameter) for parameter in self.policy_parameters}
         shared = [parameter for parameter in self.critic_parameters if id(parameter) in policy_ids]
         if shared:
             raise ConfigError("critic: shares parameters with the policy; use separate networks")
-        self.optimizer = _adam(self.policy_parameters + self.critic_parameters, algorithm_config.lr)
-        self.epoch = 0
-        self.n_updates = 0
-        self.total_env_steps = 0
+        self.optimizer: torch.optim.Optimizer = make_adam(self.policy_parameters + self.critic_parameters,
+                                                          algorithm_config.lr)
         self.recent_returns: deque[float] = deque(maxlen=100)
         """Returns of the last 100 finished training episodes."""
-        self.last_stats: dict[str, Stats] = {}
-        self.stop_reason: str | None = None
-        """Why the last ``train`` ended: ``completed``, ``patience`` or ``stop_when`` (training.summary)."""
-        self._planned_updates = 0
         self._observations: dict[str, np.ndarray] | None = None
 
     # ----------------------------------------------------------------------------------------------- loop
-    def train(self, n_epochs: int | None = None,
-              stop_when: Callable[["OnPolicyTrainer"], bool] | None = None,
-              after_epoch: Callable[["OnPolicyTrainer"], None] | None = None) -> dict[str, Stats]:
-        """Train for ``n_epochs`` more epochs (default: the config's; 0 = until patience stops it) and return
-        the last epoch's statistics by section (``train``, ``eval``, ``learner``, ``time``).
+    @property
+    def burn_in_epochs(self) -> int:
+        return self.config.critic_burn_in_epochs
 
-        ``stop_when(trainer)`` is asked after every update and ends training when it returns True;
-        ``after_epoch(trainer)`` runs after each epoch's statistics are published (checkpoints, plots).
-        ``stop_reason`` says afterwards why training ended.
-        """
-        n_epochs = self.config.n_epochs if n_epochs is None else n_epochs
-        if not isinstance(n_epochs, int) or n_epochs < 0:
-            raise ConfigError(f"n_epochs: expected an integer >= 0, got {n_epochs!r}")
-        # A linear schedule runs over the configured epochs of the whole run (earlier calls and sessions
-        # included), or over more when this call asks for more.
-        planned_epochs = max(self.config.n_epochs, self.epoch + n_epochs)
-        self._planned_updates = planned_epochs * self.config.epoch_length
+    def updates_per_epoch(self) -> int:
+        return self.config.epoch_length
+
+    def before_training(self) -> None:
         if self._observations is None:
             self._observations = self.env.reset()
-        last_epoch = self.epoch + n_epochs if n_epochs else math.inf
-        self.stop_reason = None
-        while self.epoch < last_epoch:
-            stopped = self._train_epoch(stop_when)
-            self.epoch += 1
-            if after_epoch is not None:
-                after_epoch(self)
-            if stopped:
-                self.stop_reason = STOP_WHEN
-                break
-            if self.epoch < last_epoch and self.out_of_patience():
-                self.stop_reason = PATIENCE
-                break
-        else:
-            self.stop_reason = COMPLETED
-        return self.last_stats
+
+    def close(self) -> None:
+        self.env.close()
 
     def state_dict(self) -> dict[str, Any]:
         """Everything training continues from: weights, optimizer, counters, model selection (no env)."""
@@ -159,7 +114,7 @@ class OnPolicyTrainer(ABC):
         progress = self.reporter.progress(self.config.epoch_length, self.epoch)
         try:
             for _ in range(self.config.epoch_length):
-                learning_rate = self._apply_learning_rate()
+                learning_rate = self.apply_learning_rate()
                 batch = self.prepare_batch(self.collect())
                 self.policy.train()
                 metrics = self.update(batch, train_policy)
@@ -178,32 +133,11 @@ class OnPolicyTrainer(ABC):
         sections: dict[str, Stats] = {
             "train": {name: aggregate.summary() for name, aggregate in self.env.epoch_aggregates().items()},
             "learner": {name: aggregate.summary() for name, aggregate in learner.items()},
-            "time": {"steps_per_second": _single(steps / seconds if seconds > 0 else math.nan),
-                     "epoch_seconds": _single(seconds),
-                     "total_env_steps": _single(float(self.total_env_steps))}}
-        if self.evaluator is not None:
-            sections["eval"] = self.evaluator.evaluate(self.policy, self.epoch)
-        elif self.model_selection is not None:
-            self.model_selection.update(sections["train"].get(EPISODE_RETURN, {}).get("mean", math.nan),
-                                        self.epoch)
-        self.reporter.write_epoch(self.epoch, sections)
-        self.last_stats = sections
+            "time": {"steps_per_second": single(steps / seconds if seconds > 0 else math.nan),
+                     "epoch_seconds": single(seconds),
+                     "total_env_steps": single(float(self.total_env_steps))}}
+        self.publish_epoch(sections, sections["train"].get(EPISODE_RETURN, {}).get("mean", math.nan))
         return stopped
-
-    def out_of_patience(self) -> bool:
-        """Whether ``patience`` epochs have passed without a new best score (never during critic burn-in)."""
-        selection, patience = self.model_selection, self.config.patience
-        if selection is None or patience == 0 or self.epoch <= self.config.critic_burn_in_epochs:
-            return False
-        return selection.epochs_without_improvement >= patience
-
-    def _apply_learning_rate(self) -> float:
-        learning_rate = self.config.lr
-        if self.config.lr_schedule == "linear" and self._planned_updates:
-            learning_rate *= max(1.0 - self.n_updates / self._planned_updates, 0.0)
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate
-        return learning_rate
 
     # -------------------------------------------------------------------------------------------- collect
     def collect(self) -> Rollout:
@@ -301,32 +235,8 @@ class OnPolicyTrainer(ABC):
 
     def optimizer_step(self, loss: torch.Tensor, train_policy: bool) -> float:
         """Backpropagate ``loss``, clip the gradient norm, step; return the norm before clipping."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parameters: Iterable[torch.Tensor] = self.critic_parameters
         if train_policy:
-            parameters = self.policy_parameters + self.critic_parameters
-        else:
-            for parameter in self.policy_parameters:  # Adam skips parameters without a gradient
-                parameter.grad = None
-        with_grad = [parameter for parameter in parameters if parameter.grad is not None]
-        if self.config.max_grad_norm > 0:
-            grad_norm = torch.nn.utils.clip_grad_norm_(with_grad, self.config.max_grad_norm)
-        else:
-            grad_norm = torch.nn.utils.get_total_norm([parameter.grad for parameter in with_grad
-                                                       if parameter.grad is not None])
-        self.optimizer.step()
-        return float(grad_norm)
-
-
-def _adam(parameters: list[torch.Tensor], lr: float) -> torch.optim.Adam:
-    """Adam, fused into one kernel per step where torch supports it (much of a small net's update time)."""
-    try:
-        return torch.optim.Adam(parameters, lr=lr, fused=True)
-    except (RuntimeError, ValueError):
-        return torch.optim.Adam(parameters, lr=lr, foreach=True)
-
-
-def _single(value: float) -> dict[str, float]:
-    """A statistic of one value, in the shape every metric has."""
-    return {"mean": value, "std": 0.0, "min": value, "max": value, "count": 1}
+            return step_optimizer(self.optimizer, loss, self.policy_parameters + self.critic_parameters,
+                                  self.config.max_grad_norm)
+        return step_optimizer(self.optimizer, loss, self.critic_parameters, self.config.max_grad_norm,
+                              frozen=self.policy_parameters)

@@ -20,8 +20,8 @@ from maze_engine.training.checkpoint import (
     capture_rng_states,
     write_checkpoint,
 )
+from maze_engine.training.epochs import EpochTrainer, Stats
 from maze_engine.training.evaluator import BestModelSelection
-from maze_engine.training.on_policy import OnPolicyTrainer, Stats
 from maze_engine.training.plots import LearningCurvePlotter
 from maze_engine.training.reporting import TrainingReporter
 from maze_engine.training.summary import (
@@ -39,7 +39,8 @@ logger = logging.getLogger(__name__)
 
 class BestModelSaver:
     """Writes the run directory's model files (``save_torch_policy``) and keeps a copy of the weights it
-    wrote, which checkpoints carry so a resumed run can restore exactly the best model."""
+    wrote, which checkpoints carry so a resumed run can restore exactly the best model. ``critic`` is None
+    for trainers without one (behavioural cloning)."""
 
     def __init__(self, run_dir: Path, policy: Any, critic: Any, model_config: Any, observation_spaces: Any,
                  action_spaces: Any, agent_counts: Any) -> None:
@@ -57,20 +58,27 @@ class BestModelSaver:
 
         save_torch_policy(self.run_dir, self.policy, self.model_config, self.spaces[0], self.spaces[1],
                           critic=self.critic, agent_counts_dict=self.agent_counts)
-        self.weights = {"policy": _cpu_copy(self.policy.state_dict()),
-                        "critic": _cpu_copy(self.critic.state_dict())}
+        self.weights = self._copies()
 
     def restore(self, weights: Mapping[str, Any]) -> None:
         """Write ``weights`` (a checkpoint's best model) as the run's model files; the nets keep theirs."""
-        current = {"policy": _cpu_copy(self.policy.state_dict()),
-                   "critic": _cpu_copy(self.critic.state_dict())}
-        self.policy.load_state_dict(weights["policy"])
-        self.critic.load_state_dict(weights["critic"])
+        current = self._copies()
+        self._load(weights)
         try:
             self()
         finally:
-            self.policy.load_state_dict(current["policy"])
-            self.critic.load_state_dict(current["critic"])
+            self._load(current)
+
+    def _copies(self) -> dict[str, Any]:
+        weights = {"policy": _cpu_copy(self.policy.state_dict())}
+        if self.critic is not None:
+            weights["critic"] = _cpu_copy(self.critic.state_dict())
+        return weights
+
+    def _load(self, weights: Mapping[str, Any]) -> None:
+        self.policy.load_state_dict(weights["policy"])
+        if self.critic is not None:
+            self.critic.load_state_dict(weights["critic"])
 
 
 class TrainingRun:
@@ -81,7 +89,7 @@ class TrainingRun:
     (``train`` then trains up to the configured number of epochs, not that many more).
     """
 
-    def __init__(self, trainer: OnPolicyTrainer, policy: Any, critic: Any, env_factory: Any, run_dir: Path,
+    def __init__(self, trainer: EpochTrainer, policy: Any, critic: Any, env_factory: Any, run_dir: Path,
                  model_selection: BestModelSelection, save_model: BestModelSaver, reporter: TrainingReporter,
                  eval_envs: list[StructuredEnv], config: dict[str, Any],
                  normalization: dict[str, Any] | None = None, checkpoint_every_epochs: int = 1,
@@ -110,7 +118,7 @@ class TrainingRun:
 
     # ------------------------------------------------------------------------------------------ training
     def train(self, n_epochs: int | None = None,
-              after_epoch: Callable[[OnPolicyTrainer], None] | None = None,
+              after_epoch: Callable[[EpochTrainer], None] | None = None,
               **kwargs: Any) -> dict[str, Stats]:
         """Train (``n_epochs`` overrides the config's), make sure a model is saved, checkpoint, plot and sum
         up; return the last epoch's statistics. Other keyword arguments (``stop_when``) go to the trainer."""
@@ -120,7 +128,7 @@ class TrainingRun:
             n_epochs, finished = self._epochs_left()
         self._resume_pending = False
 
-        def each_epoch(trainer: OnPolicyTrainer) -> None:
+        def each_epoch(trainer: EpochTrainer) -> None:
             self._after_epoch()
             if after_epoch is not None:
                 after_epoch(trainer)
@@ -213,7 +221,7 @@ class TrainingRun:
         if self.closed:
             return
         self.closed = True
-        self.trainer.env.close()
+        self.trainer.close()
         for env in self.eval_envs:
             env.close()
         self.reporter.close()
