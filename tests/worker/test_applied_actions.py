@@ -12,7 +12,9 @@ from typing import Any
 import msgpack
 import numpy as np
 import pytest
+from gymnasium import spaces
 
+from maze_engine.wrappers.wrapper import ActionWrapper
 from worker.episodes.recording import Recording
 from worker.episodes.spaces import ServedSpaces
 from worker.episodes.table import EpisodeTable
@@ -197,3 +199,38 @@ def test_a_handed_over_episode_carries_its_unpublished_steps_to_the_new_table() 
     assert len({chunk.run for chunk in chunks}) == 1
     seqs = [seq for chunk in chunks for seq in chunk.lists["seqs"]]
     assert seqs == list(range(8)) and chunks[-1].end == "done"
+
+
+class RenamedActionWrapper(ActionWrapper):
+    """The policy answers ``{"push": a}``, the env takes ``{"action": a}``: the stack changed the space."""
+
+    @property
+    def action_spaces_dict(self) -> dict[Any, Any]:
+        return {0: spaces.Dict({"push": spaces.Discrete(2)})}
+
+    def action(self, action: dict[str, Any]) -> dict[str, Any]:
+        return {"action": action["push"]}
+
+
+class PushPolicy(SignPolicy):
+    def compute_action(self, observation: dict[str, Any], actor_id: Any = None,
+                       deterministic: bool = False) -> dict[str, Any]:
+        return {"push": super().compute_action(observation, actor_id, deterministic)["action"]}
+
+
+def test_with_an_action_space_changed_by_wrappers_the_proposal_stands_in_for_the_applied_action() -> None:
+    chunks: list[Chunk] = []
+    factory = build_factory(PushPolicy(), CARTPOLE, [RenamedActionWrapper])
+    recorder = Recorder(ExperienceSettings(record=True), chunks.append)
+    agreement: list[tuple[Any, Any]] = []
+    table = EpisodeTable(factory, EpisodeSettings(), recording=Recording(
+        ServedSpaces.of(factory), recorder, lambda version, agreed: agreement.append((version, agreed))))
+    table.handle([msg("e", 0, first=0.5)])
+    assert table.handle([msg("e", 1, first=0.5, applied=0)])[0].code is None  # checked on the wire
+    assert table.handle([msg("e", 2, applied=5)])[0].code == ErrorCode.BAD_MESSAGE
+    table.handle([msg("e", 2, done=True)])
+    columns = chunks[0].record("w", "p", "act", 0.0).columns
+    assert columns is not None
+    assert columns["applied_reported"].tolist() == [False, False]
+    assert columns["applied_action"]["push"].tolist() == columns["action"]["push"].tolist() == [1, 1]
+    assert agreement == [(None, False)]  # compared as the actions travel

@@ -40,6 +40,8 @@ class ServedSpaces:
     """The policy's action space per step key."""
     conversions: Mapping[Any, Any]
     """The env's action conversion per step key: maze_action -> the policy's action dict."""
+    convertible: frozenset[Any] = frozenset()
+    """Step keys whose conversion yields the policy's action space (no action wrapper changed it)."""
 
     @classmethod
     def of(cls, source: Any) -> ServedSpaces | None:
@@ -53,8 +55,12 @@ class ServedSpaces:
         gym_env = getattr(maze_env, "gym_env", None)
         action = getattr(maze_env, "maze_action_space", None) or getattr(gym_env, "action_space", None)
         state = getattr(maze_env.core_env, "maze_state_space", None)
-        return cls(state, action, dict(stack.observation_spaces_dict), dict(stack.action_spaces_dict),
-                   dict(maze_env.action_conversion_dict))
+        policy_actions = dict(stack.action_spaces_dict)
+        conversions = dict(maze_env.action_conversion_dict)
+        convertible = frozenset(step for step, conversion in conversions.items()
+                                if conversion.space() == policy_actions.get(step))
+        return cls(state, action, dict(stack.observation_spaces_dict), policy_actions, conversions,
+                   convertible)
 
     @property
     def default_step(self) -> Any:
@@ -79,11 +85,10 @@ class ServedSpaces:
         except Exception as err:  # noqa: BLE001 - a conversion that cannot take the value: it does not fit
             raise SpaceMismatchError(APPLIED_FIELD, "an action of the env's action space",
                                      f"{type(value).__name__} ({err})") from err
-        policy_space = self.policy_actions.get(step)
-        if policy_space is None or conversion.space() != policy_space:
+        if step not in self.convertible:
             return sample, None
         if self.action is None:  # nothing checked it yet: the policy's space decides
-            return sample, to_space_sample(policy_space, converted, APPLIED_FIELD)
+            return sample, to_space_sample(self.policy_actions[step], converted, APPLIED_FIELD)
         return sample, converted
 
     def describe(self) -> dict[str, Any]:
