@@ -155,3 +155,16 @@ def test_dataset_ids_follow_minari(tmp_path: Any) -> None:
     for bad in ("no-version", "x/y-v0", "a b-v1"):
         with pytest.raises(ExportError, match="--dataset-id"):
             dataset_path(tmp_path, bad)
+
+
+def test_from_takes_the_stream_offsets_and_iso_times() -> None:
+    import datetime
+
+    from worker.broker.stream import offset_argument
+
+    starts = ("first", "last", "next", "42")
+    assert [offset_argument(start) for start in starts] == ["first", "last", "next", 42]
+    assert offset_argument("2026-05-01T10:00:00") == datetime.datetime(2026, 5, 1, 10, tzinfo=datetime.UTC)
+    assert offset_argument("2026-05-01T10:00:00+02:00").utcoffset() == datetime.timedelta(hours=2)
+    with pytest.raises(ValueError, match="^--from: expected first, last, next"):
+        offset_argument("yesterday")
