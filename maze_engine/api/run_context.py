@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 from maze_engine.core.actor_id import ActorID
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.core.errors import ConfigError
-from maze_engine.training.config import AlgorithmConfig, PPOAlgorithmConfig
+from maze_engine.training.config import AlgorithmConfig, BCAlgorithmConfig, PPOAlgorithmConfig
 
 TRAIN_CONFIG = "conf_train"
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -86,7 +86,8 @@ class RunContext:
             ``env`` config option name or a config mapping. Instances are not accepted: training builds
             several envs (and, with ``runner="local"``, builds them in worker processes).
         wrappers: a ``wrappers`` option name, or a wrappers config (``{class path: kwargs}`` or a list).
-        algorithm: ``"a2c"``/``"ppo"``, a mapping of hyperparameters, or an A2C/PPOAlgorithmConfig.
+        algorithm: ``"a2c"``, ``"ppo"`` or ``"bc"``, a mapping of hyperparameters, or an
+            A2C/PPO/BCAlgorithmConfig.
         model: a ``model`` option name (``"vector_obs"``, ``"flatten_concat"``) or a model config mapping.
         policy: the policy composer (``model.policy``): a ProbabilisticPolicyComposer or its config mapping.
         critic: a ``critic`` option name (``"template_state"``), a critic composer or its config mapping.
@@ -95,6 +96,7 @@ class RunContext:
             plain values, mappings or Python objects. Option names in values are not resolved.
         silent: no console tables and progress bars.
         run_dir: where the run directory goes (default ``outputs/<date>/<time>``).
+        dataset: ``algorithm="bc"`` only: the Minari dataset to learn from (an id or a path).
         configuration: an option of a ``configuration`` config group, when the config tree has one.
 
     With ``runner="local"`` in a script, keep the script's top-level code under
@@ -104,7 +106,8 @@ class RunContext:
     def __init__(self, env: Any = None, wrappers: Any = None, algorithm: Any = None, model: Any = None,
                  policy: Any = None, critic: Any = None, runner: Any = None,
                  overrides: Mapping[str, Any] | None = None, silent: bool = False,
-                 run_dir: str | Path | None = None, configuration: str | None = None) -> None:
+                 run_dir: str | Path | None = None, configuration: str | None = None,
+                 dataset: str | os.PathLike[str] | None = None) -> None:
         if isinstance(env, StructuredEnv):
             raise ConfigError("env: expected a factory returning an env (e.g. lambda: "
                               "GymMazeEnv('CartPole-v1')), an env config name or mapping; got an instance")
@@ -120,16 +123,22 @@ class RunContext:
                 values["model.critic" if group == "critic" else group] = value
         if isinstance(algorithm, str):
             group_choices.append(f"algorithm={algorithm}")
-        elif isinstance(algorithm, AlgorithmConfig):
-            group_choices.append(f"algorithm={'ppo' if isinstance(algorithm, PPOAlgorithmConfig) else 'a2c'}")
+        elif isinstance(algorithm, AlgorithmConfig | BCAlgorithmConfig):
+            name = ("bc" if isinstance(algorithm, BCAlgorithmConfig) else
+                    "ppo" if isinstance(algorithm, PPOAlgorithmConfig) else "a2c")
+            group_choices.append(f"algorithm={name}")
             values["algorithm"] = algorithm.to_dict()
         elif isinstance(algorithm, Mapping):
-            if "batch_size" in algorithm:  # only PPO has mini-batches
+            if "validation_fraction" in algorithm:  # only behavioural cloning holds data out
+                group_choices.append("algorithm=bc")
+            elif "batch_size" in algorithm:  # of the on-policy algorithms, only PPO has mini-batches
                 group_choices.append("algorithm=ppo")
             values["algorithm"] = dict(algorithm)
         elif algorithm is not None:
-            raise ConfigError(f"algorithm: expected 'a2c', 'ppo', a mapping or an algorithm config object, "
-                              f"got {type(algorithm).__name__}")
+            raise ConfigError(f"algorithm: expected 'a2c', 'ppo', 'bc', a mapping or an algorithm config "
+                              f"object, got {type(algorithm).__name__}")
+        if dataset is not None:
+            values["dataset"] = os.fspath(dataset)
         if policy is not None:
             values["model.policy"] = policy
         values.update(dict(overrides or {}))
@@ -188,7 +197,7 @@ class RunContext:
 
     @property
     def trainer(self) -> Any:
-        """The A2C or PPO trainer."""
+        """The A2C, PPO or behavioural cloning trainer."""
         return self._training_run().trainer
 
     @property

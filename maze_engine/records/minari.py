@@ -81,18 +81,21 @@ def find_dataset(source: str | os.PathLike[str], field: str = "dataset") -> Path
     """The ``data`` directory of ``source``: a dataset directory, or a Minari id under ``datasets_root()``."""
     text = os.fspath(source)
     if text.startswith(STREAM_PREFIX):
+        prefix = text[len(STREAM_PREFIX):] or "<prefix>"
         raise MinariDatasetError(
             f"{field}: {text!r} names the experience stream of maze-worker, which only the worker can read; "
             f"submit the job to the worker (maze-worker submit train algorithm=bc {field}={text} ...), which "
-            "exports the stream to a Minari dataset first, or export it yourself with maze-worker experience "
-            "export --out DIR and pass that dataset")
-    path = Path(text).expanduser()
+            f"exports the stream to a Minari dataset first, or export it yourself (maze-worker experience "
+            f"export --prefix {prefix} --dataset-id <id> --out <dir>) and pass {field}=<dir>/<id>")
+    path = Path(text).expanduser().absolute()
     for candidate in (path, path / DATA_DIR):
         if (candidate / METADATA_FILE).is_file():
             return candidate
     if path.exists():
+        inside = local_dataset_ids(path)
+        hint = f"; it holds the datasets {', '.join(inside[:12])}: pass {path}/<id>" if inside else ""
         raise MinariDatasetError(f"{field}: {path} is not a Minari dataset (no {METADATA_FILE} in it or in "
-                                 f"its {DATA_DIR}/ directory)")
+                                 f"its {DATA_DIR}/ directory){hint}")
     if not text or text.startswith((".", "/", "~")):
         raise MinariDatasetError(f"{field}: no Minari dataset at {path}; expected a dataset directory or a "
                                  "Minari id such as cartpole/expert-v0")
@@ -145,7 +148,7 @@ class MinariWriter:
                  action_space: spaces.Space, dataset_id: str, env_spec: Any = None,
                  metadata: Mapping[str, Any] | None = None, field: str = "dataset_id") -> None:
         self.dataset_id = check_dataset_id(dataset_id, field)
-        self.path = Path(path)
+        self.path = Path(path).absolute()  # minari 0.5.4 resolves its files wrongly from relative paths
         if (self.path / METADATA_FILE).exists():
             raise MinariDatasetError(f"{field}: a Minari dataset already exists at {self.path}; choose "
                                      "another id or version")

@@ -148,9 +148,70 @@ class PPOAlgorithmConfig(AlgorithmConfig):
                self.clip_range_vf)
 
 
-ALGORITHM_CONFIGS: dict[str, type[AlgorithmConfig]] = {"a2c": A2CAlgorithmConfig, "ppo": PPOAlgorithmConfig}
+@dataclass
+class BCAlgorithmConfig:
+    """Hyperparameters of behavioural cloning: the policy learns the actions of a dataset (``dataset=...``) by
+    maximum likelihood, in mini-batches, one pass over the training split per epoch."""
 
-C = TypeVar("C", bound=AlgorithmConfig)
+    n_epochs: int = 20
+    """Number of epochs (passes over the training split); 0 trains until ``patience`` stops the run."""
+    batch_size: int = 256
+    """Samples per mini-batch; each mini-batch is one gradient step."""
+    lr: float = 0.001
+    """Learning rate of the Adam optimizer."""
+    lr_schedule: str = "constant"
+    """``constant`` or ``linear`` (decays the learning rate to 0 over ``n_epochs``)."""
+    max_grad_norm: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+    validation_fraction: float = 0.1
+    """Share of the dataset's episodes held out for the validation loss (a dataset of one episode holds out
+    that share of its last steps); 0 holds none out."""
+    eval_repeats: int = 4
+    """Evaluation episodes in the env after each epoch; 0 skips evaluation and selects models by the
+    validation loss (the training loss without a validation split)."""
+    deterministic_eval: bool = True
+    """Evaluate with the most likely action (what the dataset's actor would do) instead of a sampled one."""
+    patience: int = 5
+    """Stop after this many epochs without a new best score; 0 never stops early."""
+    device: str = "cpu"
+    """Torch device: ``cpu`` or ``cuda`` (``cuda:N`` for a given GPU); the dataset is held there."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid field."""
+        for name in ("n_epochs", "eval_repeats", "patience"):
+            value = getattr(self, name)
+            _check(_is_int(value) and value >= 0, name, "an integer >= 0", value)
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1",
+               self.batch_size)
+        _check(_is_number(self.lr) and self.lr > 0, "lr", "a number > 0", self.lr)
+        _check(self.lr_schedule in LR_SCHEDULES, "lr_schedule", f"one of {LR_SCHEDULES}", self.lr_schedule)
+        if self.lr_schedule == "linear":
+            _check(self.n_epochs > 0, "n_epochs", "an integer >= 1 when lr_schedule is 'linear'",
+                   self.n_epochs)
+        _check(_is_number(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "a number >= 0",
+               self.max_grad_norm)
+        _check(_is_number(self.validation_fraction) and 0 <= self.validation_fraction < 1,
+               "validation_fraction", "a number in [0, 1)", self.validation_fraction)
+        _check(isinstance(self.deterministic_eval, bool), "deterministic_eval", "true or false",
+               self.deterministic_eval)
+        _check(isinstance(self.device, str) and self.device.split(":")[0] in DEVICES, "device",
+               "'cpu', 'cuda' or 'cuda:N'", self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values, as written to the run directory's config.yaml."""
+        return asdict(self)
+
+
+ALGORITHM_CONFIGS: dict[str, type[AlgorithmConfig] | type[BCAlgorithmConfig]] = {
+    "a2c": A2CAlgorithmConfig, "ppo": PPOAlgorithmConfig, "bc": BCAlgorithmConfig}
+
+TrainerConfig = AlgorithmConfig | BCAlgorithmConfig
+"""The config of any trainer: an on-policy algorithm's or behavioural cloning's."""
+
+C = TypeVar("C", bound=AlgorithmConfig | BCAlgorithmConfig)
 
 
 def algorithm_config_from_dict(config_class: type[C], values: Any) -> C:
@@ -188,6 +249,13 @@ class PPOSchema(PPOAlgorithmConfig):
     _target_: str = "maze_engine.training.ppo.PPOAlgorithmConfig"
 
 
+@dataclass
+class BCSchema(BCAlgorithmConfig):
+    """Hydra schema of ``conf/algorithm/bc.yaml``: the behavioural cloning fields plus the class it builds."""
+
+    _target_: str = "maze_engine.training.bc.BCAlgorithmConfig"
+
+
 def register_configs() -> None:
     """Store the schemas of the training config groups in Hydra's ConfigStore (outside any group, so they do
     not show up as options); ``conf/algorithm/*.yaml`` and ``conf/runner/{dev,local}.yaml`` extend them, so
@@ -199,4 +267,5 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="maze_schema_algorithm_a2c", node=A2CSchema)
     store.store(name="maze_schema_algorithm_ppo", node=PPOSchema)
+    store.store(name="maze_schema_algorithm_bc", node=BCSchema)
     store.store(name="maze_schema_runner_training", node=TrainingRunnerConfig)

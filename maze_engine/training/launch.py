@@ -5,10 +5,12 @@ factory under ``env``, composer instances under ``model.policy`` / ``model.criti
 object under ``algorithm``. The run directory receives ``config.yaml``, the model files of
 ``save_torch_policy`` (``state_dict.pt``, ``spaces.json``, ``model.yaml``), ``statistics.json`` when the env
 normalizes observations, ``stats.tsv`` and TensorBoard event files, ``checkpoint.pt``, ``learning_curve.png``
-and ``summary.json`` (``training.run``).
+and ``summary.json`` (``training.run``). ``algorithm=bc`` (behavioural cloning, ``training.bc``) learns from
+the Minari dataset named by ``dataset`` instead of training envs, and trains the policy alone (no critic).
 """
 
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,14 @@ from maze_engine.training.checkpoint import (
     read_checkpoint,
     restore_rng_states,
 )
-from maze_engine.training.config import ALGORITHM_CONFIGS, AlgorithmConfig, algorithm_config_from_dict
+from maze_engine.training.config import (
+    ALGORITHM_CONFIGS,
+    AlgorithmConfig,
+    BCAlgorithmConfig,
+    TrainerConfig,
+    algorithm_config_from_dict,
+)
+from maze_engine.training.epochs import EpochTrainer
 from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
 from maze_engine.training.on_policy import OnPolicyTrainer, resolve_device
 from maze_engine.training.reporting import TrainingReporter
@@ -75,9 +84,10 @@ def _normalization_wrapper(env: StructuredEnv) -> Any:
     return find_wrapper(env, ObservationNormalizationWrapper)
 
 
-def build_algorithm_config(config: Any) -> AlgorithmConfig:
-    """The ``algorithm`` node as a config object: an instance, a name (``a2c``/``ppo``) or a mapping."""
-    if isinstance(config, AlgorithmConfig):
+def build_algorithm_config(config: Any) -> TrainerConfig:
+    """The ``algorithm`` node as a config object: an instance, a name (``a2c``, ``ppo``, ``bc``) or a
+    mapping."""
+    if isinstance(config, AlgorithmConfig | BCAlgorithmConfig):
         return config
     if isinstance(config, str):
         if config not in ALGORITHM_CONFIGS:
@@ -86,13 +96,17 @@ def build_algorithm_config(config: Any) -> AlgorithmConfig:
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
     if isinstance(config, Mapping) and "_target_" in config:
-        return instantiate(config, AlgorithmConfig)
+        built: Any = instantiate(config)
+        if not isinstance(built, AlgorithmConfig | BCAlgorithmConfig):
+            raise ConfigError(f"algorithm._target_: expected an algorithm config class, got "
+                              f"{type(built).__name__}")
+        return built
     if isinstance(config, Mapping):
-        # Without a class path the keys decide: only PPO has mini-batches.
-        config_class = ALGORITHM_CONFIGS["ppo" if "batch_size" in config else "a2c"]
-        return algorithm_config_from_dict(config_class, config)
-    raise ConfigError(f"algorithm: expected 'a2c', 'ppo', a mapping of hyperparameters or an "
-                      f"A2CAlgorithmConfig/PPOAlgorithmConfig, got {type(config).__name__}")
+        # Without a class path the keys decide: only BC holds data out, only PPO and BC have mini-batches.
+        name = "bc" if "validation_fraction" in config else "ppo" if "batch_size" in config else "a2c"
+        return algorithm_config_from_dict(ALGORITHM_CONFIGS[name], config)
+    raise ConfigError(f"algorithm: expected 'a2c', 'ppo', 'bc', a mapping of hyperparameters or an "
+                      f"A2C/PPO/BCAlgorithmConfig, got {type(config).__name__}")
 
 
 def trainer_class(algorithm_config: AlgorithmConfig) -> type[OnPolicyTrainer]:
@@ -112,7 +126,7 @@ def loggable_config(config: Any) -> Any:
     """The config as plain YAML-able values; Python objects (factories, instances) become a description."""
     if isinstance(config, DictConfig):
         config = OmegaConf.to_container(config, resolve=True)
-    if isinstance(config, AlgorithmConfig):
+    if isinstance(config, AlgorithmConfig | BCAlgorithmConfig):
         return {"_target_": f"{type(config).__module__}.{type(config).__name__}", **config.to_dict()}
     if isinstance(config, Mapping):
         return {str(key): loggable_config(value) for key, value in config.items()}
@@ -141,6 +155,8 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
             raise ConfigError(f"{key}: missing from the training config (expected a {key} config group "
                               "entry)")
     algorithm_config = build_algorithm_config(config["algorithm"])
+    cloning = isinstance(algorithm_config, BCAlgorithmConfig)
+    dataset = _dataset(config.get("dataset"), cloning)
     runner_config = TrainingRunnerConfig.from_config(config["runner"])
     resolve_device(algorithm_config.device)
     every = _non_negative_int(config.get("checkpoint_every_epochs", 1), "checkpoint_every_epochs",
@@ -161,14 +177,24 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
     env_factory = EnvFactory(config["env"], config.get("wrappers"),
                              checkpoint.normalization if checkpoint is not None else None)
     template_env = env_factory()
-    check_single_actor(template_env)
+    observation_space, action_space, actor_id = check_single_actor(template_env)
     normalizer = _share_normalization(template_env, env_factory, runner_config)
     normalization = dict(env_factory.statistics or {}) if normalizer is not None else None
 
     policy_composer, critic_composer = build_model_composers(config["model"], template_env)
-    if critic_composer is None:
+    if critic_composer is None and not cloning:
         raise ConfigError("model.critic: missing; A2C and PPO need a critic (e.g. critic=template_state)")
-    policy, critic = policy_composer.policy, critic_composer.critic
+    policy = policy_composer.policy
+    # Behavioural cloning trains the policy alone: a critic would stay untrained, so none is kept.
+    critic = None if cloning or critic_composer is None else critic_composer.critic
+    samples = None
+    if dataset is not None:
+        from maze_engine.training.bc import dataset_samples
+
+        assert isinstance(algorithm_config, BCAlgorithmConfig)
+
+        samples = dataset_samples(dataset, observation_space, action_space, algorithm_config,
+                                  int(seeding.get("agent_base_seed") or 0))
     if config.get("input_dir") and checkpoint is None:
         _load_weights(Path(config["input_dir"]), policy, critic)
     save_model = BestModelSaver(directory, policy, critic, config["model"],
@@ -187,23 +213,35 @@ def build_training(cfg: DictConfig | Mapping[str, Any], run_dir: str | Path | No
             env.seed(_env_seed(seeding.get("env_base_seed"), 100_000 + index, epoch))
         evaluator = RolloutEvaluator(eval_envs, algorithm_config.eval_repeats, model_selection,
                                      deterministic=algorithm_config.deterministic_eval)
-    venv = runner_config.make_vector_env(env_factory)
+    venv = None if cloning else runner_config.make_vector_env(env_factory)
     try:
-        venv.seed(_env_seed(seeding.get("env_base_seed"), 0, epoch))
+        if venv is not None:
+            venv.seed(_env_seed(seeding.get("env_base_seed"), 0, epoch))
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(yaml.safe_dump(logged, sort_keys=False), encoding="utf-8")
         if normalizer is not None:
             normalizer.save_statistics(directory / NORMALIZATION_FILE)
         reporter = TrainingReporter(directory, silent=silent, first_epoch=epoch)
-        trainer = trainer_class(algorithm_config)(algorithm_config, venv, policy, critic, evaluator=evaluator,
-                                                  model_selection=model_selection, reporter=reporter)
+        trainer: EpochTrainer
+        if samples is not None:
+            from maze_engine.training.bc import BehaviouralCloning
+
+            assert isinstance(algorithm_config, BCAlgorithmConfig)
+            trainer = BehaviouralCloning(algorithm_config, policy, actor_id, *samples, evaluator=evaluator,
+                                         model_selection=model_selection, reporter=reporter)
+        else:
+            assert venv is not None and isinstance(algorithm_config, AlgorithmConfig)
+            trainer = trainer_class(algorithm_config)(algorithm_config, venv, policy, critic,
+                                                      evaluator=evaluator, model_selection=model_selection,
+                                                      reporter=reporter)
         if checkpoint is not None:
             if checkpoint.best_weights is not None:
                 save_model.restore(checkpoint.best_weights)
             trainer.load_state_dict(checkpoint.trainer)
             restore_rng_states(checkpoint.rng)
     except BaseException:
-        venv.close()
+        if venv is not None:
+            venv.close()
         raise
     env_name = config["env"].get("name") if isinstance(config["env"], Mapping) else None
     title = f"{type(trainer).__name__}{f' on {env_name}' if env_name else ''}: {directory.resolve()}"
@@ -254,6 +292,20 @@ def set_torch_threads(threads: Any) -> None:
         torch.set_num_threads(threads)
 
 
+def _dataset(value: Any, cloning: bool) -> str | None:
+    """The ``dataset`` key: required by behavioural cloning, refused by the on-policy algorithms."""
+    if not cloning:
+        if value:
+            raise ConfigError(f"dataset: only algorithm=bc learns from a dataset; A2C and PPO learn from "
+                              f"their envs, so leave dataset unset (got {value!r})")
+        return None
+    if not value or not isinstance(value, str | os.PathLike):
+        raise ConfigError(f"dataset: algorithm=bc learns from a Minari dataset; expected dataset=<Minari id "
+                          f"or path> (e.g. dataset=cartpole/expert-v0 or dataset=outputs/<date>/<time>/"
+                          f"minari/cartpole/expert-v0), got {value!r}")
+    return os.fspath(value)
+
+
 def _non_negative_int(value: Any, field: str, meaning: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{field}: expected an integer >= 0 ({meaning}), got {value!r}")
@@ -299,5 +351,5 @@ def _load_weights(input_dir: Path, policy: Any, critic: Any) -> None:
                           f"{STATE_DICT_FILE}")
     state = load_state_dict_file(path)
     policy.load_state_dict(state["policy"])
-    if "critic" in state:
+    if "critic" in state and critic is not None:
         critic.load_state_dict(state["critic"])

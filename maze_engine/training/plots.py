@@ -1,7 +1,8 @@
 """The learning curve of a training run: ``learning_curve.png`` beside the TensorBoard events.
 
 Four panels against the epoch: episode return and episode length (training episodes as a line with a band of
-one standard deviation, evaluation episodes as points), the policy loss and the value loss. Drawn from
+one standard deviation, evaluation episodes as points), the policy loss and the value loss (behavioural
+cloning, which has no value loss: the validation loss). Drawn from
 ``stats.tsv`` with matplotlib's Agg canvas (no display, no pyplot state), so it works on headless machines
 and shows every session of a resumed run.
 """
@@ -22,6 +23,8 @@ Series = dict[int, float]
 
 _PANELS = (("Episode return", "episode_return"), ("Episode length", "episode_length"))
 _LOSSES = (("Policy loss", "policy_loss"), ("Value loss", "value_loss"))
+_VALIDATION_LOSS = ("validation", "policy_loss", "mean")
+"""Behavioural cloning's loss on held-out episodes, drawn where a value loss would be."""
 
 
 def read_curves(stats_path: str | Path) -> dict[tuple[str, str, str], Series]:
@@ -54,10 +57,12 @@ def plot_learning_curve(run_dir: str | Path, best_epoch: int | None = None, titl
     for axis, (label, metric) in zip(axes[0], _PANELS, strict=True):
         _draw_episode_metric(axis, curves, metric, label)
     for axis, (label, metric) in zip(axes[1], _LOSSES, strict=True):
-        _draw_line(axis, curves.get(("learner", metric, "mean"), {}), label, color="tab:purple")
+        series = ("learner", metric, "mean")
+        if metric == "value_loss" and series not in curves and _VALIDATION_LOSS in curves:
+            label, series = "Validation loss", _VALIDATION_LOSS
+        _draw_line(axis, curves.get(series, {}), label, color="tab:purple")
         axis.set_xlabel("epoch")
-        if metric == "value_loss" and all(value > 0 for value in curves.get(("learner", metric, "mean"),
-                                                                               {}).values()):
+        if series[1] == "value_loss" and all(value > 0 for value in curves.get(series, {}).values()):
             axis.set_yscale("log")
     if best_epoch is not None:
         for source in ("eval", "train"):

@@ -80,7 +80,10 @@ class TrainingSummary:
             lines.append(f"  checkpoint      {self.checkpoint}")
         if self.learning_curve is not None:
             lines.append(f"  learning curve  {self.learning_curve}")
-        lines.append(f"  env steps       {self.total_env_steps:,} in {self.seconds:.1f} s")
+        if self.total_env_steps:
+            lines.append(f"  env steps       {self.total_env_steps:,} in {self.seconds:.1f} s")
+        else:  # behavioural cloning learns from a dataset, not from env steps
+            lines.append(f"  training time   {self.seconds:.1f} s")
         lines.append(f"  summary         {Path(run) / SUMMARY_FILE}")
         if self.weights is not None:
             lines.append(f"  roll it out     maze-run policy=torch_policy input_dir={run}")

@@ -23,7 +23,7 @@ from maze_engine.config_check import explain_config_error, primary_configs, sugg
     ("conf_train", ["hydra.run.dri=x"],
      "hydra.run.dri: no such key in hydra.run; did you mean hydra.run.dir=x?"),
     ("conf_train", ["algorithm=ppp"],
-     "algorithm=ppp: no such option of algorithm; did you mean algorithm=ppo? (options: a2c, ppo)"),
+     "algorithm=ppp: no such option of algorithm; did you mean algorithm=ppo? (options: a2c, bc, ppo)"),
     ("conf_rollout", ["model=vector_ob"],
      "model=vector_ob: no such option of model; did you mean model=vector_obs? (options: flatten_concat, "
      "vector_obs)"),

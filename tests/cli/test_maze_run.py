@@ -94,7 +94,7 @@ def test_a_failing_run_keeps_a_directory_it_wrote_into(tmp_path: Path) -> None:
     (("runner.n_episode=3",), "runner.n_episode: no such key in runner; did you mean runner.n_episodes=3?"),
     (("runner=paralel",), "runner=paralel: no such option of runner; did you mean runner=parallel?"),
     (("-cn", "conf_train", "algorithm=ppp"), "algorithm=ppp: no such option of algorithm; did you mean "
-                                             "algorithm=ppo? (options: a2c, ppo)"),
+                                             "algorithm=ppo? (options: a2c, bc, ppo)"),
     (("runner.n_episodes=ten",), "runner.n_episodes: Value 'ten' of type 'str' could not be converted to "
                                  "Integer"),
     (("-cn", "conf_rolout"), "-cn conf_rolout: no such config; did you mean -cn conf_rollout?"),
@@ -143,7 +143,7 @@ def test_help_lists_groups_and_examples(tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()
     train_help = maze_run(tmp_path, "-cn", "conf_train", "--help", run_dir=None)
     assert_ok(train_help)
-    assert "algorithm: a2c, ppo" in train_help.stdout and "torch_threads: 1" in train_help.stdout
+    assert "algorithm: a2c, bc, ppo" in train_help.stdout and "torch_threads: 1" in train_help.stdout
 
 
 def test_configs_with_an_algorithm_go_to_training(monkeypatch: pytest.MonkeyPatch) -> None:
