@@ -329,7 +329,8 @@ def read_minari_trajectories(source: str | os.PathLike[str]) -> Iterator[Traject
                                                                                         count)),
                          actions=as_action(episode.actions), rewards=np.asarray(episode.rewards),
                          dones=terminated | truncated, terminated=terminated, truncated=truncated,
-                         actor_ids=[ActorID(0, 0)] * count, maze_states=None, maze_actions=None,
+                         actor_ids=[ActorID(0, 0)] * count, maze_states=[None] * count,
+                         maze_actions=[None] * count,
                          complete=bool(count and (terminated[-1] or truncated[-1])),
                          metadata={"format": "minari", "dataset_id": dataset.id, "episode_index": episode.id,
                                    "length": count, "data_path": str(dataset.storage.data_path)})

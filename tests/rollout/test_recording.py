@@ -6,8 +6,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from maze_engine import ParallelRolloutRunner, SequentialRolloutRunner, read_event_logs, read_trajectories
-from maze_engine.rollout.runner import EVENT_LOG_DIR, TRAJECTORY_DIR, RolloutRunner
+from maze_engine import (
+    ConfigError,
+    ParallelRolloutRunner,
+    SequentialRolloutRunner,
+    read_event_logs,
+    read_trajectories,
+)
+from maze_engine.rollout.runner import (
+    EVENT_LOG_DIR,
+    MINARI_DIR,
+    MINARI_PARTS_DIR,
+    TRAJECTORY_DIR,
+    RolloutRunner,
+)
 
 ENDLESS = {"_target_": "rollout_helpers.make_endless_env"}
 EVENTFUL = {"_target_": "rollout_helpers.make_eventful_env"}
@@ -81,3 +93,42 @@ def test_recording_with_a_reused_env_instance(tmp_path: Path) -> None:
     for run in ("first", "second"):
         assert len(read_event_logs(tmp_path / run / EVENT_LOG_DIR)["action_taken"]) == 6
         assert len(list(read_trajectories(tmp_path / run / TRAJECTORY_DIR))) == 2
+
+
+@pytest.mark.parametrize("kind", ["sequential", "parallel"])
+def test_record_minari_writes_one_dataset_that_minari_loads(tmp_path: Path, kind: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import minari
+
+    runner = make_runner(kind, n_episodes=5, max_episode_steps=6, seed=3, record_minari="tests/endless-v0")
+    stats = runner.run(ENDLESS, RANDOM, output_dir=tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / MINARI_DIR))
+    dataset = minari.load_dataset("tests/endless-v0")
+    assert (dataset.total_episodes, dataset.total_steps) == (5, 30)
+    assert not (tmp_path / MINARI_PARTS_DIR).exists()
+    for episode in dataset.iterate_episodes():
+        # EndlessEnv observes the step count and pays the action taken; the time limit truncates.
+        np.testing.assert_array_equal(episode.observations["observation"][:, 0], np.arange(7))
+        np.testing.assert_array_equal(episode.rewards, episode.actions["action"])
+        assert episode.truncations.tolist() == [False] * 5 + [True] and not episode.terminations.any()
+    recorded_return = sum(float(episode.rewards.sum()) for episode in dataset.iterate_episodes())
+    assert recorded_return == pytest.approx(stats["episode_return"]["mean"] * 5)
+    # Seeded runs record the same episodes in the same order.
+    again = make_runner(kind, n_episodes=5, max_episode_steps=6, seed=3, record_minari="tests/endless-v1")
+    again.run(ENDLESS, RANDOM, output_dir=tmp_path)
+    first, second = (list(minari.load_dataset(name).iterate_episodes())
+                     for name in ("tests/endless-v0", "tests/endless-v1"))
+    assert [episode.actions["action"].tolist() for episode in first] == \
+        [episode.actions["action"].tolist() for episode in second]
+
+
+def test_record_minari_refuses_a_taken_id_before_running_and_a_bad_one_at_once(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="runner.record_minari: expected a Minari dataset id"):
+        make_runner("sequential", record_minari="tests/no-version")
+    make_runner("sequential", n_episodes=1, max_episode_steps=2, record_minari="taken-v0").run(
+        ENDLESS, RANDOM, output_dir=tmp_path)
+    (tmp_path / "stats.tsv").unlink()
+    with pytest.raises(ConfigError, match="a Minari dataset taken-v0 already exists"):
+        make_runner("parallel", n_episodes=2, record_minari="taken-v0").run(ENDLESS, RANDOM,
+                                                                            output_dir=tmp_path)
+    assert not (tmp_path / "stats.tsv").exists()
