@@ -187,7 +187,7 @@ def test_export_writes_a_minari_dataset_that_loads_back(amqp_url: str, prefix: s
         assert episode.infos["proposed_action"]["action"][:length].tolist() == actions
         assert episode.terminations.tolist() == [False] * (length - 1) + [True]
     metadata = list(dataset.storage.get_episode_metadata(range(3)))
-    assert {entry["maze_policy"] for entry in metadata} == {"RandomPolicy"}
+    assert {json.loads(entry["maze"])["policy"] for entry in metadata} == {"RandomPolicy"}
 
     for arguments, expected in [(["--policy", "TorchPolicy"], "--policy: no record of policy 'TorchPolicy'"),
                                 (["--from", "next"], "is empty"),

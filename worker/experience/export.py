@@ -5,14 +5,16 @@ storage API (``MinariStorage.new`` and ``update_episodes``, the calls ``minari.c
 makes): observations are the policy's observation dicts (N + 1 of them, the last one the observation after
 the final step), actions are the *applied* actions (the producer's, or the worker's proposal where none was
 reported), with rewards, terminations and truncations; ``infos`` carry the worker's proposals, their
-log-probabilities and whether an applied action was reported; each episode's metadata names its episode id,
-run, policy name and version, and serving mode. The observation and action spaces are the policy's, from
-the env config. The dataset lands in ``<out>/<dataset_id>/data``, so ``MINARI_DATASETS_PATH=<out>`` makes
-``minari.load_dataset(dataset_id)`` find it.
+log-probabilities and whether an applied action was reported; each episode's metadata (key ``maze``, JSON)
+names its episode id, run, policy name and version, and serving mode. The observation and action spaces
+are the policy's, from the env config. The dataset lands in ``<out>/<dataset_id>/data``, so
+``MINARI_DATASETS_PATH=<out>`` makes ``minari.load_dataset(dataset_id)`` find it. A child process writes
+it (``worker/experience/writer.py``) while this one reads the stream; a failed export leaves no dataset.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Iterator
@@ -26,11 +28,12 @@ from worker.episodes.spaces import ServedSpaces
 from worker.errors import WorkerError
 from worker.experience.reader import ReadStats, RecordedEpisode, Stitcher, read_episodes
 from worker.experience.record import concatenate, stack
+from worker.experience.writer import DatasetWriteError, DatasetWriter
 from worker.settings import BrokerSettings
 from worker.wire import topology
 
 WRITE_BATCH = 256
-"""Episodes handed to Minari's storage per call (one open of the HDF5 file each)."""
+"""Episodes sent to the writer process at a time (it opens the HDF5 file once for each batch)."""
 
 
 class ExportError(WorkerError):
@@ -72,46 +75,55 @@ def export(broker: BrokerSettings, dataset_id: str, out: Path, spaces: ServedSpa
            idle_s: float = 1.0, progress: bool = True) -> ExportSummary:
     """Read ``<prefix>.experience`` from ``start`` and write up to ``episodes`` episodes (of ``policy``)."""
     from minari import __version__ as minari_version
-    from minari.dataset.minari_storage import MinariStorage
     from tqdm import tqdm
 
     path = dataset_path(out, dataset_id)
     step = spaces.default_step
-    observation_space, action_space = spaces.observations[step], spaces.policy_actions[step]
+    observation_space = spaces.observations[step]
     stats, stitcher = ReadStats(), Stitcher()
     summary = ExportSummary(path)
-    storage = None
+    stream = topology.experience_stream(broker.prefix)
     buffers: list[Any] = []
     metadata: list[dict[str, Any]] = []
     started = time.perf_counter()
-    bar = tqdm(total=episodes, unit="episode", disable=not progress, desc=f"exporting {dataset_id}")
+    # Forked first, before the stream's connection and the progress bar's thread exist.
+    writer = DatasetWriter(path, observation_space, spaces.policy_actions[step], env_spec)
+    finished = False
     try:
-        for recorded in _limited(read_episodes(broker, start, idle_s, policy, stats, stitcher), episodes):
-            buffer = to_buffer(recorded, observation_space)
-            if buffer is None:
-                summary.skipped += 1
-                continue
-            if storage is None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                storage = MinariStorage.new(path, observation_space=observation_space,
-                                            action_space=action_space, env_spec=env_spec, data_format="hdf5",
-                                            jpeg_encoding=False)
-            buffers.append(buffer)
-            summary.episodes += 1
-            summary.steps += len(buffer.rewards)
-            bar.update(1)
-            bar.set_postfix(steps=summary.steps, refresh=False)
-            metadata.append(episode_metadata(recorded))
-            if len(buffers) >= WRITE_BATCH:
-                _write(storage, buffers, metadata)
-        if storage is not None and buffers:
-            _write(storage, buffers, metadata)
+        with tqdm(total=episodes, unit="episode", disable=not progress,
+                  desc=f"exporting {dataset_id}") as bar:
+            for recorded in _limited(read_episodes(broker, start, idle_s, policy, stats, stitcher), episodes):
+                buffer = to_buffer(recorded, observation_space)
+                if buffer is None:
+                    summary.skipped += 1
+                    continue
+                buffers.append(buffer)
+                metadata.append(episode_metadata(recorded))
+                summary.episodes += 1
+                summary.steps += len(buffer.rewards)
+                bar.update(1)
+                bar.set_postfix(steps=summary.steps, refresh=False)
+                if len(buffers) >= WRITE_BATCH:
+                    writer.write(buffers, metadata)
+                    buffers, metadata = [], []
+        if buffers:
+            writer.write(buffers, metadata)
+        summary.records, summary.unfinished_runs = stats.records, stitcher.unfinished
+        summary.policies = sorted(stats.policies)
+        if summary.episodes:
+            writer.finish({
+                "dataset_id": dataset_id, "minari_version": minari_version,
+                "algorithm_name": f"maze-worker experience export of {policy or ', '.join(summary.policies)}",
+                "description": f"Episodes served by maze-worker and recorded to {stream}; actions are the "
+                               f"applied actions, infos hold the worker's proposals and their "
+                               f"log-probabilities."})
+            finished = True
+    except DatasetWriteError as err:
+        raise ExportError(str(err)) from err
     finally:
-        bar.close()
-    summary.records, summary.unfinished_runs = stats.records, stitcher.unfinished
-    summary.policies = sorted(stats.policies)
-    stream = topology.experience_stream(broker.prefix)
-    if storage is None:
+        if not finished:
+            writer.abort()
+    if not summary.episodes:
         if stats.records == 0:
             raise ExportError(f"{stream}: the experience stream is empty from --from {start}; nothing to "
                               f"export")
@@ -120,31 +132,16 @@ def export(broker: BrokerSettings, dataset_id: str, out: Path, spaces: ServedSpa
                               f"{', '.join(summary.policies) or 'no policy'}")
         raise ExportError(f"{stream}: {stats.records} records but no complete episode ({stitcher.unfinished} "
                           f"runs unfinished, {summary.skipped} too short); nothing to export")
-    storage.update_metadata({
-        "dataset_id": dataset_id, "minari_version": minari_version,
-        "algorithm_name": f"maze-worker experience export of {policy or ', '.join(summary.policies)}",
-        "description": f"Episodes served by maze-worker and recorded to {stream}; actions are the applied "
-                       f"actions, infos hold the worker's proposals and their log-probabilities.",
-    })
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _write(storage: Any, buffers: list[Any], metadata: list[dict[str, Any]]) -> None:
-    """Append ``buffers`` and their episode metadata to the dataset (both lists are emptied)."""
-    first = storage.total_episodes
-    storage.update_episodes(buffers)
-    storage.update_episode_metadata(metadata, range(first, first + len(buffers)))
-    buffers.clear()
-    metadata.clear()
-
-
 def episode_metadata(recorded: RecordedEpisode) -> dict[str, Any]:
-    """What a Minari episode's metadata tells of where it came from (HDF5 attributes: no None values)."""
-    # Few keys: each attribute costs Minari's HDF5 storage about as much as 40 steps of data.
-    return {"maze_episode": recorded.episode, "maze_run": recorded.run, "maze_policy": recorded.policy_name,
-            "maze_policy_version": -1 if recorded.policy_version is None else recorded.policy_version,
-            "maze_mode": recorded.mode}
+    """Where a Minari episode came from: one metadata key, ``maze``, holding JSON (each HDF5 attribute costs
+    Minari's storage about as much as 40 steps of data, so one instead of five)."""
+    return {"maze": json.dumps({"episode": recorded.episode, "run": recorded.run,
+                                "policy": recorded.policy_name, "policy_version": recorded.policy_version,
+                                "mode": recorded.mode})}
 
 
 def _limited(episodes: Iterator[RecordedEpisode], count: int | None) -> Iterator[RecordedEpisode]:
