@@ -192,11 +192,13 @@ def test_export_writes_a_minari_dataset_that_loads_back(amqp_url: str, prefix: s
     for arguments, expected in [(["--policy", "TorchPolicy"], "--policy: no record of policy 'TorchPolicy'"),
                                 (["--from", "next"], "is empty"),
                                 (["--prefix", f"{prefix}-none"], "does not exist")]:
-        options = ["--prefix", prefix, "--dataset-id", f"tests/{uuid.uuid4().hex[:8]}-v0", "--out",
-                   str(tmp_path), "--idle-s", "0.5", "--no-progress"]
+        failing_id = f"tests/{uuid.uuid4().hex[:8]}-v0"
+        options = ["--prefix", prefix, "--dataset-id", failing_id, "--out", str(tmp_path), "--idle-s", "0.5",
+                   "--no-progress"]
         if arguments[0] == "--prefix":
             options[1] = arguments[1]
             arguments = []
         failed = subprocess.run([MAZE_WORKER, "experience", "export", *options, *arguments],
                                 capture_output=True, text=True, timeout=120, env=env)
         assert failed.returncode == 2 and expected in failed.stderr, failed.stderr
+        assert not (tmp_path / failing_id).exists()  # a failed export leaves nothing behind
