@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from worker.wire import topology
+from worker.wire import declarations, topology
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RABBITMQ = DEPLOY / "rabbitmq"
@@ -41,9 +41,9 @@ Definitions = dict[str, Any]
 def worker_queues() -> list[str]:
     """Every queue an agent or job worker declares, consumes or reads."""
     specs = [
-        topology.worker_topology(PREFIX),
-        topology.cluster_topology(PREFIX),
-        topology.jobs_topology(PREFIX),
+        declarations.worker_topology(PREFIX),
+        declarations.cluster_topology(PREFIX),
+        declarations.jobs_topology(PREFIX),
     ]
     names = [queue.name for spec in specs for queue in spec.queues]
     return [
@@ -56,9 +56,9 @@ def worker_queues() -> list[str]:
 
 def worker_exchanges() -> list[str]:
     specs = [
-        topology.worker_topology(PREFIX),
-        topology.cluster_topology(PREFIX),
-        topology.jobs_topology(PREFIX),
+        declarations.worker_topology(PREFIX),
+        declarations.cluster_topology(PREFIX),
+        declarations.jobs_topology(PREFIX),
     ]
     return sorted({exchange.name for spec in specs for exchange in spec.exchanges})
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.wire import topology
+from worker.wire import declarations
 
 
 def declare_worker_topology(channel: Any, prefix: str, shards: int, bind: bool = True) -> None:
     """The states exchange, the shard queues (and, with ``bind``, their bindings) on a pika channel."""
-    spec = topology.worker_topology(prefix, shards)
+    spec = declarations.worker_topology(prefix, shards)
     for exchange in spec.exchanges:
         channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=exchange.durable,
                                  arguments=exchange.arguments)

@@ -42,7 +42,7 @@ from worker.client.jobs import JobClient  # noqa: E402
 from worker.client.maze_client import MazeClient  # noqa: E402
 from worker.jobs.codec import encode_event  # noqa: E402
 from worker.jobs.schema import JobEvent, JobKind, JobMessage  # noqa: E402
-from worker.wire import topology  # noqa: E402
+from worker.wire import declarations, topology  # noqa: E402
 from worker.wire.protocol import CONTENT_TYPE  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -188,7 +188,7 @@ def test_shard_queues_declared_before_the_limits_conflict_until_recreated(amqp_u
     link.connect()
     try:
         with pytest.raises(TopologyConflict, match="x-delivery-limit|x-max-length-bytes|x-overflow"):
-            link.declare(topology.worker_topology(prefix, 1))
+            link.declare(declarations.worker_topology(prefix, 1))
     finally:
         link.close()
 
@@ -210,7 +210,7 @@ def test_shard_queues_declared_before_the_limits_conflict_until_recreated(amqp_u
     channel.queue_delete(shard)
     link.connect()
     try:
-        link.declare(topology.worker_topology(prefix, 1))
+        link.declare(declarations.worker_topology(prefix, 1))
     finally:
         link.close()
 
@@ -294,7 +294,7 @@ def test_definitions_give_each_role_only_what_it_needs(amqp_url: str) -> None:
         # the worker declares and serves with its user; the producer's real client gets an action
         link = BrokerLink(settings_for(url["worker"], prefix).broker, "maze-limits-jobs")
         link.connect()
-        link.declare(topology.jobs_topology(prefix))
+        link.declare(declarations.jobs_topology(prefix))
         link.close()
         with running_worker(settings_for(url["worker"], prefix, shards=2)), \
                 MazeClient(url["producer"], prefix=prefix, timeout=10) as client:

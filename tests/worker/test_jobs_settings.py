@@ -14,7 +14,7 @@ from worker.jobs.intake import Accepted, JobIntake, Rejected, attempts_of
 from worker.jobs.records import JobRecords
 from worker.jobs.schema import JobResult, JobStatus
 from worker.settings import JobSettings, WorkerSettings
-from worker.wire import topology
+from worker.wire import declarations, topology
 
 
 def test_the_shipped_config_has_the_job_keys_and_their_defaults() -> None:
@@ -48,7 +48,7 @@ def test_bad_job_settings_name_their_key(config: dict[str, Any], key: str) -> No
 
 
 def test_job_topology() -> None:
-    spec = topology.jobs_topology("maze", delivery_limit=5)
+    spec = declarations.jobs_topology("maze", delivery_limit=5)
     queues = {queue.name: queue.arguments for queue in spec.queues}
     assert queues["maze.jobs.train"] == {"x-queue-type": "quorum", "x-delivery-limit": 5,
                                          "x-dead-letter-exchange": "maze.dead"}

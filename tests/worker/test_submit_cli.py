@@ -12,7 +12,7 @@ from pathlib import Path
 import pika
 import pytest
 
-from worker.wire import topology
+from worker.wire import declarations, topology
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def test_a_wait_without_job_workers_says_so_and_ctrl_c_leaves_the_job_queued(amq
                                                                              prefix: str) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(amqp_url))
     channel = connection.channel()
-    spec = topology.jobs_topology(prefix)
+    spec = declarations.jobs_topology(prefix)
     for exchange in spec.exchanges:
         channel.exchange_declare(exchange.name, exchange_type=exchange.type, durable=True)
     for queue in spec.queues:

@@ -3,12 +3,12 @@
 import pytest
 
 from worker.wire import protocol, topology
+from worker.wire.declarations import BindingSpec, worker_topology
 from worker.wire.topology import (
     DEAD_DETAIL_HEADER,
     DEAD_FIELD_HEADER,
     DEAD_REASON_HEADER,
     SHARD_BINDING_WEIGHT,
-    BindingSpec,
     DeadReason,
     amqp_url,
     control_exchange,
@@ -25,7 +25,6 @@ from worker.wire.topology import (
     shard_queues,
     states_exchange,
     states_exchange_type,
-    worker_topology,
 )
 
 

@@ -34,7 +34,7 @@ from worker.broker.link import (
     translated_errors,
 )
 from worker.settings import BrokerSettings
-from worker.wire import topology
+from worker.wire import declarations, topology
 from worker.wire.protocol import CONTENT_TYPE
 
 logger = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Transport(BrokerLink):
         Raises PluginMissing when the broker does not know the consistent-hash exchange type, TopologyConflict
         when a queue of the same name exists with other arguments.
         """
-        self.declare(topology.worker_topology(self.settings.prefix, self.settings.shards))
+        self.declare(declarations.worker_topology(self.settings.prefix, self.settings.shards))
 
     # -- consuming -------------------------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class Transport(BrokerLink):
         if connection is None:
             raise BrokerConnectionLost("not connected")
         prefix, shards = self.settings.prefix, self.settings.shards
-        spec = topology.cluster_topology(prefix, shards)
+        spec = declarations.cluster_topology(prefix, shards)
         with self._waiting("opening the control channel"):
             control = connection.channel()
             control.confirm_delivery()

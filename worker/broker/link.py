@@ -27,7 +27,8 @@ from pika.adapters.utils.connection_workflow import AMQPConnectorException, AMQP
 from worker.broker.deadline import NoAnswer, close_within, deadline
 from worker.errors import WorkerError
 from worker.settings import BrokerSettings
-from worker.wire.topology import Topology, mask_url
+from worker.wire.declarations import Topology
+from worker.wire.topology import mask_url
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from worker.jobs.schema import (
     JobStatus,
 )
 from worker.settings import JobSettings, WorkerSettings
-from worker.wire import topology
+from worker.wire import declarations, topology
 from worker.wire.topology import JOB_ATTEMPTS_HEADER, JOB_KIND_HEADER, DeadReason, mask_url
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class JobService:
         transport = self.transport
         transport.connect()
         # Every kind's queue is declared, so jobs of a kind this worker does not run can still be submitted.
-        transport.declare(topology.jobs_topology(self.prefix, self.jobs.delivery_limit))
+        transport.declare(declarations.jobs_topology(self.prefix, self.jobs.delivery_limit))
         transport.declare_lease_queue(self.lease_queue,
                                       topology.lease_queue_arguments(self.prefix, self.jobs.lease_ttl_s))
         transport.listen_control(topology.control_exchange(self.prefix))

@@ -8,7 +8,6 @@ docs/operations.md ("Limits") for why the limits are what they are.
 
 import os
 import re
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -309,101 +308,8 @@ def experience_stream(prefix: str) -> str:
     return f"{_checked(prefix)}.experience"
 
 
-# ------------------------------------------------------------------------- the whole topology, declaratively
-
-@dataclass(frozen=True)
-class ExchangeSpec:
-    """One exchange to declare."""
-
-    name: str
-    type: str
-    durable: bool = True
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class QueueSpec:
-    """One queue to declare."""
-
-    name: str
-    durable: bool = True
-    arguments: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BindingSpec:
-    """One queue-to-exchange binding."""
-
-    queue: str
-    exchange: str
-    routing_key: str
-    arguments: dict[str, Any] = field(default_factory=dict)
-    """Binding arguments (a headers exchange matches on them)."""
-
-
-@dataclass(frozen=True)
-class Topology:
-    """Everything the worker declares at start, in order: exchanges, then queues, then bindings."""
-
-    exchanges: tuple[ExchangeSpec, ...]
-    queues: tuple[QueueSpec, ...]
-    bindings: tuple[BindingSpec, ...]
-
-
-def worker_topology(prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) -> Topology:
-    """The states exchange over ``shards`` quorum shard queues, and the dead-letter exchange and queue."""
-    states = states_exchange(prefix)
-    dead = dead_letter_exchange(prefix)
-    queues = [QueueSpec(dead_letter_queue(prefix), arguments=dead_letter_queue_arguments())]
-    bindings = [BindingSpec(dead_letter_queue(prefix), dead, "")]
-    for name in shard_queues(prefix, shards):
-        queues.append(QueueSpec(name, arguments=shard_queue_arguments(prefix)))
-        bindings.append(BindingSpec(name, states, SHARD_BINDING_WEIGHT))
-    return Topology(
-        exchanges=(ExchangeSpec(dead, dead_letter_exchange_type()),
-                   ExchangeSpec(states, states_exchange_type())),
-        queues=tuple(queues),
-        bindings=tuple(bindings),
-    )
-
-
 JOB_KINDS = ("train", "rollout")
 
-
-def jobs_topology(prefix: str = DEFAULT_PREFIX, delivery_limit: int = 3,
-                  kinds: tuple[str, ...] = JOB_KINDS) -> Topology:
-    """The job queues of ``kinds``, the return exchange of expired leases, the events, control and
-    policies exchanges, and the dead-letter exchange and queue (shared with the agent workers)."""
-    dead = dead_letter_exchange(prefix)
-    back = jobs_return_exchange(prefix)
-    queues = [QueueSpec(dead_letter_queue(prefix), arguments=dead_letter_queue_arguments())]
-    bindings = [BindingSpec(dead_letter_queue(prefix), dead, "")]
-    for kind in kinds:
-        name = jobs_queue(prefix, kind)
-        queues.append(QueueSpec(name, arguments=jobs_queue_arguments(prefix, delivery_limit)))
-        bindings.append(BindingSpec(name, back, "", {"x-match": "all", JOB_KIND_HEADER: kind}))
-    return Topology(
-        exchanges=(ExchangeSpec(dead, dead_letter_exchange_type()),
-                   ExchangeSpec(back, "headers"),
-                   ExchangeSpec(events_exchange(prefix), events_exchange_type()),
-                   ExchangeSpec(control_exchange(prefix), control_exchange_type()),
-                   ExchangeSpec(policies_exchange(prefix), policies_exchange_type())),
-        queues=tuple(queues),
-        bindings=tuple(bindings),
-    )
-
-
-def cluster_topology(prefix: str = DEFAULT_PREFIX, shards: int = DEFAULT_SHARDS) -> Topology:
-    """What agent workers share besides the shards: the heartbeat exchange and the hand-off queues."""
-    return Topology(
-        exchanges=(ExchangeSpec(workers_exchange(prefix), workers_exchange_type()),),
-        queues=tuple(QueueSpec(name, arguments=handoff_queue_arguments())
-                     for name in handoff_queues(prefix, shards)),
-        bindings=(),
-    )
-
-
-# ---------------------------------------------------------------------------------------------- broker URL
 
 def amqp_url(url: str | None = None) -> str:
     """The broker URL to use: ``url`` if given, else ``$MAZE_AMQP_URL``, else the local default."""
