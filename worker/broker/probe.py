@@ -92,7 +92,7 @@ def delete_prefix(url: str, prefix: str, queues: tuple[str, ...] = (),
                     index += 1
                 if index:  # one topology uses one width
                     break
-        for name in (topology.dead_letter_queue(prefix), *queues):
+        for name in (topology.dead_letter_queue(prefix), topology.experience_stream(prefix), *queues):
             channel.queue_delete(name)
         for name in (topology.states_exchange(prefix), topology.dead_letter_exchange(prefix),
                      topology.workers_exchange(prefix), topology.events_exchange(prefix),
