@@ -114,6 +114,12 @@ class BehaviouralCloning(EpochTrainer):
     def updates_per_epoch(self) -> int:
         return math.ceil(self.train_samples.size / self.config.batch_size)
 
+    @property
+    def selected_by(self) -> str:
+        if self.evaluator is not None:
+            return "eval"
+        return "validation_loss" if self.validation_samples is not None else "training_loss"
+
     # ------------------------------------------------------------------------------------------- update
     def update(self, batch: Samples) -> dict[str, float]:
         """One gradient step on the negative log-likelihood of the dataset's actions under the policy's
@@ -149,11 +155,12 @@ class BehaviouralCloning(EpochTrainer):
             "learner": {name: aggregate.summary() for name, aggregate in learner.items()},
             "time": {"samples_per_second": single(size / seconds if seconds > 0 else math.nan),
                      "epoch_seconds": single(seconds)}}
-        score = -sections["learner"]["policy_loss"]["mean"]
+        # Without an evaluator the loss selects models; with one it decides between equal returns.
+        imitation = -sections["learner"]["policy_loss"]["mean"]
         if self.validation_samples is not None:
             sections["validation"] = self.validate(self.validation_samples)
-            score = -sections["validation"]["policy_loss"]["mean"]
-        self.publish_epoch(sections, score)
+            imitation = -sections["validation"]["policy_loss"]["mean"]
+        self.publish_epoch(sections, imitation, tiebreak=imitation)
         return stopped
 
     @torch.no_grad()

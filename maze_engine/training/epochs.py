@@ -95,6 +95,13 @@ class EpochTrainer(ABC):
         self._planned_updates = 0
 
     @property
+    def selected_by(self) -> str:
+        """What scores models: ``eval`` (the evaluation's mean return) or, without an evaluator, ``train``
+        (the training episodes' mean return); behavioural cloning may say ``validation_loss`` or
+        ``training_loss`` (the score is then the negative loss)."""
+        return "eval" if self.evaluator is not None else "train"
+
+    @property
     def burn_in_epochs(self) -> int:
         """Epochs at the start that patience does not count (the on-policy critic burn-in)."""
         return 0
@@ -153,11 +160,11 @@ class EpochTrainer(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()``."""
 
-    def publish_epoch(self, sections: dict[str, Stats], score: float) -> None:
-        """Evaluate (the evaluation's mean return selects the model), or select by ``score`` without an
-        evaluator; then publish the epoch's statistics."""
+    def publish_epoch(self, sections: dict[str, Stats], score: float, tiebreak: float | None = None) -> None:
+        """Evaluate (the evaluation's mean return selects the model, ``tiebreak`` between equal returns), or
+        select by ``score`` without an evaluator; then publish the epoch's statistics."""
         if self.evaluator is not None:
-            sections["eval"] = self.evaluator.evaluate(self.policy, self.epoch)
+            sections["eval"] = self.evaluator.evaluate(self.policy, self.epoch, tiebreak)
         elif self.model_selection is not None:
             self.model_selection.update(score, self.epoch)
         self.reporter.write_epoch(self.epoch, sections)

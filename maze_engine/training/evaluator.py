@@ -22,6 +22,9 @@ from maze_engine.wrappers.wrapper import find_wrapper
 class BestModelSelection:
     """Remembers the best score so far; calls ``save`` on every new best.
 
+    A ``tiebreak`` (higher is better) decides between equal scores: behavioural cloning passes its negative
+    validation loss, so once the return cannot rise (CartPole's 500) the model that imitates best wins.
+
     >>> selection = BestModelSelection()
     >>> selection.update(10.0, epoch=0), selection.update(5.0, epoch=1), selection.epochs_without_improvement
     (True, False, 1)
@@ -36,14 +39,20 @@ class BestModelSelection:
         self.best_epoch: int | None = None
         """The epoch whose evaluation scored ``best_score`` (None before the first score, or unknown)."""
         self.epochs_without_improvement = 0
+        self.best_tiebreak: float | None = None
+        """The tiebreak of the best score (None: none was given)."""
 
-    def update(self, score: float, epoch: int | None = None) -> bool:
-        """Record the score of ``epoch``'s evaluation; True (and the model saved) if it is a new best."""
+    def update(self, score: float, epoch: int | None = None, tiebreak: float | None = None) -> bool:
+        """Record the score of ``epoch``'s evaluation; True (and the model saved) if it is a new best: a
+        higher score, or the same score with a higher ``tiebreak``."""
         if math.isnan(score):
             self.epochs_without_improvement += 1
             return False
-        if score > self.best_score + self.min_improvement or self.best_score == -math.inf:
+        tied_but_better = (tiebreak is not None and score == self.best_score
+                           and (self.best_tiebreak is None or tiebreak > self.best_tiebreak))
+        if score > self.best_score + self.min_improvement or self.best_score == -math.inf or tied_but_better:
             self.best_score = score
+            self.best_tiebreak = tiebreak
             self.best_epoch = epoch
             self.epochs_without_improvement = 0
             if self.save is not None:
@@ -55,13 +64,16 @@ class BestModelSelection:
     def state_dict(self) -> dict[str, Any]:
         """The selection's progress as plain values (for training checkpoints)."""
         return {"best_score": float(self.best_score), "best_epoch": self.best_epoch,
-                "epochs_without_improvement": self.epochs_without_improvement}
+                "epochs_without_improvement": self.epochs_without_improvement,
+                "best_tiebreak": self.best_tiebreak}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state_dict()``'s values; the saved model files are the caller's business."""
         self.best_score = float(state["best_score"])
         self.best_epoch = None if state["best_epoch"] is None else int(state["best_epoch"])
         self.epochs_without_improvement = int(state["epochs_without_improvement"])
+        tiebreak = state.get("best_tiebreak")
+        self.best_tiebreak = None if tiebreak is None else float(tiebreak)
 
 
 class RolloutEvaluator:
@@ -99,9 +111,10 @@ class RolloutEvaluator:
         self.deterministic = deterministic
         self.max_episode_steps = max_episode_steps
 
-    def evaluate(self, policy: Any, epoch: int | None = None) -> dict[str, dict[str, float]]:
-        """Run the episodes, feed the mean return (as ``epoch``'s score) to the model selection and return
-        the statistics.
+    def evaluate(self, policy: Any, epoch: int | None = None,
+                 tiebreak: float | None = None) -> dict[str, dict[str, float]]:
+        """Run the episodes, feed the mean return (as ``epoch``'s score, with ``tiebreak``) to the model
+        selection and return the statistics.
 
         The statistics are published through the eval env's LogStatsWrapper (to the registered writers).
         """
@@ -119,7 +132,7 @@ class RolloutEvaluator:
             other.clear_epoch_stats()
         stats = first.write_epoch_stats()
         if self.model_selection is not None:
-            self.model_selection.update(stats[EPISODE_RETURN]["mean"], epoch)
+            self.model_selection.update(stats[EPISODE_RETURN]["mean"], epoch, tiebreak)
         return stats
 
     def _run_episodes(self, policy: Any) -> None:

@@ -199,8 +199,9 @@ class TrainingRun:
 
     def _summary(self, reason: str, detail: str, curve: Path | None) -> TrainingSummary:
         trainer, selection = self.trainer, self.model_selection
-        selected_by = "eval" if trainer.evaluator is not None else "train"
+        selected_by = trainer.selected_by
         scored = selection.best_score != -math.inf
+        by_loss = selected_by.endswith("_loss")  # the score is a negative loss (behavioural cloning)
         run_dir = self.run_dir.resolve()
         checkpoint, weights = run_dir / CHECKPOINT_FILE, run_dir / "state_dict.pt"
         return TrainingSummary(
@@ -208,7 +209,8 @@ class TrainingRun:
             stop_reason=reason,
             stopped_because=explain_stop(reason, trainer.epoch, trainer.config.n_epochs,
                                          trainer.config.patience, selected_by, detail),
-            best_return=float(selection.best_score) if scored else None,
+            best_return=float(selection.best_score) if scored and not by_loss else None,
+            best_loss=-float(selection.best_score) if scored and by_loss else None,
             best_epoch=selection.best_epoch if scored else None, selected_by=selected_by,
             weights=str(weights) if weights.is_file() else None,
             checkpoint=str(checkpoint) if checkpoint.is_file() else None,

@@ -38,11 +38,13 @@ class TrainingSummary:
     stopped_because: str
     """The stop reason as a sentence."""
     best_return: float | None
-    """The best mean return, by which the saved weights were selected (None: never scored)."""
+    """The best mean return, by which the saved weights were selected (None: never scored, or selected by a
+    loss)."""
     best_epoch: int | None
-    """The epoch that scored ``best_return``."""
+    """The epoch that scored ``best_return`` (or ``best_loss``)."""
     selected_by: str
-    """``eval`` (evaluation episodes after each epoch) or ``train`` (training episodes, eval_repeats=0)."""
+    """``eval`` (evaluation episodes after each epoch) or ``train`` (training episodes, eval_repeats=0);
+    behavioural cloning without evaluation: ``validation_loss`` or ``training_loss``."""
     weights: str | None
     """``state_dict.pt``: the best weights (the last ones when nothing ever scored)."""
     checkpoint: str | None
@@ -57,6 +59,8 @@ class TrainingSummary:
     """The epoch this session continued from (None: it started the run)."""
     last_stats: dict[str, Any] = field(default_factory=dict)
     """The last epoch's statistics by section (``train``, ``eval``, ``learner``, ``time``)."""
+    best_loss: float | None = None
+    """The lowest loss, when a loss selected the saved weights (``selected_by`` ends in ``_loss``)."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values (non-finite numbers become None)."""
@@ -68,10 +72,13 @@ class TrainingSummary:
         lines = [f"training {_headline(self.stop_reason)} after {self.epochs} epoch"
                  f"{'' if self.epochs == 1 else 's'}: {self.stopped_because}",
                  f"  run directory   {run}"]
+        where = f" in epoch {self.best_epoch}" if self.best_epoch is not None else ""
         if self.best_return is not None:
-            where = f" in epoch {self.best_epoch}" if self.best_epoch is not None else ""
             kind = "evaluation" if self.selected_by == "eval" else "training"
             lines.append(f"  best return     {self.best_return:.4g} (mean {kind} episode return){where}")
+        elif self.best_loss is not None:
+            kind = self.selected_by.removesuffix("_loss")
+            lines.append(f"  best loss       {self.best_loss:.4g} ({kind} loss){where}")
         else:
             lines.append("  best return     none (no episode finished); the weights are the last ones")
         if self.weights is not None:
@@ -100,9 +107,10 @@ def explain_stop(reason: str, epochs: int, n_epochs: int, patience: int, selecte
         sentence = (f"trained the {epochs} configured epochs" if epochs == n_epochs
                     else f"trained the epochs asked for ({epochs} in all)")
     elif reason == PATIENCE:
-        kind = "evaluation" if selected_by == "eval" else "training"
+        best = (f"{selected_by.removesuffix('_loss')} loss" if selected_by.endswith("_loss") else
+                f"{'evaluation' if selected_by == 'eval' else 'training'} return")
         planned = f" of {n_epochs}" if n_epochs else ""
-        sentence = (f"stopped early after epoch {epochs - 1}{planned}: no new best {kind} return for "
+        sentence = (f"stopped early after epoch {epochs - 1}{planned}: no new best {best} for "
                     f"{patience} epochs (algorithm.patience={patience}; 0 never stops early)")
     elif reason == STOP_WHEN:
         sentence = "stopped by the caller's stop_when condition"
