@@ -16,11 +16,11 @@ after the episode ends, where its rewards are 0) and ``gamma`` the discount:
   It is ``wis`` with the fitted values as a control variate: as good as either the weights or the
   Q-function, and of lower variance where the Q-function is good.
 
-Each estimate comes with a percentile bootstrap interval over episodes (the Q-function is fitted once, on
-all episodes, so the interval of ``dr`` leaves out the variance of fitting it) and the effective sample size
-of the episodes' final weights, ``(sum w)^2 / sum w^2``: near the number of episodes when the candidate acts
-like the behaviour policy, near 1 when a handful of episodes decide the estimate (then the interval is not
-to be trusted either).
+Each estimate comes with a percentile bootstrap interval over episodes (the Q-functions are fitted once,
+cross-fitted on folds of the episodes, so the interval of ``dr`` leaves out the variance of fitting them)
+and the effective sample size of the episodes' final weights, ``(sum w)^2 / sum w^2``: near the number of
+episodes when the candidate acts like the behaviour policy, near 1 when a handful of episodes decide the
+estimate (then the interval is not to be trusted either).
 """
 
 from collections.abc import Callable, Sequence
