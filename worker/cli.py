@@ -57,6 +57,10 @@ def _describe(args: list[str]) -> int:
 
 
 def _experience(args: list[str]) -> int:
+    if args[:1] == ["evaluate"]:
+        from worker.experience.evaluate import evaluate_command
+
+        return evaluate_command(args[1:])
     from worker.experience.cli import experience_command
 
     return experience_command(args)
@@ -71,7 +75,7 @@ logger = logging.getLogger("worker.cli")
 
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
-    from worker.policy_store.reload import published_policy_name, published_source
+    from worker.policy_store.versioned import published_policy_name, published_source
     from worker.serving.factory import build_factory
 
     resolved = resolved_config(cfg)
