@@ -75,7 +75,7 @@ logger = logging.getLogger("worker.cli")
 
 def prepare(cfg: DictConfig) -> tuple[Any, Any]:
     """Settings and DeploymentFactory from a composed config; raises ConfigProblem naming the key."""
-    from worker.policy_store.reload import published_policy_name, published_source
+    from worker.policy_store.versioned import published_policy_name, published_source
     from worker.serving.factory import build_factory
 
     resolved = resolved_config(cfg)

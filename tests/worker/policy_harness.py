@@ -13,8 +13,9 @@ from worker_harness import CARTPOLE, Producer, running_service, settings_for, st
 from maze_engine import GymMazeEnv
 from maze_engine.perception.composers.model import build_model_composers
 from maze_engine.policies.torch_io import save_torch_policy
-from worker.policy_store.reload import published_source
-from worker.policy_store.store import PublishedPolicy, encode_announcement
+from worker.policy_store.announcements import encode_announcement
+from worker.policy_store.store import PublishedPolicy
+from worker.policy_store.versioned import published_source
 from worker.serving.factory import build_factory
 from worker.serving.service import WorkerService
 

@@ -87,7 +87,8 @@ def test_a_training_job_runs_to_its_result_with_events_and_answers_a_resubmissio
 
 def test_a_training_job_with_publish_policy_publishes_and_announces_the_policy(
         amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
-    from worker.policy_store.store import decode_announcement, latest_policy
+    from worker.policy_store.announcements import decode_announcement
+    from worker.policy_store.store import latest_policy
 
     with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
         announcements = client.channel.queue_declare("", exclusive=True).method.queue

@@ -16,7 +16,6 @@ from worker.jobs.publishing import publish_trained_policy
 from worker.jobs.records import JobRecords
 from worker.jobs.schema import JobResult, JobStatus
 from worker.policy_store.gate import PolicyKept, publish_if_not_worse, verdict
-from worker.policy_store.reload import published_source
 from worker.policy_store.store import (
     MANIFEST_FILE,
     PublishedPolicy,
@@ -26,6 +25,7 @@ from worker.policy_store.store import (
     published_names,
     published_versions,
 )
+from worker.policy_store.versioned import published_source
 from worker.serving.factory import build_factory
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -170,7 +170,7 @@ def test_policy_name_errors_list_the_published_names(tmp_path: Path, run_dir: Pa
 def test_the_served_version_is_logged_at_start(tmp_path: Path, run_dir: Path,
                                                caplog: pytest.LogCaptureFixture) -> None:
     publish_policy(tmp_path, NAME, run_dir, best_eval_return=321.0)
-    caplog.set_level(logging.INFO, logger="worker.policy_store.reload")
+    caplog.set_level(logging.INFO, logger="worker.policy_store.versioned")
     published_source(policy_config(tmp_path), CARTPOLE, None, build_factory)
     assert f"serving policy '{NAME}' version 1 (published " in caplog.text
     assert "best evaluation return 321.0" in caplog.text

@@ -11,14 +11,16 @@ import torch
 
 from maze_engine import GymMazeEnv, TorchPolicy
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
-from worker.policy_store.store import (
-    MANIFEST_FILE,
+from worker.policy_store.announcements import (
     Announcement,
     AnnouncementError,
-    PolicyStoreError,
-    PublishedPolicy,
     decode_announcement,
     encode_announcement,
+)
+from worker.policy_store.store import (
+    MANIFEST_FILE,
+    PolicyStoreError,
+    PublishedPolicy,
     file_sha256,
     get_policy,
     latest_policy,

@@ -14,15 +14,15 @@ import pytest
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
 from worker.episodes.table import EpisodeTable
 from worker.metrics import WorkerMetrics
-from worker.policy_store.reload import (
-    PolicyReloader,
-    PolicyReloadMetrics,
+from worker.policy_store.announcements import encode_announcement
+from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics
+from worker.policy_store.store import publish_policy
+from worker.policy_store.versioned import (
     VersionedFactory,
     published_policy_name,
     published_source,
     with_statistics,
 )
-from worker.policy_store.store import encode_announcement, publish_policy
 from worker.serving.factory import build_factory
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import StateMessage

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from maze_engine.core.stats.running import RunningStats
 from maze_engine.deployment.agent_deployment import AgentDeployment
@@ -29,6 +29,14 @@ class ClosedEpisode:
     reason: CloseReason
     last_seq: int
     stats: EpisodeStats | None
+    policy_version: int | None = None
+    """The published policy version the episode acted with (None: an unpublished policy)."""
+
+    @classmethod
+    def of(cls, episode: Any, reason: CloseReason, last_seq: int) -> ClosedEpisode:
+        """The record of an OpenEpisode leaving the table: why, its statistics and its policy version."""
+        stats = episode_stats(episode.deployment)
+        return cls(episode.episode, reason, last_seq, stats, episode.policy_version)
 
 
 class Remembered(NamedTuple):

@@ -3,10 +3,16 @@
 A published policy can be replaced while episodes run (hot reload): new episodes start on the new source,
 open ones finish on the source they started on, and a replaced source is let go once its last episode
 closes. Episodes handed over from another worker continue on the version they started on.
+
+A canary release (``worker/policy_store/releases.py``) adds a second source for new episodes: an episode
+goes to the canary when the stable hash of its id (``canary_bucket``, the same on every worker) falls below
+the canary's share, so it is sticky by construction, and whatever the release does next, an open episode
+stays on the source it was opened with.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -33,8 +39,14 @@ def version_of(source: DeploymentSource) -> int | None:
     return getattr(source, "policy_version", None)
 
 
+def canary_bucket(episode: str) -> float:
+    """A number in [0, 1) fixed by the episode id alone (the first 8 bytes of its BLAKE2b digest)."""
+    digest = hashlib.blake2b(episode.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0 ** 64
+
+
 class PolicySources:
-    """The current source and the count of open episodes per source in use."""
+    """The current source (and a canary beside it), and the count of open episodes per source in use."""
 
     def __init__(self, current: DeploymentSource,
                  version_source: Callable[[int], DeploymentSource] | None = None,
@@ -48,12 +60,27 @@ class PolicySources:
         self._users: dict[int, int] = {}
         """id(source) -> open episodes created from it."""
         self._sources: dict[int, DeploymentSource] = {}
+        self.canary: DeploymentSource | None = None
+        """Where ``canary_share`` of the new episodes come from, while a canary runs."""
+        self.canary_share = 0.0
 
-    def serve(self, source: DeploymentSource) -> None:
-        """New episodes come from ``source``; the replaced one is released when no episode uses it."""
-        old, self.current = self.current, source
-        if old is not source and not self._users.get(id(old)):
-            self._release(old)
+    def serve(self, source: DeploymentSource, canary: DeploymentSource | None = None,
+              canary_share: float = 0.0) -> None:
+        """New episodes come from ``source`` (and ``canary_share`` of them from ``canary``); a replaced
+        source is released when no episode uses it."""
+        replaced = [self.current, self.canary]
+        self.current, self.canary = source, canary
+        self.canary_share = canary_share if canary is not None else 0.0
+        for old in replaced:
+            if old is not None and old is not source and old is not canary and not self._users.get(id(old)):
+                self._release(old)
+
+    def for_new(self, episode: str) -> DeploymentSource:
+        """The source of a new episode: the canary when its id's bucket is below the canary's share."""
+        canary = self.canary
+        if canary is not None and canary_bucket(episode) < self.canary_share:
+            return canary
+        return self.current
 
     def acquire(self, source: DeploymentSource) -> None:
         """An episode starts using ``source``."""
@@ -68,7 +95,7 @@ class PolicySources:
             return
         self._users.pop(id(source), None)
         self._sources.pop(id(source), None)
-        if source is not self.current:
+        if source is not self.current and source is not self.canary:
             self._release(source)
 
     def _release(self, source: DeploymentSource) -> None:
@@ -82,6 +109,8 @@ class PolicySources:
         current = self.current
         if policy_version is None or version_of(current) == policy_version:
             return current
+        if self.canary is not None and version_of(self.canary) == policy_version:
+            return self.canary
         for source in self._sources.values():
             if version_of(source) == policy_version:
                 return source

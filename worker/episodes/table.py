@@ -40,11 +40,11 @@ from worker.episodes.answers import (
     unknown_answer,
 )
 from worker.episodes.batching import act_by_source, act_one_source, rounds
-from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes, Remembered, episode_stats
+from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes, Remembered
 from worker.episodes.handoff import EpisodeRecord, History
 from worker.episodes.open_episode import OpenEpisode
 from worker.episodes.recording import Applied, Recording, close_observed
-from worker.episodes.sources import DeploymentSource, PolicySources
+from worker.episodes.sources import DeploymentSource, PolicySources, version_of
 from worker.episodes.spaces import ServedSpaces
 from worker.settings import EpisodeSettings
 from worker.wire.protocol import ErrorCode, StateMessage
@@ -107,6 +107,10 @@ class EpisodeTable:
         """Serve new episodes from ``factory``; open episodes finish on the source they started on."""
         self.sources.serve(factory)
 
+    def policy_version_of(self, episode: str) -> int | None:
+        """The version acting for ``episode`` when open, else the one it would be opened with."""
+        return version_of(held.source if (held := self._open.get(episode)) else self.sources.for_new(episode))
+
     def source_for(self, policy_version: int | None) -> DeploymentSource:
         """The source to continue a handed-over episode of ``policy_version`` with."""
         return self.sources.for_version(policy_version)
@@ -164,7 +168,7 @@ class EpisodeTable:
             return lost_answer(message)
         if len(self._open) >= self.settings.max_open:
             return overloaded_answer(message, self.settings.max_open)
-        source = self.sources.current
+        source = self.sources.for_new(message.episode)
         try:
             deployment = source.create()
         except Exception as err:  # noqa: BLE001 - a broken factory must not stop the worker
@@ -310,7 +314,7 @@ class EpisodeTable:
                 episode.deployment.close()
             except Exception as err:  # noqa: BLE001 - an episode that cannot flush is still closed
                 logger.warning("episode %s: flushing statistics failed: %s", episode.episode, brief(err))
-        closed = ClosedEpisode(episode.episode, reason, last_seq, episode_stats(episode.deployment))
+        closed = ClosedEpisode.of(episode, reason, last_seq)
         self._closed[episode.episode] = Remembered(reason, last_seq, reply)
         if len(self._closed) > CLOSED_MEMORY:
             self._closed.popitem(last=False)

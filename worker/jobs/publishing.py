@@ -24,7 +24,7 @@ def publish_trained_policy(job: JobMessage, result: JobResult, records: JobRecor
     run_return = result.summary.get("best_eval_return")
     try:
         from worker.policy_store import gate  # imported here: agent-only installs need none
-        from worker.policy_store.store import encode_announcement
+        from worker.policy_store.announcements import encode_announcement
 
         outcome = gate.publish_if_not_worse(records.root, job.publish_policy, result.output_dir,
                                             run_return if isinstance(run_return, int | float) else None,

@@ -1,14 +1,19 @@
-"""Hot reload of a published policy: an agent worker picks up newer versions without a restart.
+"""Hot reload of a published policy: an agent worker picks up newer versions and release changes without a
+restart.
 
-``published_source`` builds the DeploymentFactory of the latest published version of the configured policy
-(``policy=published_policy policy.name=<name>``), wrapped as a ``VersionedFactory`` that knows how to build
-any other version. The service gives it to a ``PolicyReloader``, which hears announcements on
-``<prefix>.policies`` (and checks the artifact root after every (re)connect, for announcements missed while
-disconnected) and loads a newer version on its own thread: reading files and building nets never stalls the
-service loop. The service takes the loaded version between batches (``take_ready``) and hands it to the
-EpisodeTable, where new episodes get it and running ones finish on theirs. A version that cannot be loaded
-(missing or corrupt files, weights that do not fit, spaces other than the served env's) is logged with the
-reason, counted, remembered as rejected, and the current version keeps serving.
+The service gives the ``VersionedFactory`` it serves (``worker.policy_store.versioned``) to a
+``PolicyReloader``, which hears announcements on ``<prefix>.policies`` (and checks the artifact root after
+every (re)connect, for announcements missed while disconnected) and loads on its own thread: reading files and
+building nets never stalls the service loop.
+
+- Without a release state, a newer version is loaded; the service takes it between batches (``take_ready``)
+  and hands it to the EpisodeTable, where new episodes get it and running ones finish on theirs.
+- With one (``worker.policy_store.releases``: a stable version, maybe a canary beside it), every
+  announcement of the name makes the loader read it again; a changed state is loaded as a ``ReleasePlan``
+  (the stable and the canary source, reused when already loaded) that the service takes (``take_plan``).
+
+A version that cannot be loaded (missing or corrupt files, weights that do not fit, spaces other than the
+served env's) is logged with the reason, counted, remembered as rejected, and what serves keeps serving.
 """
 
 from __future__ import annotations
@@ -16,178 +21,17 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from maze_engine.core.errors import ConfigError
-from maze_engine.core.factory import resolve_target
-from maze_engine.deployment.agent_deployment import AgentDeployment
-from worker.policy_store.store import (
-    STATISTICS_FILE,
-    AnnouncementError,
-    PublishedPolicy,
-    check_name,
-    decode_announcement,
-    get_policy,
-    load_published_policy,
-    names_hint,
-    published_versions,
-)
+from worker.policy_store.announcements import AnnouncementError, ReleaseAnnouncement, decode_any
+from worker.policy_store.releases import ReleaseError, ReleaseState, read_release
+from worker.policy_store.store import get_policy, published_versions
+from worker.policy_store.versioned import VersionedFactory, brief, describe_version
 
 logger = logging.getLogger(__name__)
-
-PUBLISHED_POLICY_TARGET = f"{load_published_policy.__module__}.{load_published_policy.__qualname__}"
-"""The ``_target_`` of ``conf/policy/published_policy.yaml``."""
-
-FactoryBuilder = Callable[[Any, Any, Any], Any]
-"""``(policy config, env config, wrappers config) -> DeploymentFactory`` (the service's ``build_factory``)."""
-
-
-class VersionedFactory:
-    """The DeploymentFactory of one published version, plus how to build the factory of another version."""
-
-    def __init__(self, factory: Any, published: PublishedPolicy,
-                 rebuild: Callable[[PublishedPolicy], VersionedFactory], follows_latest: bool = True) -> None:
-        self.factory = factory
-        self.published = published
-        self.rebuild = rebuild
-        self.follows_latest = follows_latest
-        """False when the config pins a version: then no newer one is loaded."""
-        self.rejected_at_start: frozenset[int] = frozenset()
-        """Newer versions that could not be loaded when the worker started (the reloader skips them)."""
-        self.policy: Any = factory.policy
-
-    @property
-    def policy_version(self) -> int:
-        """The version replies of this factory's episodes carry."""
-        return self.published.version
-
-    @property
-    def name(self) -> str:
-        return self.published.name
-
-    def create(self) -> AgentDeployment:
-        deployment: AgentDeployment = self.factory.create()
-        return deployment
-
-    def at_version(self, version: int) -> VersionedFactory:
-        """The factory of another published ``version`` of the same name (self for this one); raises what
-        loading it raises."""
-        if version == self.policy_version:
-            return self
-        artifact_root = self.published.path.parents[2]  # <root>/policies/<name>/<version>
-        return self.rebuild(get_policy(artifact_root, self.name, version))
-
-
-def published_policy_name(policy_config: Any) -> str | None:
-    """The policy name when ``policy_config`` is a published policy's config, else None."""
-    if isinstance(policy_config, DictConfig):
-        policy_config = OmegaConf.to_container(policy_config, resolve=True)
-    if not isinstance(policy_config, Mapping) or policy_config.get("_target_") != PUBLISHED_POLICY_TARGET:
-        return None
-    return _checked_name(policy_config)
-
-
-def _checked_name(policy_config: Mapping[str, Any]) -> str:
-    """``policy.name``, or ConfigError naming it and the names published under ``policy.artifact_root``."""
-    try:
-        return check_name(policy_config.get("name"), "policy.name")
-    except ConfigError as err:
-        root = policy_config.get("artifact_root")
-        if not isinstance(root, str | Path) or not str(root):
-            raise
-        raise ConfigError(f"{err} ({names_hint(root)}, under {root}/policies)") from None
-
-
-def published_source(policy_config: Mapping[str, Any], env: Any, wrappers: Any,
-                     build_factory: FactoryBuilder) -> VersionedFactory:
-    """The VersionedFactory of the newest usable version of the published policy ``policy_config`` names
-    (or of its pinned ``version``).
-
-    An unusable latest version is logged and skipped for the one before, so a corrupt publication cannot keep
-    restarted workers down. Raises ConfigError naming ``policy.name`` when no version is published yet (the
-    worker refuses to start), and what loading the oldest (or the pinned) version raised when none is usable.
-    """
-    name = _checked_name(policy_config)
-    root = policy_config.get("artifact_root")
-    if not isinstance(root, str | Path) or not str(root):
-        raise ConfigError(f"policy.artifact_root: expected the artifact root directory, got {root!r}")
-    version = policy_config.get("version")
-
-    def rebuild(target: PublishedPolicy) -> VersionedFactory:
-        config = {**policy_config, "version": target.version}
-        factory = build_factory(config, env, with_statistics(wrappers, target))
-        return VersionedFactory(factory, target, rebuild, follows_latest=version is None)
-
-    if version is not None:
-        pinned = rebuild(get_policy(root, name, version))
-        logger.info("serving %s (pinned: newer versions are not loaded)", describe_version(pinned.published))
-        return pinned
-    candidates = published_versions(root, name)
-    if not candidates:
-        raise ConfigError(f"policy.name: no version of policy {name!r} is published under {root}/policies/"
-                          f"{name} ({names_hint(root)}); publish one first (maze-worker serves only a "
-                          "published version)")
-    rejected: set[int] = set()
-    newest_first = candidates[::-1]
-    for candidate, older in zip(newest_first, [*newest_first[1:], None], strict=True):
-        try:
-            source = rebuild(get_policy(root, name, candidate))
-        except Exception as err:  # noqa: BLE001 - any unusable version is skipped while an older one is left
-            if older is None:
-                raise
-            rejected.add(candidate)
-            logger.error("policy %r version %d rejected at start, trying version %d: %s", name, candidate,
-                         older, _brief(err))
-            continue
-        source.rejected_at_start = frozenset(rejected)
-        logger.info("serving %s; newer versions are loaded as they are published",
-                    describe_version(source.published))
-        return source
-    raise AssertionError("unreachable: the oldest version either loads or raises")
-
-
-def describe_version(published: PublishedPolicy) -> str:
-    """"policy 'cartpole' version 3 (published <time>, best evaluation return 500.0)", for the log."""
-    recorded = published.best_eval_return
-    return (f"policy {published.name!r} version {published.version} (published {published.created or '?'}, "
-            f"best evaluation return {'not recorded' if recorded is None else f'{recorded:.1f}'})")
-
-
-def with_statistics(wrappers: Any, published: PublishedPolicy) -> Any:
-    """``wrappers`` with every ObservationNormalizationWrapper reading the version's normalization statistics
-    (``statistics.json``), so the policy sees observations normalized as in its training."""
-    statistics = published.path / STATISTICS_FILE
-    if not statistics.is_file():
-        return wrappers
-    if isinstance(wrappers, DictConfig):
-        wrappers = OmegaConf.to_container(wrappers, resolve=True)
-    if isinstance(wrappers, Mapping) and "_target_" not in wrappers:
-        return {key: _pointed(key, value, statistics) for key, value in wrappers.items()}
-    if isinstance(wrappers, list):
-        return [_pointed(item.get("_target_"), item, statistics) if isinstance(item, Mapping) else item
-                for item in wrappers]
-    if isinstance(wrappers, Mapping):
-        return _pointed(wrappers.get("_target_"), wrappers, statistics)
-    return wrappers
-
-
-def _pointed(target: Any, arguments: Any, statistics: Path) -> Any:
-    from maze_engine.wrappers.observation.normalization import ObservationNormalizationWrapper
-
-    if not isinstance(arguments, Mapping) or not isinstance(target, str):
-        return arguments
-    try:
-        if resolve_target(target) is not ObservationNormalizationWrapper:
-            return arguments
-    except ConfigError:
-        return arguments
-    return {**arguments, "statistics_dump": str(statistics)}
 
 
 class ReloadOutcome(StrEnum):
@@ -206,18 +50,34 @@ class PolicyReloadMetrics:
                              registry=registry)
         self.reloads = Counter("maze_worker_policy_reloads", "Newer policy versions loaded or rejected",
                                ["outcome"], registry=registry)
+        self.canary_version = Gauge("maze_worker_canary_version", "Canary version (0: none)",
+                                    registry=registry)
+        self.canary_share = Gauge("maze_worker_canary_share", "Share of new episodes the canary gets",
+                                  registry=registry)
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """A release state, loaded: new episodes get ``stable``, but ``state.share`` of them ``canary``."""
+
+    state: ReleaseState
+    stable: VersionedFactory
+    canary: VersionedFactory | None
 
 
 _LATEST = 0
-"""Loader request: look up the latest published version (after a (re)connect)."""
+"""Loader request: look up the latest published version or the release state (after a (re)connect)."""
+_RELEASE = -2
+"""Loader request: read the release state again."""
 _STOP = -1
 
 
 class PolicyReloader:
-    """Loads newer versions of the served policy on a background thread; see the module docstring.
+    """Loads newer versions of the served policy, or its release plans, on a background thread; see the
+    module docstring.
 
-    ``on_announcement``, ``check_latest`` and ``take_ready`` are called from the service thread only; the
-    loader thread touches nothing but the files and its own result slot.
+    ``on_announcement``, ``check_latest``, ``take_ready`` and ``take_plan`` are called from the service thread
+    only; the loader thread touches nothing but the files and its own result slots.
     """
 
     def __init__(self, current: VersionedFactory, metrics: PolicyReloadMetrics | None = None,
@@ -225,13 +85,22 @@ class PolicyReloader:
         self.name = current.name
         self.artifact_root = current.published.path.parents[2]
         self.current = current
+        self.canary: VersionedFactory | None = None
+        """The canary beside ``current`` while a release runs one."""
+        self.release: ReleaseState | None = None
+        """The release state served, once one was taken."""
         self.metrics = metrics
         self.rejected: set[int] = set(current.rejected_at_start)
         """Versions that failed to load; never tried again."""
         self._newest = max({current.policy_version, *current.rejected_at_start})
         """Highest version loaded, being loaded or rejected: older announcements are ignored."""
+        self._released = False
+        """Whether the name has a release state: then announcements only make the loader read it again."""
+        self._plan_generation = 0
+        """Generation of the newest release plan loaded (or being loaded)."""
         self._lock = threading.Lock()
         self._ready: VersionedFactory | None = None
+        self._ready_plan: ReleasePlan | None = None
         self._requests: queue.Queue[int] = queue.Queue()
         self._thread_name = thread_name
         self._thread: threading.Thread | None = None
@@ -241,19 +110,23 @@ class PolicyReloader:
     # -- service thread ------------------------------------------------------------------------------------
 
     def on_announcement(self, body: bytes) -> None:
-        """An announcement from ``<prefix>.policies``: load the version if it is of this policy and newer."""
+        """An announcement from ``<prefix>.policies``: a newer version of this policy is loaded, a changed
+        release state (or any version while the name has one) makes the loader read the release state."""
         try:
-            announcement = decode_announcement(body)
+            announcement = decode_any(body)
         except AnnouncementError as err:
             logger.warning("ignoring a policy announcement that cannot be read: %s", err)
             return
         if announcement.name != self.name:
             return
+        if isinstance(announcement, ReleaseAnnouncement) or self._released:
+            self._submit(_RELEASE)
+            return
         self._request(announcement.version)
 
     def check_latest(self) -> None:
-        """Look for a newer version in the artifact root (on the loader thread): announcements may have been
-        missed while disconnected."""
+        """Look for a newer version or a changed release state in the artifact root (on the loader thread):
+        announcements may have been missed while disconnected."""
         self._submit(_LATEST)
 
     def take_ready(self) -> VersionedFactory | None:
@@ -262,7 +135,7 @@ class PolicyReloader:
             return None
         with self._lock:
             ready, self._ready = self._ready, None
-        if ready is None or ready.policy_version <= self.current.policy_version:
+        if ready is None or ready.policy_version <= self.current.policy_version or self._released:
             return None
         logger.info("%s loaded: new episodes get it, running ones finish on version %d",
                     describe_version(ready.published), self.current.policy_version)
@@ -271,6 +144,27 @@ class PolicyReloader:
             self.metrics.version.set(ready.policy_version)
             self.metrics.reloads.labels(ReloadOutcome.LOADED.value).inc()
         return ready
+
+    def take_plan(self) -> ReleasePlan | None:
+        """The newly loaded release plan, once, or None; call between batches and serve it."""
+        if self._ready_plan is None:
+            return None
+        with self._lock:
+            plan, self._ready_plan = self._ready_plan, None
+        if plan is None or self.release is not None and plan.state.generation <= self.release.generation:
+            return None
+        state = plan.state
+        canary = f"; canary version {state.canary} for {state.share:g} of new episodes" \
+            if plan.canary is not None else ""
+        gated = " (automatic gate)" if plan.canary is not None and state.auto else ""
+        logger.info("release of policy %r, generation %d: stable version %d%s%s", self.name, state.generation,
+                    state.stable, canary, gated)
+        self.current, self.canary, self.release = plan.stable, plan.canary, state
+        if self.metrics is not None:
+            self.metrics.version.set(plan.stable.policy_version)
+            self.metrics.canary_version.set(0 if plan.canary is None else plan.canary.policy_version)
+            self.metrics.canary_share.set(0.0 if plan.canary is None else state.share)
+        return plan
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop the loader thread (a load in progress finishes first, up to ``timeout``)."""
@@ -307,7 +201,19 @@ class PolicyReloader:
                 logger.exception("policy %r: looking for a newer version failed", self.name)
 
     def _handle(self, request: int) -> None:
-        if request == _LATEST:
+        if request in (_LATEST, _RELEASE):
+            try:
+                state = read_release(self.artifact_root, self.name)
+            except ReleaseError as err:
+                logger.error("policy %r: the release state cannot be read, serving on as before: %s",
+                             self.name, err)
+                return
+            if state is not None:
+                self._released = True
+                self._load_plan(state)
+                return
+            if request == _RELEASE:
+                return
             versions = published_versions(self.artifact_root, self.name)
             if not versions:
                 return
@@ -323,21 +229,41 @@ class PolicyReloader:
         self._load(request)
 
     def _load(self, version: int) -> None:
-        try:
-            published = get_policy(self.artifact_root, self.name, version)
-            source = self.current.rebuild(published)
-        except Exception as err:  # noqa: BLE001 - any unusable version is rejected, the current one serves on
-            self.rejected.add(version)
-            logger.error("policy %r version %d rejected, version %d keeps serving: %s", self.name, version,
-                         self.current.policy_version, _brief(err))
-            if self.metrics is not None:
-                self.metrics.reloads.labels(ReloadOutcome.REJECTED.value).inc()
+        source = self._build(version)
+        if source is None:
             return
         with self._lock:
             if self._ready is None or self._ready.policy_version < version:
                 self._ready = source
 
+    def _load_plan(self, state: ReleaseState) -> None:
+        """Load the stable and canary sources of ``state`` (when newer than what was loaded)."""
+        served = self.release.generation if self.release is not None else 0
+        if state.generation <= max(served, self._plan_generation):
+            return
+        self._plan_generation = state.generation
+        stable = self._build(state.stable)
+        if stable is None:
+            return  # what serves keeps serving; the rejection is logged and counted
+        canary = None if state.canary is None else self._build(state.canary)
+        plan = ReleasePlan(state, stable, canary)
+        with self._lock:
+            if self._ready_plan is None or self._ready_plan.state.generation < state.generation:
+                self._ready_plan = plan
 
-def _brief(err: BaseException) -> str:
-    text = f"{type(err).__name__}: {err}"
-    return text if len(text) <= 500 else text[:497] + "..."
+    def _build(self, version: int) -> VersionedFactory | None:
+        """The source of ``version``: one served already, else loaded; None (logged, counted): unusable."""
+        for source in (self.current, self.canary):
+            if source is not None and source.policy_version == version:
+                return source
+        if version in self.rejected:
+            return None
+        try:
+            return self.current.rebuild(get_policy(self.artifact_root, self.name, version))
+        except Exception as err:  # noqa: BLE001 - any unusable version is rejected, the current one serves on
+            self.rejected.add(version)
+            logger.error("policy %r version %d rejected, version %d keeps serving: %s", self.name, version,
+                         self.current.policy_version, brief(err))
+            if self.metrics is not None:
+                self.metrics.reloads.labels(ReloadOutcome.REJECTED.value).inc()
+            return None

@@ -1,4 +1,4 @@
-"""Published policies: versioned copies of trained policies under an artifact root, and their announcements.
+"""Published policies: versioned copies of trained policies under an artifact root.
 
 ``publish_policy`` copies what serving needs from a training run directory (weights, spaces, model config,
 normalization statistics, the composed config) to ``<artifact_root>/policies/<name>/<version>/``. The copy is
@@ -8,9 +8,9 @@ and the next number is tried), which keeps versions consecutive and distinct bet
 ``manifest.json`` records name, version, creation time, source run directory, the run's best evaluation
 return (what the publishing gate of ``worker.policy_store.gate`` compares) and a SHA-256 per file.
 
-Workers learn of new versions from a small msgpack announcement (``encode_announcement``) whose path is
-relative to the artifact root, so workers that mount the root elsewhere still find the files. Loading checks
-the checksums first and then goes through ``load_torch_policy`` (``torch.load(..., weights_only=True)``).
+Workers learn of new versions from announcements (``worker.policy_store.announcements``); which versions
+serve is the release state (``worker.policy_store.releases``). Loading checks the checksums
+first and then goes through ``load_torch_policy`` (``torch.load(..., weights_only=True)``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
-
-import msgpack
 
 from maze_engine.core.errors import ConfigError
 from worker.errors import WorkerError
@@ -37,7 +35,6 @@ from worker.wire.checks import describe
 POLICIES_DIR = "policies"
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
-ANNOUNCEMENT_VERSION = 1
 MAX_NAME_LENGTH = 64
 
 REQUIRED_FILES = ("state_dict.pt", "spaces.json", "model.yaml")
@@ -52,15 +49,6 @@ _CHUNK = 1 << 20
 
 class PolicyStoreError(WorkerError, ConfigError):
     """A published policy is missing, incomplete or corrupt; the message names the version and the file."""
-
-
-class AnnouncementError(WorkerError, ValueError):
-    """An announcement body is not a v1 announcement; ``field`` names the culprit ("body" for all of it)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -83,19 +71,6 @@ class PublishedPolicy:
     def relative_path(self) -> str:
         """The version directory relative to the artifact root (what announcements carry)."""
         return relative_version_path(self.name, self.version)
-
-
-@dataclass(frozen=True)
-class Announcement:
-    """"Version ``version`` of ``name`` is published at ``path`` (relative to the artifact root)"."""
-
-    name: str
-    version: int
-    path: str
-
-    def resolve(self, artifact_root: str | Path) -> Path:
-        """The version directory under this worker's mount of the artifact root."""
-        return Path(artifact_root) / PurePosixPath(self.path)
 
 
 # ----------------------------------------------------------------------------------------------- names
@@ -362,40 +337,3 @@ def load_version(published: PublishedPolicy, action_spaces_dict: Mapping[Any, An
     verify_policy(published)
     return load_torch_policy(published.path, action_spaces_dict=action_spaces_dict,
                              observation_spaces_dict=observation_spaces_dict, device=device)
-
-
-# ---------------------------------------------------------------------------------------------- announce
-
-
-def encode_announcement(published: PublishedPolicy) -> bytes:
-    """The msgpack body announcing ``published``: ``{v: 1, name, version, path}`` (path relative to root)."""
-    return msgpack.packb({"v": ANNOUNCEMENT_VERSION, "name": published.name, "version": published.version,
-                          "path": published.relative_path})
-
-
-def decode_announcement(body: bytes) -> Announcement:
-    """Decode an announcement; raise AnnouncementError naming the first offending field."""
-    try:
-        obj = msgpack.unpackb(body, raw=False, strict_map_key=True)
-    except Exception as err:  # corrupt msgpack surfaces as ValueError, TypeError, StackError, ...
-        raise AnnouncementError("body", f"body: expected a msgpack map, got undecodable bytes "
-                                        f"({type(err).__name__})") from None
-    if not isinstance(obj, dict):
-        raise AnnouncementError("body", f"body: expected a msgpack map, got {type(obj).__name__}")
-    if type(obj.get("v")) is not int or obj["v"] != ANNOUNCEMENT_VERSION:
-        raise AnnouncementError("v", f"v: expected announcement version {ANNOUNCEMENT_VERSION}, "
-                                     f"got {describe(obj.get('v'))}")
-    try:
-        name = check_name(obj.get("name"))
-    except ConfigError as err:
-        raise AnnouncementError("name", str(err)) from None
-    version = obj.get("version")
-    if type(version) is not int or version < 1:
-        raise AnnouncementError("version", f"version: expected an integer >= 1, got {describe(version)}")
-    path = obj.get("path")
-    expected = relative_version_path(name, version)
-    if path != expected:
-        raise AnnouncementError("path", f"path: expected {expected!r} (relative to the artifact root), "
-                                        f"got {describe(path)}")
-    return Announcement(name, version, path)
-

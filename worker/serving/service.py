@@ -34,7 +34,8 @@ from worker.episodes.closing import ClosedEpisode, FinishedEpisodes
 from worker.episodes.sources import DeploymentSource
 from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
-from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics, VersionedFactory
+from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics
+from worker.policy_store.versioned import VersionedFactory
 from worker.serving.admission import DeadLetter, admit
 from worker.serving.recording import build_recording, description
 from worker.serving.stats import stats_line
