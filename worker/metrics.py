@@ -17,6 +17,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    Summary,
     generate_latest,
 )
 
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 HANDOFF_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+
+def version_label(policy_version: int | None) -> str:
+    """The ``policy_version`` label: the published version, ``none`` for an unpublished policy."""
+    return "none" if policy_version is None else str(policy_version)
 
 
 class WorkerMetrics:
@@ -83,12 +89,46 @@ class WorkerMetrics:
         self.shadow_agreement = Gauge("maze_worker_shadow_agreement",
                                       "Share of compared applied actions equal to the proposal, by version",
                                       ["policy_version"], registry=self.registry)
+        self.version_episodes = Counter("maze_worker_version_episodes",
+                                        "Episodes finished (done) with statistics, by policy version",
+                                        ["policy_version"], registry=self.registry)
+        self.version_return = Summary("maze_worker_version_episode_return", "Episode returns by version",
+                                      ["policy_version"], registry=self.registry)
+        self.version_length = Summary("maze_worker_version_episode_length", "Episode lengths by version",
+                                      ["policy_version"], registry=self.registry)
+        self.version_errors = Counter("maze_worker_version_errors", "Error replies by version and code",
+                                      ["policy_version", "code"], registry=self.registry)
+        self.version_latency = Histogram("maze_worker_version_handling_seconds",
+                                         "From delivery to the reply being handed to the broker, by policy "
+                                         "version", ["policy_version"], buckets=LATENCY_BUCKETS,
+                                         registry=self.registry)
         self._agreement: dict[str, list[int]] = {}
         self._healthy = False
 
+    def count_episode(self, policy_version: int | None, episode_return: float, length: int) -> None:
+        """A finished episode's return and length, under its policy version."""
+        version = version_label(policy_version)
+        self.version_episodes.labels(version).inc()
+        self.version_return.labels(version).observe(episode_return)
+        self.version_length.labels(version).observe(length)
+
+    def observe_version_latencies(self, versions: Iterable[int | None], seconds: Iterable[float]) -> None:
+        """Handling latencies, each under the policy version of its state's episode."""
+        children: dict[int | None, Any] = {}
+        for version, value in zip(versions, seconds, strict=True):
+            child = children.get(version)
+            if child is None:
+                child = children[version] = self.version_latency.labels(version_label(version))
+            child.observe(value)
+
+    def count_version_errors(self, versions: Iterable[int | None], codes: Iterable[str | None]) -> None:
+        for version, code in zip(versions, codes, strict=True):
+            if code is not None:
+                self.version_errors.labels(version_label(version), code).inc()
+
     def count_applied(self, policy_version: int | None, agreed: bool | None) -> None:
         """One reported applied action compared (``agreed``), or one not reported (None, shadow mode)."""
-        version = "none" if policy_version is None else str(policy_version)
+        version = version_label(policy_version)
         self.applied_actions.labels(version, "unreported" if agreed is None else str(agreed).lower()).inc()
         if agreed is None:
             return

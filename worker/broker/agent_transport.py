@@ -193,6 +193,15 @@ class Transport(BrokerLink):
             channel.queue_bind(queue, exchange, routing_key="")
             channel.basic_consume(queue, deliver, auto_ack=True)
 
+    def publish_notice(self, exchange: str, exchange_type: str, routing_key: str, body: bytes) -> None:
+        """Declare ``exchange`` (durable) and publish ``body`` to it at once: rare notices such as a canary
+        release decision (on ``<prefix>.events``) and its announcement (on ``<prefix>.policies``)."""
+        channel = self._require_channel()
+        with self._waiting(f"publishing to {exchange}"):
+            channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+            channel.basic_publish(exchange, routing_key, body,
+                                  pika.BasicProperties(content_type="application/msgpack", delivery_mode=2))
+
     # -- the cluster of agent workers: per-shard consumers, heartbeats, hand-off records ----------------
 
     def consume_queue(self, queue: str) -> str:

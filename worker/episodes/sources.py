@@ -75,6 +75,11 @@ class PolicySources:
             if old is not None and old is not source and old is not canary and not self._users.get(id(old)):
                 self._release(old)
 
+    @property
+    def mixed(self) -> bool:
+        """Whether new or open episodes may act with more than one source (a canary, or a replaced source)."""
+        return self.canary is not None or len(self._users) > 1
+
     def for_new(self, episode: str) -> DeploymentSource:
         """The source of a new episode: the canary when its id's bucket is below the canary's share."""
         canary = self.canary

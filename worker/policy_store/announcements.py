@@ -8,6 +8,7 @@ artifact root, so workers that mount the root elsewhere still find the files. A 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -116,3 +117,16 @@ def _version_announcement(obj: dict[object, object]) -> Announcement:
         raise AnnouncementError("path", f"path: expected {expected!r} (relative to the artifact root), "
                                         f"got {describe(path)}")
     return Announcement(name, version, expected)
+
+
+def release_event_routing_key(name: str, event: str) -> str:
+    """``policy.<name>.<event>`` on ``<prefix>.events`` (a topic exchange; jobs use ``job.<id>.<event>``)."""
+    return f"policy.{name}.{event}"
+
+
+def encode_release_event(event: str, name: str, **fields: object) -> bytes:
+    """A release event's body: ``{v: 1, event, name, time, ...fields}`` (``released``, ``promoted``,
+    ``rolled_back``; a gate decision adds ``by``, ``reason`` and the ``figures`` behind it)."""
+    body: bytes = msgpack.packb({"v": ANNOUNCEMENT_VERSION, "event": event, "name": name, "time": time.time(),
+                                 **fields})
+    return body

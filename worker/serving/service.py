@@ -30,10 +30,11 @@ from worker.cluster.coordinator import ShardCoordinator
 from worker.cluster.episode_shards import EpisodeShards
 from worker.cluster.membership import new_worker_id
 from worker.episodes.answers import Answer, brief, error_answer
-from worker.episodes.closing import ClosedEpisode, FinishedEpisodes
-from worker.episodes.sources import DeploymentSource
+from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes
+from worker.episodes.sources import DeploymentSource, version_of
 from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
+from worker.policy_store.fleet import ReleaseFollower
 from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics
 from worker.policy_store.versioned import VersionedFactory
 from worker.serving.admission import DeadLetter, admit
@@ -79,6 +80,9 @@ class WorkerService:
             on_released=self._on_policy_released if self.reloader is not None else None, recording=recording)
         self.cluster = ShardCoordinator(settings, self.worker_id, self.transport, self.table, self.metrics,
                                         episode_shards, clock)
+        self.releases = None if self.reloader is None else ReleaseFollower(
+            self.reloader, self.table.sources.serve, settings.broker.prefix, self.worker_id)
+        """Serves reloaded versions and release plans (a canary beside the stable), runs the canary gate."""
         self.consuming = threading.Event()
         """Set while the worker consumes its shards (tests and the health endpoint wait on it)."""
         self._stop = threading.Event()
@@ -242,6 +246,7 @@ class WorkerService:
             publish(delivery.reply_to, delivery.correlation_id, answer.body)  # type: ignore[arg-type]
             codes.append(answer.code)  # type: ignore[arg-type]
         if admitted.messages:
+            versions = self._versions(admitted.messages)
             answers = self._answer(admitted.messages)
             for delivery, answer in zip(admitted.targets, answers, strict=True):
                 publish(delivery.reply_to, delivery.correlation_id, answer.body)  # type: ignore[arg-type]
@@ -262,6 +267,10 @@ class WorkerService:
         metrics.observe_latencies(done - delivery.received for delivery in answered)
         if codes:
             metrics.count_errors(codes)
+        if admitted.messages:  # per policy version: the canary's figures beside the stable's
+            metrics.observe_version_latencies(versions, [done - item.received for item in admitted.targets])
+            if len(codes) > len(admitted.answers):
+                metrics.count_version_errors(versions, [answer.code for answer in answers])
         metrics.open_episodes.set(len(self.table))
         self._handled_since_stats += len(answered)
         transport.flush()
@@ -301,13 +310,34 @@ class WorkerService:
     def _on_closed(self, closed: ClosedEpisode) -> None:
         self.metrics.episodes_closed.labels(closed.reason.value).inc()
         self.cluster.forget(closed.episode)
+        stats = closed.stats
+        if closed.reason is CloseReason.DONE and stats is not None and stats.episode_length > 0:
+            self.metrics.count_episode(closed.policy_version, stats.episode_return, stats.episode_length)
+            if self.releases is not None:
+                self.releases.on_closed(closed.policy_version, stats.episode_return)
+
+    def _versions(self, messages: Sequence[StateMessage]) -> list[int | None]:
+        """The policy version acting for each state's episode (looked up before closing ones are gone)."""
+        sources = self.table.sources
+        if not sources.mixed:
+            return [version_of(sources.current)] * len(messages)
+        version = self.table.policy_version_of
+        return [version(message.episode) for message in messages]
 
     def _swap_policy(self) -> None:
-        """Between batches: new episodes get a newly loaded policy version, running ones keep theirs."""
-        assert self.reloader is not None
-        loaded = self.reloader.take_ready()
-        if loaded is not None:
-            self.table.set_factory(loaded)
+        """Between batches: new episodes get a newly loaded policy version or release plan (running ones keep
+        theirs); the canary gate's decisions go out."""
+        assert self.releases is not None
+        self.releases.tick()
+        notices = self.releases.notices
+        try:
+            while notices:
+                notice = notices[0]
+                self.transport.publish_notice(notice.exchange, notice.exchange_type, notice.routing_key,
+                                              notice.body)
+                notices.pop(0)
+        except BrokerConnectionLost as err:  # sent after the reconnect; the release state is written already
+            logger.warning("publishing a release decision failed (%s); it goes out after reconnecting", err)
 
     def _on_policy_released(self, source: Any) -> None:
         logger.info("policy version %s released: its last episode closed",
