@@ -66,8 +66,14 @@ def _experience(args: list[str]) -> int:
     return experience_command(args)
 
 
+def _policies(args: list[str]) -> int:
+    from worker.policies_cli import policies_command
+
+    return policies_command(args)
+
+
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {"submit": _submit, "jobs": _jobs, "describe": _describe,
-                                                      "experience": _experience}
+                                                      "experience": _experience, "policies": _policies}
 """``maze-worker <name> args...`` -> ``SUBCOMMANDS[name](args)``, whose return value is the exit code."""
 
 logger = logging.getLogger("worker.cli")

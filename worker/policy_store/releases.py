@@ -236,7 +236,7 @@ def _locked(artifact_root: str | Path, name: str) -> Iterator[list[int]]:
     """Hold the release lock of ``name``; yields its published versions."""
     directory = policy_dir(artifact_root, name)
     if not directory.is_dir():
-        raise ReleaseError(_unknown_name(artifact_root, name))
+        raise ReleaseError(unknown_name(artifact_root, name))
     with (directory / LOCK_FILE).open("a") as handle:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:
@@ -245,14 +245,14 @@ def _locked(artifact_root: str | Path, name: str) -> Iterator[list[int]]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _unknown_name(artifact_root: str | Path, name: str) -> str:
+def unknown_name(artifact_root: str | Path, name: str) -> str:
     return f"name: no policy {name!r} is published under {Path(artifact_root) / 'policies'} " \
            f"({names_hint(artifact_root)})"
 
 
 def _check_version(artifact_root: str | Path, name: str, version: Any, versions: list[int]) -> None:
     if not versions:
-        raise ReleaseError(_unknown_name(artifact_root, name))
+        raise ReleaseError(unknown_name(artifact_root, name))
     if type(version) is not int or version not in versions:
         raise ReleaseError(f"version: {name!r} has no published version {version!r} (published: "
                            f"{', '.join(map(str, versions))})")
