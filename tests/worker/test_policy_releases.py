@@ -146,6 +146,53 @@ def test_welch_against_hand_computed_figures() -> None:
     assert p == pytest.approx(0.01748, abs=2e-4)
 
 
+def test_a_training_job_publishes_straight_into_a_canary(tmp_path: Path, runs: dict[str, Path]) -> None:
+    from test_policy_gate import RecordingTransport, finished
+
+    from worker.jobs.codec import decode_job, encode_job, new_job
+    from worker.jobs.publishing import publish_trained_policy
+    from worker.jobs.records import JobRecords
+    from worker.policy_store.announcements import ReleaseAnnouncement, decode_any
+
+    records, transport = JobRecords(tmp_path), RecordingTransport()
+    publish_policy(tmp_path, NAME, runs["right"])
+    job = new_job("canary", "train", publish_policy=NAME, canary=0.1, canary_auto=True, canary_min_episodes=8)
+    assert decode_job(encode_job(job)) == job
+    result = publish_trained_policy(job, finished("canary", runs["left"], None), records,
+                                    transport, "prefix")  # type: ignore[arg-type]
+    assert result.policy is not None and result.policy["version"] == 2 and result.policy["canary"] == 2
+    state = releases.read_release(tmp_path, NAME)
+    assert state is not None and (state.stable, state.canary, state.share) == (1, 2, 0.1)
+    assert state.auto == releases.AutoGate(8, 0.95)
+    assert [decode_any(body) for _, _, body in transport.published] == [
+        ReleaseAnnouncement(NAME, state.generation)]
+    # Another canary while this one runs: published, but not released, and nothing served changes.
+    again = publish_trained_policy(new_job("again", "train", publish_policy=NAME, canary=0.2),
+                                   finished("again", runs["right"], None), records, transport,
+                                   "prefix")  # type: ignore[arg-type]
+    assert again.policy is not None and again.policy["canary"] is None
+    assert "not released as a canary, nothing served changes" in again.policy["message"]
+    assert releases.read_release(tmp_path, NAME) == state and len(transport.published) == 1
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"canary": 0.1}, "canary"),  # without publish_policy
+    ({"publish_policy": NAME, "canary": 1.0}, "canary"),
+    ({"publish_policy": NAME, "canary": True}, "canary"),
+    ({"publish_policy": NAME, "canary_auto": True}, "canary_auto"),
+    ({"publish_policy": NAME, "canary": 0.1, "canary_auto": "yes"}, "canary_auto"),
+    ({"publish_policy": NAME, "canary": 0.1, "canary_auto": True, "canary_min_episodes": 1},
+     "canary_min_episodes"),
+    ({"publish_policy": NAME, "canary": 0.1, "canary_min_episodes": 10}, "canary_min_episodes"),
+])
+def test_bad_canary_fields_of_a_job_name_the_field(fields: dict[str, Any], field: str) -> None:
+    from worker.jobs.codec import JobDecodeError, decode_job
+
+    with pytest.raises(JobDecodeError, match=rf"^{field}: expected") as caught:
+        decode_job(msgpack.packb({"v": 1, "job_id": "j", "kind": "train", **fields}))
+    assert caught.value.field == field
+
+
 # ----------------------------------------------------------------------------------------- the real broker
 
 pytest_integration = pytest.mark.integration

@@ -141,6 +141,7 @@ def decode_job(body: Any) -> JobMessage:
         if force and publish is None:
             raise JobDecodeError("force_publish", "force_publish: expected only with publish_policy, got "
                                                   "true on a job that publishes nothing", job_id)
+    canary, auto, min_episodes = _canary(obj, publish, job_id)
     chunks = _optional_positive(obj, "chunks", job_id, integer=True, maximum=MAX_CHUNKS)
     if chunks is not None and kind is not JobKind.ROLLOUT:
         raise JobDecodeError("chunks", f"chunks: only a rollout job is split into chunks, got one on a "
@@ -148,7 +149,29 @@ def decode_job(body: Any) -> JobMessage:
     chunk_of = None if chunk_raw is None else _chunk_of(chunk_raw, job_id)
     return JobMessage(job_id=job_id, kind=kind, config=config, overrides=overrides,
                       time_limit_s=None if time_limit is None else float(time_limit), publish_policy=publish,
-                      force_publish=bool(force), chunks=chunks, chunk_of=chunk_of)
+                      force_publish=bool(force), chunks=chunks, chunk_of=chunk_of, canary=canary,
+                      canary_auto=auto, canary_min_episodes=min_episodes)
+
+
+def _canary(obj: dict[str, Any], publish: Any, job_id: str) -> tuple[float | None, bool, int | None]:
+    """``canary``, ``canary_auto`` and ``canary_min_episodes``, checked (only with ``publish_policy``)."""
+    canary, auto = obj.get("canary"), obj.get("canary_auto")
+    if canary is not None:
+        if isinstance(canary, bool) or not isinstance(canary, int | float) or not 0 < canary < 1:
+            raise JobDecodeError("canary", "canary: expected nil or a share of new episodes strictly "
+                                           f"between 0 and 1, got {describe(canary)}", job_id)
+        if publish is None:
+            raise JobDecodeError("canary", "canary: expected only with publish_policy", job_id)
+    if auto is not None and type(auto) is not bool:
+        raise JobDecodeError("canary_auto", f"canary_auto: expected nil or a boolean, got {describe(auto)}",
+                             job_id)
+    if auto and canary is None:
+        raise JobDecodeError("canary_auto", "canary_auto: expected only with canary", job_id)
+    minimum = _optional_positive(obj, "canary_min_episodes", job_id, integer=True, maximum=1_000_000)
+    if minimum is not None and (not auto or minimum < 2):
+        raise JobDecodeError("canary_min_episodes", "canary_min_episodes: expected an integer >= 2, only "
+                                                    f"with canary_auto, got {describe(minimum)}", job_id)
+    return None if canary is None else float(canary), bool(auto), minimum
 
 
 def _overrides(value: Any, job_id: str) -> tuple[str, ...]:
@@ -200,6 +223,10 @@ def encode_job(job: JobMessage) -> bytes:
         obj["publish_policy"] = job.publish_policy
     if job.force_publish:
         obj["force_publish"] = True
+    if job.canary is not None:
+        obj.update(canary=job.canary, canary_auto=job.canary_auto)
+    if job.canary_min_episodes is not None:
+        obj["canary_min_episodes"] = job.canary_min_episodes
     if job.chunks is not None:
         obj["chunks"] = job.chunks
     if job.chunk_of is not None:
@@ -212,11 +239,13 @@ def encode_job(job: JobMessage) -> bytes:
 
 def new_job(job_id: str, kind: str, overrides: Sequence[str] = (), config: str | None = None,
             time_limit_s: float | None = None, publish_policy: str | None = None,
-            chunks: int | None = None, force_publish: bool = False) -> JobMessage:
+            chunks: int | None = None, force_publish: bool = False, canary: float | None = None,
+            canary_auto: bool = False, canary_min_episodes: int | None = None) -> JobMessage:
     """A checked JobMessage from plain arguments (what the CLI and JobClient build); raises JobDecodeError."""
     obj = {"v": JOB_PROTOCOL_VERSION, "job_id": job_id, "kind": kind, "config": config,
            "overrides": list(overrides), "time_limit_s": time_limit_s, "publish_policy": publish_policy,
-           "force_publish": force_publish, "chunks": chunks}
+           "force_publish": force_publish, "chunks": chunks, "canary": canary,
+           "canary_auto": canary_auto or None, "canary_min_episodes": canary_min_episodes}
     return decode_job(msgpack.packb(obj, use_bin_type=True))
 
 

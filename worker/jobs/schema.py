@@ -110,6 +110,13 @@ class JobMessage:
     force_publish: bool = False
     """With ``publish_policy``: publish even when the run's best evaluation return is worse than the one
     recorded for the currently published version (which is kept otherwise)."""
+    canary: float | None = None
+    """With ``publish_policy``: release the published version as a canary to this share of new episodes
+    (strictly between 0 and 1) instead of serving it to all of them."""
+    canary_auto: bool = False
+    """With ``canary``: the automatic gate promotes or rolls the canary back (docs/worker.md)."""
+    canary_min_episodes: int | None = None
+    """With ``canary_auto``: finished episodes on each side before the gate decides (default 50)."""
     chunks: int | None = None
     """Rollout only: split into this many chunk jobs run by any job worker, merged into one result."""
     chunk_of: ChunkOf | None = None

@@ -64,6 +64,13 @@ def submit_parser() -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true",
                         help="with --publish-policy: publish even when the published version's recorded "
                              "evaluation return is better")
+    parser.add_argument("--canary", type=float, default=None, metavar="SHARE",
+                        help="with --publish-policy: release the new version as a canary to SHARE of new "
+                             "episodes (0 < SHARE < 1)")
+    parser.add_argument("--auto", action="store_true",
+                        help="with --canary: the workers promote or roll back the canary (docs/worker.md)")
+    parser.add_argument("--min-episodes", type=int, default=None, metavar="N",
+                        help="with --auto: finished episodes on each side before deciding (default 50)")
     parser.add_argument("--chunks", type=int, default=None, metavar="N",
                         help="rollout: split into N chunk jobs run by any job workers, results merged")
     parser.add_argument("--wait", action="store_true", help="show progress and print the result")
@@ -80,7 +87,8 @@ def submit_command(argv: Sequence[str]) -> int:
     try:
         job = new_job(args.job_id or default_job_id(args.kind), args.kind, args.overrides, config=args.config,
                       time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks,
-                      force_publish=args.force)
+                      force_publish=args.force, canary=args.canary, canary_auto=args.auto,
+                      canary_min_episodes=args.min_episodes)
     except JobDecodeError as err:
         parser.error(err.message)
     try:
