@@ -142,8 +142,9 @@ class RolloutRunner(ABC):
             shutil.rmtree(parts, ignore_errors=True)
         self._publish(stats, directory)
         if dataset is not None and not self.silent:
-            print(f"Minari dataset {self.record_minari} written to {dataset.parent} (minari.load_dataset finds "
-                  f"it with MINARI_DATASETS_PATH={dataset.parents[len(Path(self.record_minari or '').parts)]})")
+            root = directory / MINARI_DIR
+            print(f"Minari dataset {self.record_minari} written to {dataset.parent} (minari.load_dataset "
+                  f"finds it with MINARI_DATASETS_PATH={root})")
         return stats
 
     def _minari_dataset(self, output_dir: Path) -> Path | None:

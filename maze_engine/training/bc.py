@@ -127,8 +127,14 @@ class BehaviouralCloning(EpochTrainer):
         for continuous ones, and so on for every action space the policy supports."""
         distribution = self.policy.distribution(batch.observations, self.actor_id)
         loss = -distribution.log_prob(batch.actions).mean()
-        grad_norm = step_optimizer(self.optimizer, loss, self.parameters, self.config.max_grad_norm)
-        return {"policy_loss": loss.item(), "grad_norm": grad_norm}
+        if self.config.max_grad_norm > 0:
+            grad_norm = step_optimizer(self.optimizer, loss, self.parameters, self.config.max_grad_norm)
+            return {"policy_loss": loss.item(), "grad_norm": grad_norm}
+        # Without clipping no norm is needed: measuring it would cost a tenth of a small net's update.
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"policy_loss": loss.item()}
 
     def _train_epoch(self, stop_when: Callable[["BehaviouralCloning"], bool] | None) -> bool:
         learner: dict[str, RunningStats] = {}
