@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str] = {
     "ObservationStackWrapper": "maze_engine.wrappers.observation.stack",
     "ObservationNormalizationWrapper": "maze_engine.wrappers.observation.normalization",
     "TrajectoryRecordingWrapper": "maze_engine.wrappers.recording.trajectory",
+    "MinariRecordingWrapper": "maze_engine.wrappers.recording.minari",
     # policies
     "StructuredPolicy": "maze_engine.policies.policy",
     "RandomPolicy": "maze_engine.policies.random_policy",
@@ -86,6 +87,8 @@ _EXPORTS: dict[str, str] = {
     "A2C": "maze_engine.training.a2c",
     "PPO": "maze_engine.training.ppo",
     "RolloutEvaluator": "maze_engine.training.evaluator",
+    "BCAlgorithmConfig": "maze_engine.training.bc",
+    "BehaviouralCloning": "maze_engine.training.bc",
     # high-level API
     "RunContext": "maze_engine.api.run_context",
 }

@@ -108,8 +108,8 @@ class BehaviouralCloning(EpochTrainer):
         self.actor_id = actor_id
         self.train_samples = train
         self.validation_samples = validation if validation is not None and validation.size else None
-        self.parameters = list(self.policy.parameters())
-        self.optimizer: torch.optim.Optimizer = make_adam(self.parameters, config.lr)
+        self.policy_parameters = list(self.policy.parameters())
+        self.optimizer: torch.optim.Optimizer = make_adam(self.policy_parameters, config.lr)
 
     def updates_per_epoch(self) -> int:
         return math.ceil(self.train_samples.size / self.config.batch_size)
@@ -128,7 +128,8 @@ class BehaviouralCloning(EpochTrainer):
         distribution = self.policy.distribution(batch.observations, self.actor_id)
         loss = -distribution.log_prob(batch.actions).mean()
         if self.config.max_grad_norm > 0:
-            grad_norm = step_optimizer(self.optimizer, loss, self.parameters, self.config.max_grad_norm)
+            grad_norm = step_optimizer(self.optimizer, loss, self.policy_parameters,
+                                       self.config.max_grad_norm)
             return {"policy_loss": loss.item(), "grad_norm": grad_norm}
         # Without clipping no norm is needed: measuring it would cost a tenth of a small net's update.
         self.optimizer.zero_grad(set_to_none=True)

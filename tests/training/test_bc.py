@@ -65,6 +65,7 @@ def test_bc_reaches_the_controllers_return_and_the_run_directory_rolls_out(heuri
     for metric in ("learner\tpolicy_loss", "validation\tpolicy_loss", "validation\taccuracy",
                    "eval\tepisode_return", "time\tsamples_per_second"):
         assert any(metric in row for row in stats_rows), metric
+    assert not any("grad_norm" in row for row in stats_rows)  # no clipping, no norm
 
     rollout = rollout_from_config(compose_config("conf_rollout", [
         "policy=torch_policy", f"input_dir={tmp_path}", "runner=sequential", "runner.n_episodes=3",
@@ -154,7 +155,7 @@ def test_continuous_actions_learn_by_the_gaussian_likelihood(tmp_path: Path) -> 
     run = build_training(compose_config("conf_train", [
         *QUICK, "env.name=Pendulum-v1", f"dataset={tmp_path / 'pendulum/linear-v0'}",
         "algorithm.eval_repeats=0", "algorithm.batch_size=32", "algorithm.lr=0.01", "algorithm.n_epochs=15",
-        "algorithm.patience=0"]),
+        "algorithm.patience=0", "algorithm.max_grad_norm=10"]),
         tmp_path / "run")
     try:
         first = run.train(n_epochs=1)
@@ -162,6 +163,7 @@ def test_continuous_actions_learn_by_the_gaussian_likelihood(tmp_path: Path) -> 
     finally:
         run.close()
     assert "accuracy" not in last["validation"] and "eval" not in last
+    assert last["learner"]["grad_norm"]["count"] == 8  # measured when it clips: 250 samples, batches of 32
     assert last["validation"]["policy_loss"]["mean"] < first["validation"]["policy_loss"]["mean"] - 1.0
     assert run.summary is not None and run.summary.selected_by == "validation_loss"
     assert run.summary.best_return is None and run.summary.best_loss is not None
