@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.errors import WorkerError, one_line
 from worker.jobs.grammar import Override, OverrideSyntaxError, parse_override, render_override
-from worker.jobs.rules import TARGET_KEY, ValueRules, is_path_key
+from worker.jobs.rules import DATASET_KEY, STREAM, TARGET_KEY, ValueRules, is_path_key
 from worker.jobs.schema import DEFAULT_CONFIGS, JobMessage
 from worker.settings import DEFAULT_ALLOWED_TARGETS
 
@@ -153,8 +153,10 @@ class JobGuard:
         problem = self.rules.value_problem(name, value)
         if problem is not None:
             raise _refused(index, override, f"{override.key}: {problem}")
+        if name == DATASET_KEY and isinstance(value, str) and value.startswith(STREAM):
+            return override.text  # exported by the job worker before the job starts (worker.jobs.datasets)
         if is_path_key(name) and isinstance(value, str) and value:
-            resolved = self.rules.confine(value)
+            resolved = self.rules.dataset_path(value) if name == DATASET_KEY else self.rules.confine(value)
             try:
                 return render_override(override.key, str(resolved))
             except OverrideSyntaxError as err:

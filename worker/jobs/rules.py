@@ -37,6 +37,12 @@ _ACTIVATION_PATTERN = re.compile(r"[a-z_]+|torch\.nn\.[A-Z][A-Za-z0-9]*")
 """A short activation name (``tanh``) or a class of ``torch.nn`` (``torch.nn.ReLU``), built without
 arguments."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,127}")
+DATASET_KEY = "dataset"
+STREAM = "stream:"
+"""``dataset=stream:<prefix>``: the experience stream of an agent-worker prefix (``worker.jobs.datasets``)."""
+DATASETS_DIR = "datasets"
+"""Where a bare Minari id (``cartpole/expert-v0``) in ``dataset`` resolves: ``<artifact root>/datasets/``."""
+MINARI_ID_PATTERN = re.compile(r"(?:[A-Za-z0-9_-]+/)?[A-Za-z0-9_-]+-v[0-9]+")
 
 
 def is_path_key(key: str) -> bool:
@@ -120,6 +126,22 @@ class ValueRules:
             return str(err)
         return None
 
+    def dataset_problem(self, value: Any, base: Path | None = None) -> str | None:
+        """None if ``value`` is ``stream:<prefix>`` with a safe prefix, or a path (or Minari id) inside the
+        artifact root."""
+        if isinstance(value, str) and value.startswith(STREAM):
+            return stream_prefix_problem(value[len(STREAM):])
+        return self.path_problem(value, base)
+
+    def dataset_path(self, value: str) -> Path | None:
+        """Where ``dataset=value`` (not a stream) is: a path inside the artifact root, or a bare Minari id
+        that names no such path under ``<artifact root>/datasets/``; raises ValueError as ``confine``."""
+        resolved = self.confine(value)
+        if (resolved is not None and not resolved.exists() and not Path(value).is_absolute()
+                and MINARI_ID_PATTERN.fullmatch(value)):
+            return self.confine(value, self.root / DATASETS_DIR)
+        return resolved
+
     # -- names ---------------------------------------------------------------------------------------------
 
     @staticmethod
@@ -141,6 +163,8 @@ class ValueRules:
             return self.target_problem(value)
         if key == ACTIVATION_KEY:
             return self.activation_problem(value)
+        if key == DATASET_KEY:
+            return self.dataset_problem(value, base)
         if is_path_key(key):
             return self.path_problem(value, base)
         if key == NAME_KEY:
@@ -152,6 +176,17 @@ class ValueRules:
                     if problem is not None:
                         return f"item {index} (a dotted string in a list is a class path): {problem}"
         return None
+
+
+def stream_prefix_problem(prefix: str) -> str | None:
+    """None if ``prefix`` is a broker prefix (the check ``broker.prefix`` passes), else what was expected."""
+    from worker.wire import topology
+
+    try:
+        topology.experience_stream(prefix)
+    except ValueError as err:
+        return f"expected stream:<prefix> with a broker prefix ({err})"
+    return None
 
 
 @lru_cache(maxsize=256)
