@@ -86,7 +86,7 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return np.where(denominator > 0, numerator / safe, 0.0)
 
 
-class _Statistic:
+class EpisodeStatistic:
     """An estimator as a function of how often each episode is counted: ones for the estimate itself,
     multinomial counts for a bootstrap replicate. Holds the ``(episodes, steps)`` matrices it sums."""
 
@@ -102,17 +102,18 @@ class _Statistic:
         return total @ self.discounts
 
 
-def weighted_importance_sampling(weights: np.ndarray, rewards: np.ndarray, gamma: float) -> _Statistic:
+def weighted_importance_sampling(weights: np.ndarray, rewards: np.ndarray, gamma: float) -> EpisodeStatistic:
     """The per-decision WIS statistic over ``(episodes, steps)`` weights and rewards (module docstring)."""
-    return _Statistic([(weights * rewards, weights)], gamma ** np.arange(weights.shape[1], dtype=np.float64))
+    discounts = gamma ** np.arange(weights.shape[1], dtype=np.float64)
+    return EpisodeStatistic([(weights * rewards, weights)], discounts)
 
 
 def doubly_robust(weights: np.ndarray, rewards: np.ndarray, q_taken: np.ndarray, state_values: np.ndarray,
-                  gamma: float) -> _Statistic:
+                  gamma: float) -> EpisodeStatistic:
     """The weighted doubly robust statistic (module docstring); all arrays ``(episodes, steps)``, zero past
     each episode's end."""
     before = np.concatenate([np.ones((weights.shape[0], 1)), weights[:, :-1]], axis=1)
-    return _Statistic([(weights * (rewards - q_taken), weights), (before * state_values, before)],
+    return EpisodeStatistic([(weights * (rewards - q_taken), weights), (before * state_values, before)],
                       gamma ** np.arange(weights.shape[1], dtype=np.float64))
 
 
@@ -164,7 +165,7 @@ def evaluate_off_policy(data: LoggedEpisodes, policy: Any, gamma: float = 1.0,
     weights = weight_matrix(data, ratios)
     rewards = padded(data, data.rewards)
     ess = effective_sample_size(weights[:, -1])
-    statistics: dict[str, _Statistic] = {}
+    statistics: dict[str, EpisodeStatistic] = {}
     if "wis" in methods:
         statistics["wis"] = weighted_importance_sampling(weights, rewards, gamma)
     if "dr" in methods:
