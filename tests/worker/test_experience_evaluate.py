@@ -1,12 +1,15 @@
 """``maze-worker experience evaluate``: a run directory or a published version evaluated on a Minari dataset
 written as ``maze-worker experience export`` writes them (end to end), the table and the JSON line, and the
-refusals of data without propensities; recorded stream episodes read with the export's propensity rules."""
+refusals of data without propensities; recorded episodes read with the export's propensity rules, and from
+the experience stream itself (against RabbitMQ)."""
 
 import json
 import math
 import re
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +23,13 @@ from maze_engine import GymMazeEnv
 from maze_engine.perception.composers.model import build_model_composers
 from maze_engine.policies.torch_io import save_torch_policy
 from maze_engine.records.minari import MinariWriter
+from worker.broker.stream import StreamPublisher, stream_arguments
 from worker.experience.evaluate import evaluate_command, from_recorded
 from worker.experience.reader import RecordedEpisode
+from worker.experience.record import ExperienceRecord, encode_record
 from worker.policy_store.store import publish_policy
+from worker.settings import BrokerSettings
+from worker.wire import topology
 
 MAZE_WORKER = str(Path(sys.executable).parent / "maze-worker")
 OBSERVATIONS = spaces.Dict({"observation": gym.make("CartPole-v1").observation_space})
@@ -147,17 +154,24 @@ def test_bad_options_end_with_one_error_line(inputs: dict[str, Path], arguments:
     assert message in capsys.readouterr().err
 
 
-def recorded(steps: int, mode: str = "act", override_at: int | None = None) -> RecordedEpisode:
+def step_columns(steps: int, override_at: int | None = None) -> dict[str, Any]:
+    """The columns of a record (docs/experience.md) for ``steps`` alternating proposals, applied unless
+    ``override_at``."""
     proposal = np.arange(steps) % 2
     applied = proposal.copy()
     if override_at is not None:
         applied[override_at] = 1 - applied[override_at]
-    columns = {"seq": np.arange(steps), "observation": {"observation": np.zeros((steps, 4), np.float32)},
-               "action": {"action": proposal}, "log_prob": np.full(steps, -0.1),
-               "applied_action": {"action": applied}, "applied_reported": np.zeros(steps, bool),
-               "reward": np.ones(steps), "terminated": np.arange(steps) == steps - 1,
-               "truncated": np.zeros(steps, bool), "time": np.zeros(steps)}
-    return RecordedEpisode("run", "episode", "cartpole", 1, ["w1"], "done", steps, columns, None, mode=mode)
+    observations = np.random.default_rng(steps).normal(0.0, 0.05, (steps, 4)).astype(np.float32)
+    return {"seq": np.arange(steps), "observation": {"observation": observations},
+            "action": {"action": proposal}, "log_prob": np.full(steps, math.log(0.5)),
+            "applied_action": {"action": applied}, "applied_reported": np.zeros(steps, bool),
+            "reward": np.ones(steps), "terminated": np.arange(steps) == steps - 1,
+            "truncated": np.zeros(steps, bool), "time": np.zeros(steps)}
+
+
+def recorded(steps: int, mode: str = "act", override_at: int | None = None) -> RecordedEpisode:
+    return RecordedEpisode("run", "episode", "cartpole", 1, ["w1"], "done", steps,
+                           step_columns(steps, override_at), None, mode=mode)
 
 
 def test_recorded_episodes_keep_propensities_only_where_the_proposal_was_applied() -> None:
@@ -165,3 +179,27 @@ def test_recorded_episodes_keep_propensities_only_where_the_proposal_was_applied
     assert data.lengths.tolist() == [3, 2, 2]
     assert data.actions["action"].tolist() == [0, 1, 0, 0, 0, 0, 1]
     assert np.isnan(data.behaviour_log_probs).tolist() == [False] * 4 + [True] * 3
+
+
+@pytest.mark.integration
+def test_episodes_are_read_from_the_experience_stream(amqp_url: str, prefix: str, inputs: dict[str, Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    settings = BrokerSettings(url=amqp_url, prefix=prefix)
+    stream = topology.experience_stream(prefix)
+    publisher = StreamPublisher(settings, "test experience evaluate")
+    publisher.connect()
+    try:
+        publisher.declare_stream(stream, stream_arguments(1 << 24, "1h"))
+        for index, steps in enumerate([5, 9, 12, 7]):
+            publisher.publish(stream, encode_record(ExperienceRecord(
+                run=uuid.uuid4().hex, episode=f"episode-{index}", chunk=0, final=True, worker="w1",
+                policy_name="cartpole", policy_version=1, mode="act", first_seq=0, steps=steps,
+                columns=step_columns(steps), end="done", published=time.time())))
+    finally:
+        publisher.close()
+    code = evaluate_command(["--policy", str(inputs["run"]), "--dataset", f"stream:{prefix}",
+                             "--url", amqp_url, "--idle-s", "1", "--json", *FAST])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["episodes"], report["steps"], report["behaviour_return"]) == (4, 33, 33 / 4)
+    assert report["dataset"] == f"stream:{prefix}"
