@@ -58,7 +58,8 @@ def experience_command(argv: Sequence[str]) -> int:
     cannot be exported, 1 when the broker fails."""
     args = list(argv)
     if not args or args[0] != "export":
-        return fail("experience: expected the subcommand export (maze-worker experience export --help)",
+        return fail("experience: expected the subcommand export or evaluate (maze-worker experience export "
+                    "--help, maze-worker experience evaluate --help)",
                     EXIT_CONFIG_ERROR)
     parser = export_parser()
     options = parser.parse_intermixed_args(args[1:])
