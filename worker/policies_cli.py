@@ -106,8 +106,6 @@ def describe_state(state: Any) -> str:
 
 def announce(url: str | None, prefix: str, state: Any, event: str) -> None:
     """The release announcement on ``<prefix>.policies`` and the event on ``<prefix>.events``."""
-    import pika
-
     from worker.broker import probe
     from worker.policy_store.announcements import (
         encode_release_announcement,
@@ -116,22 +114,14 @@ def announce(url: str | None, prefix: str, state: Any, event: str) -> None:
     )
     from worker.wire import topology
 
-    connection = probe.connect(topology.amqp_url(url), timeout=10.0)
-    try:
-        channel = connection.channel()
-        properties = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
-        events = topology.events_exchange(prefix)
-        channel.exchange_declare(events, exchange_type=topology.events_exchange_type(), durable=True)
-        channel.basic_publish(events, release_event_routing_key(state.name, event),
-                              encode_release_event(event, state.name, generation=state.generation,
-                                                   stable=state.stable, canary=state.canary,
-                                                   share=state.share, by="operator"), properties)
-        policies = topology.policies_exchange(prefix)
-        channel.exchange_declare(policies, exchange_type=topology.policies_exchange_type(), durable=True)
-        channel.basic_publish(policies, "", encode_release_announcement(state.name, state.generation),
-                              properties)
-    finally:
-        connection.close()
+    event_body = encode_release_event(event, state.name, generation=state.generation, stable=state.stable,
+                                      canary=state.canary, share=state.share, by="operator")
+    probe.publish_notices(topology.amqp_url(url), [
+        (topology.events_exchange(prefix), topology.events_exchange_type(),
+         release_event_routing_key(state.name, event), event_body),
+        (topology.policies_exchange(prefix), topology.policies_exchange_type(), "",
+         encode_release_announcement(state.name, state.generation)),
+    ])
 
 
 # ------------------------------------------------------------------------------------------------ status

@@ -102,3 +102,19 @@ def delete_prefix(url: str, prefix: str, queues: tuple[str, ...] = (),
         with contextlib.suppress(pika.exceptions.AMQPError):
             if connection.is_open:
                 connection.close()
+
+
+def publish_notices(url: str, notices: list[tuple[str, str, str, bytes]], timeout: float = 10.0) -> None:
+    """Publish rare notices, each ``(exchange, exchange type, routing key, body)``, persistent, on a
+    short-lived connection (the exchanges are declared durable first); raises pika's errors for the caller."""
+    connection = connect(url, timeout)
+    try:
+        channel = connection.channel()
+        properties = pika.BasicProperties(content_type="application/msgpack", delivery_mode=2)
+        for exchange, exchange_type, routing_key, body in notices:
+            channel.exchange_declare(exchange, exchange_type=exchange_type, durable=True)
+            channel.basic_publish(exchange, routing_key, body, properties)
+    finally:
+        with contextlib.suppress(pika.exceptions.AMQPError):
+            if connection.is_open:
+                connection.close()
