@@ -236,7 +236,9 @@ def test_a_job_whose_worker_is_killed_resumes_elsewhere_from_its_checkpoint_and_
         amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any, client: RecordingClient) -> None:
     register_cleanup(broker_cleanup, prefix)
     victim = _start_job_worker(amqp_url, prefix, tmp_path)
-    job = new_job("survivor", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=40", *LONG_TRAINING[-7:]])
+    # Epochs long enough (16 updates) that the kill lands well before the last one, however fast the machine.
+    job = new_job("survivor", "train", [*LONG_TRAINING[:-8], "algorithm.n_epochs=40",
+                                        "algorithm.epoch_length=16", *LONG_TRAINING[-6:]])
     try:
         client.watch(job.job_id)
         client.submit(job)
