@@ -13,14 +13,14 @@ reported. Target: paired ratio (canary / no canary) >= 0.95, no errors.
 
 import argparse
 import json
-import statistics
 import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
 
+from ab_rounds import ABRuns
 from worker_batch_step import save_untrained_policy
-from worker_roundtrip import URL, _loadgen
+from worker_roundtrip import URL
 
 from worker.broker.probe import delete_prefix
 from worker.launcher import WorkerProcess, free_port
@@ -49,7 +49,7 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     plain, canary = f"bench-plain-{tag}", f"bench-canary-{tag}"
     ports = {plain: free_port(), canary: free_port()}
-    runs: dict[str, list[dict]] = {plain: [], canary: []}
+    ab = ABRuns(plain, canary)
     with tempfile.TemporaryDirectory() as directory:
         roots = {plain: Path(directory) / "plain", canary: Path(directory) / "canary"}
         for number in (1, 2):
@@ -64,31 +64,23 @@ def main() -> None:
         try:
             for worker in workers.values():
                 worker.wait_healthy(90)
-            for number in range(args.rounds):  # off-on, then on-off: a machine slowing down hits both alike
-                for prefix in ((plain, canary) if number % 2 == 0 else (canary, plain)):
-                    runs[prefix].append(_loadgen(args.episodes, args.seconds, "{episode}",
-                                                 f"{prefix}.states"))
+            ab.measure(args.rounds, args.episodes, args.seconds)
             on_canary = _canary_states(ports[canary])
         finally:
             exits = {prefix: worker.stop() for prefix, worker in workers.items()}
-        for prefix in runs:
+        for prefix in (plain, canary):
             delete_prefix(URL, prefix)
 
-    def median(prefix: str, key: str) -> float:
-        return float(statistics.median(run[key] for run in runs[prefix]))
-
-    off, on = median(plain, "round_trips_per_s"), median(canary, "round_trips_per_s")
-    paired = statistics.median(run_on["round_trips_per_s"] / run_off["round_trips_per_s"]
-                               for run_off, run_on in zip(runs[plain], runs[canary], strict=True))
-    errors = sum(run["errors"] + run["stalled"] for prefix in runs for run in runs[prefix])
+    off, on = ab.median(plain, "round_trips_per_s"), ab.median(canary, "round_trips_per_s")
+    paired, errors = ab.paired_ratio(), ab.errors()
     print(json.dumps({
         "benchmark": "canary_roundtrip", "episodes": args.episodes, "rounds": args.rounds,
         "seconds": args.seconds, "share": args.share,
         "round_trips_per_s_no_canary": round(off, 1), "round_trips_per_s_canary": round(on, 1),
-        "all_no_canary": [round(run["round_trips_per_s"], 1) for run in runs[plain]],
-        "all_canary": [round(run["round_trips_per_s"], 1) for run in runs[canary]],
+        "all_no_canary": ab.all(plain),
+        "all_canary": ab.all(canary),
         "ratio": round(on / off, 3), "paired_ratio": round(paired, 3), "target_ratio": TARGET_RATIO,
-        "p99_ms_no_canary": median(plain, "p99_ms"), "p99_ms_canary": median(canary, "p99_ms"),
+        "p99_ms_no_canary": ab.median(plain, "p99_ms"), "p99_ms_canary": ab.median(canary, "p99_ms"),
         "states_on_the_canary": on_canary,
         "errors_or_stalled": errors, "worker_exit_codes": list(exits.values()),
         "meets_target": paired >= TARGET_RATIO and errors == 0 and on_canary > 0,

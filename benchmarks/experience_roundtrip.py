@@ -16,14 +16,14 @@ Needs the broker (MAZE_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2F) with t
 
 import argparse
 import json
-import statistics
 import tempfile
 import urllib.request
 import uuid
 from pathlib import Path
 
+from ab_rounds import ABRuns
 from worker_batch_step import save_untrained_policy
-from worker_roundtrip import URL, _loadgen
+from worker_roundtrip import URL
 
 from worker.broker.probe import delete_prefix
 from worker.experience.reader import read_records
@@ -50,7 +50,7 @@ def main() -> None:
     tag = uuid.uuid4().hex[:8]
     plain, recording = f"bench-plain-{tag}", f"bench-rec-{tag}"
     ports = {plain: free_port(), recording: free_port()}
-    runs: dict[str, list[dict]] = {plain: [], recording: []}
+    ab = ABRuns(plain, recording)
     with tempfile.TemporaryDirectory() as run_dir:
         save_untrained_policy(Path(run_dir))
         common = ["env=gym_env", "env.name=CartPole-v1", "policy=torch_policy", f"input_dir={run_dir}",
@@ -63,10 +63,7 @@ def main() -> None:
         try:
             for worker in workers.values():
                 worker.wait_healthy(90)
-            for number in range(args.rounds):  # off-on, then on-off: a machine slowing down hits both alike
-                for prefix in ((plain, recording) if number % 2 == 0 else (recording, plain)):
-                    runs[prefix].append(_loadgen(args.episodes, args.seconds, "{episode}",
-                                                 f"{prefix}.states"))
+            ab.measure(args.rounds, args.episodes, args.seconds)
             dropped = _metrics(ports[recording], "maze_worker_experience_records_dropped_total")
             published = sum(_metrics(ports[recording], "maze_worker_experience_records_total").values())
             steps = sum(_metrics(ports[recording], "maze_worker_experience_steps_total").values())
@@ -76,22 +73,16 @@ def main() -> None:
         delete_prefix(URL, plain)
         delete_prefix(URL, recording, queues=(f"{recording}.experience",))
 
-    def median(prefix: str, key: str) -> float:
-        return float(statistics.median(run[key] for run in runs[prefix]))
-
-    off, on = median(plain, "round_trips_per_s"), median(recording, "round_trips_per_s")
-    # Each round's two runs are neighbours in time: their ratio is what drift on a shared machine spares.
-    paired = statistics.median(run_on["round_trips_per_s"] / run_off["round_trips_per_s"]
-                               for run_off, run_on in zip(runs[plain], runs[recording], strict=True))
-    errors = sum(run["errors"] + run["stalled"] for prefix in runs for run in runs[prefix])
+    off, on = ab.median(plain, "round_trips_per_s"), ab.median(recording, "round_trips_per_s")
+    paired, errors = ab.paired_ratio(), ab.errors()
     print(json.dumps({
         "benchmark": "experience_roundtrip", "episodes": args.episodes, "rounds": args.rounds,
         "seconds": args.seconds,
         "round_trips_per_s_recording_off": round(off, 1), "round_trips_per_s_recording_on": round(on, 1),
-        "all_off": [round(run["round_trips_per_s"], 1) for run in runs[plain]],
-        "all_on": [round(run["round_trips_per_s"], 1) for run in runs[recording]],
+        "all_off": ab.all(plain),
+        "all_on": ab.all(recording),
         "ratio": round(on / off, 3), "paired_ratio": round(paired, 3), "target_ratio": TARGET_RATIO,
-        "p99_ms_off": median(plain, "p99_ms"), "p99_ms_on": median(recording, "p99_ms"),
+        "p99_ms_off": ab.median(plain, "p99_ms"), "p99_ms_on": ab.median(recording, "p99_ms"),
         "records_published": published, "steps_published": steps, "records_dropped": dropped,
         "records_in_stream": in_stream, "errors_or_stalled": errors,
         "worker_exit_codes": list(exits.values()),
