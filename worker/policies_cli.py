@@ -1,23 +1,28 @@
-"""``maze-worker policies``: release a published version as a canary, promote it, roll it back, look at both.
+"""``maze-worker policies``: release a published version as a canary, promote it, roll it back, run one in
+shadow, look at them side by side.
 
     maze-worker policies release cartpole 3 --canary 0.1 [--auto --min-episodes 50 --confidence 0.95]
     maze-worker policies promote cartpole 3
     maze-worker policies rollback cartpole
+    maze-worker policies shadow cartpole 4        (maze-worker policies shadow cartpole --stop)
     maze-worker policies status cartpole [--metrics http://worker-1:9100/metrics ...] [--json]
 
 A change is written to the release state in the artifact root (``worker/policy_store/releases.py``), then
 announced on ``<prefix>.policies`` (every agent worker serving the name reads the state again, at once) and
-published as an event ``policy.<name>.released|promoted|rolled_back`` on ``<prefix>.events``. A refused
+published as an event ``policy.<name>.released|promoted|rolled_back|shadowed|shadow_stopped`` on
+``<prefix>.events``. A refused
 change (an unknown name or version, a share outside (0, 1), a canary already running) prints one error line
 naming it and exits 2; nothing served changes. ``status`` prints the release state with each version's
 manifest, the last decision with its figures, and, with ``--metrics``, the live per-version figures summed
-over the listed workers' ``/metrics``.
+over the listed workers' ``/metrics`` (for a shadow: its agreement with the served actions and its estimated
+return, ``worker/serving/candidate_figures.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import urllib.request
@@ -49,15 +54,20 @@ def parser() -> argparse.ArgumentParser:
     promote.add_argument("version", type=int)
     rollback = commands.add_parser("rollback", help="stop the canary, or go back to the previous stable")
     rollback.add_argument("name")
+    shadow = commands.add_parser("shadow", help="run VERSION in shadow beside what serves: its actions are "
+                                 "computed, compared and scored, never returned")
+    shadow.add_argument("name")
+    shadow.add_argument("version", type=int, nargs="?", help="the published version to run in shadow")
+    shadow.add_argument("--stop", action="store_true", help="stop the shadow that runs")
     status = commands.add_parser("status", help="the release state, the last decision, live figures")
     status.add_argument("name")
     status.add_argument("--metrics", action="append", default=[], metavar="URL",
                         help="a worker's /metrics URL, repeatable: per-version figures summed over them")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    for command in (release, promote, rollback, status):
+    for command in (release, promote, rollback, shadow, status):
         command.add_argument("--artifact-root", default=os.environ.get(ARTIFACT_ROOT_ENV, "artifacts"),
                              help="the artifact root (default: $MAZE_ARTIFACT_ROOT, else ./artifacts)")
-    for command in (release, promote, rollback):
+    for command in (release, promote, rollback, shadow):
         command.add_argument("--url", default=None, help="broker URL (default: $MAZE_AMQP_URL, else local)")
         command.add_argument("--prefix", default="maze", help="topology prefix (default: maze)")
     return root
@@ -77,6 +87,8 @@ def policies_command(argv: Sequence[str]) -> int:
             auto = releases.AutoGate(args.min_episodes, args.confidence) if args.auto else None
             state = releases.release_canary(args.artifact_root, args.name, args.version, args.canary, auto)
             event = "released"
+        elif args.command == "shadow":
+            state, event = _shadow(args)
         elif args.command == "promote":
             state = releases.promote(args.artifact_root, args.name, args.version)
             event = "promoted"
@@ -96,12 +108,23 @@ def policies_command(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _shadow(args: argparse.Namespace) -> tuple[Any, str]:
+    from worker.policy_store import releases
+
+    if args.stop == (args.version is not None):
+        raise releases.ReleaseError("version: expected a VERSION to run in shadow, or --stop (not both)")
+    if args.stop:
+        return releases.stop_shadow(args.artifact_root, args.name), "shadow_stopped"
+    return releases.start_shadow(args.artifact_root, args.name, args.version), "shadowed"
+
+
 def describe_state(state: Any) -> str:
     canary = f", canary version {state.canary} for {state.share:g} of new episodes" if state.canary else ""
     gate = state.auto
     auto = (f" (automatic gate: {gate.min_episodes} episodes each, confidence {gate.confidence:g})"
             if state.canary and gate else "")
-    return f"stable version {state.stable}{canary}{auto}"
+    shadow = f", version {state.shadow} in shadow" if state.shadow else ""
+    return f"stable version {state.stable}{canary}{auto}{shadow}"
 
 
 def announce(url: str | None, prefix: str, state: Any, event: str) -> None:
@@ -115,7 +138,8 @@ def announce(url: str | None, prefix: str, state: Any, event: str) -> None:
     from worker.wire import topology
 
     event_body = encode_release_event(event, state.name, generation=state.generation, stable=state.stable,
-                                      canary=state.canary, share=state.share, by="operator")
+                                      canary=state.canary, share=state.share, shadow=state.shadow,
+                                      by="operator")
     probe.publish_notices(topology.amqp_url(url), [
         (topology.events_exchange(prefix), topology.events_exchange_type(),
          release_event_routing_key(state.name, event), event_body),
@@ -137,7 +161,8 @@ def status_of(artifact_root: str, name: str, metrics_urls: Sequence[str]) -> dic
         raise releases.ReleaseError(releases.unknown_name(artifact_root, name))
     state = releases.read_release(artifact_root, name)
     stable = state.stable if state is not None else versions[-1]
-    shown = {"stable": stable, **({"canary": state.canary} if state is not None and state.canary else {})}
+    shown = {"stable": stable, **({"canary": state.canary} if state is not None and state.canary else {}),
+             **({"shadow": state.shadow} if state is not None and state.shadow else {})}
     live = scrape(metrics_urls) if metrics_urls else {}
     sides: dict[str, Any] = {}
     for role, version in shown.items():
@@ -148,13 +173,24 @@ def status_of(artifact_root: str, name: str, metrics_urls: Sequence[str]) -> dic
             "published_versions": versions, "metrics_from": list(metrics_urls)}
 
 
+SHADOW_FIGURES = {"maze_worker_candidate_decisions_total": "decisions",
+                  "maze_worker_candidate_agreed_total": "agreed",
+                  "maze_worker_candidate_errors_total": "shadow_errors",
+                  "maze_worker_candidate_episodes": "estimate_episodes",
+                  "maze_worker_candidate_ess": "ess"}
+"""A shadow's figures summed over workers; the estimates are averaged weighted by their episodes."""
+WEIGHTED_FIGURES = {"maze_worker_candidate_estimated_return": "estimated_return",
+                    "maze_worker_candidate_served_return": "served_return",
+                    "maze_worker_candidate_weight_mean": "weight_mean"}
+
+
 def scrape(urls: Sequence[str]) -> dict[str, dict[str, float | None]]:
     """Per-version figures summed over the workers' ``/metrics``: episodes, mean return and length, errors,
-    mean latency."""
+    mean latency; for a shadow version its agreement and estimated return."""
     from prometheus_client.parser import text_string_to_metric_families
 
     sums: dict[str, dict[str, float]] = {}
-    wanted = {"maze_worker_version_episode_return_sum": "return_sum",
+    wanted = {**SHADOW_FIGURES, "maze_worker_version_episode_return_sum": "return_sum",
               "maze_worker_version_episode_return_count": "episodes",
               "maze_worker_version_episode_length_sum": "length_sum",
               "maze_worker_version_errors_total": "errors",
@@ -163,19 +199,40 @@ def scrape(urls: Sequence[str]) -> dict[str, dict[str, float | None]]:
     for url in urls:
         with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310 - an operator's own URL
             text = response.read().decode("utf-8")
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                key = wanted.get(sample.name)
-                if key is not None:
-                    figures = sums.setdefault(sample.labels["policy_version"], {})
-                    figures[key] = figures.get(key, 0.0) + sample.value
-    return {version: {"episodes": int(f.get("episodes", 0)),
+        samples = [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+        episodes = {sample.labels.get("policy_version"): sample.value for sample in samples
+                    if sample.name == "maze_worker_candidate_episodes"}
+        for sample in samples:
+            key = wanted.get(sample.name)
+            weight = 1.0
+            if key is None and sample.name in WEIGHTED_FIGURES:  # this worker's estimate, by its episodes
+                key = WEIGHTED_FIGURES[sample.name]
+                weight = episodes.get(sample.labels["policy_version"], 0.0)
+            if key is not None and math.isfinite(sample.value):
+                figures = sums.setdefault(sample.labels["policy_version"], {})
+                figures[key] = figures.get(key, 0.0) + weight * sample.value
+    return {version: {**_served_figures(f), **_shadow_figures(f)} for version, f in sums.items()}
+
+
+def _shadow_figures(f: dict[str, float]) -> dict[str, float | None]:
+    if "decisions" not in f:
+        return {}
+    weighted = f.get("estimate_episodes", 0.0)
+    return {"decisions": int(f["decisions"]), "shadow_errors": int(f.get("shadow_errors", 0)),
+            "agreement": f.get("agreed", 0.0) / f["decisions"] if f["decisions"] else None,
+            "estimated_return": f.get("estimated_return", 0.0) / weighted if weighted else None,
+            "served_return": f.get("served_return", 0.0) / weighted if weighted else None,
+            "weight_mean": f.get("weight_mean", 0.0) / weighted if weighted else None,
+            "estimate_episodes": int(weighted), "ess": f.get("ess")}
+
+
+def _served_figures(f: dict[str, float]) -> dict[str, float | None]:
+    return {"episodes": int(f.get("episodes", 0)),
                       "mean_return": f.get("return_sum", 0.0) / f["episodes"] if f.get("episodes") else None,
                       "mean_length": f.get("length_sum", 0.0) / f["episodes"] if f.get("episodes") else None,
                       "errors": int(f.get("errors", 0)), "states": int(f.get("states", 0)),
                       "mean_latency_ms": 1000 * f.get("latency_sum", 0.0) / f["states"] if f.get("states")
                       else None}
-            for version, f in sums.items()}
 
 
 def status_table(report: dict[str, Any]) -> str:
@@ -195,7 +252,11 @@ def status_table(report: dict[str, Any]) -> str:
             else release["share"])
     row("published", lambda side: side["published"])
     row("best eval return", lambda side: side["best_eval_return"])
-    for key in ("episodes", "mean_return", "mean_length", "errors", "mean_latency_ms"):
+    keys = ["episodes", "mean_return", "mean_length", "errors", "mean_latency_ms"]
+    if "shadow" in report["versions"]:  # what the shadow did beside the served versions, and its estimate
+        keys += ["decisions", "agreement", "estimated_return", "served_return", "estimate_episodes", "ess",
+                 "weight_mean"]
+    for key in keys:
         row(key.replace("_", " "), lambda side, key=key: (side["live"] or {}).get(key))
     widths = [max(len(str(cells[i])) for cells in rows) for i in range(len(rows[0]))]
     lines += ["  ".join(str(cell).ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()

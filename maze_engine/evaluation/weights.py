@@ -84,9 +84,12 @@ def weight_matrix(data: LoggedEpisodes, ratios: np.ndarray) -> np.ndarray:
     Each column is scaled so that its largest weight is 1: the estimators normalize column by column, so
     the scale cancels, and long products neither overflow nor vanish all at once.
     """
-    log_weights = np.cumsum(padded(data, ratios), axis=1)  # zero ratios past the end: the weight holds
-    log_weights -= log_weights.max(axis=0, keepdims=True)
-    return np.exp(log_weights)
+    return normalized_weights(np.cumsum(padded(data, ratios), axis=1))  # zero past the end: weights hold
+
+
+def normalized_weights(log_weights: np.ndarray) -> np.ndarray:
+    """``exp`` of ``(episodes, steps)`` cumulative log-weights, each column scaled so its largest is 1."""
+    return np.exp(log_weights - log_weights.max(axis=0, keepdims=True))
 
 
 def effective_sample_size(weights: np.ndarray) -> float:

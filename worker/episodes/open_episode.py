@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from maze_engine.deployment.agent_deployment import AgentDeployment
 from worker.episodes.handoff import History
 from worker.episodes.sources import DeploymentSource, version_of
 
+logger = logging.getLogger(__name__)
+
 
 class OpenEpisode:
     """One open episode: its deployment, the last seq stepped and the replies kept for redeliveries."""
 
     __slots__ = ("episode", "deployment", "last_seq", "replies", "last_seen", "history", "history_bytes",
-                 "resumed_seq", "source", "policy_version", "proposed", "experience")
+                 "resumed_seq", "source", "policy_version", "proposed", "experience", "shadow")
 
     def __init__(self, episode: str, deployment: AgentDeployment, now: float,
                  source: DeploymentSource) -> None:
@@ -35,3 +38,12 @@ class OpenEpisode:
         """The maze_action of the last reply: what a reported ``applied_action`` is compared with."""
         self.experience: Any = None
         """The episode's recorded experience (``worker/episodes/recording.py``), None when not recorded."""
+        self.shadow: Any = None
+        """The shadow candidate acting beside it (``worker/episodes/shadow_candidate.py``), else None."""
+
+    def drop_history(self, limit: int) -> None:
+        """The history outgrew its budget (``limit`` bytes): memory stays bounded, and the episode can no
+        longer move."""
+        self.history = None
+        logger.warning("episode %s: its history passed episodes.max_history_bytes (%d); it can no longer be "
+                       "handed to another worker and stays here until it ends", self.episode, limit)

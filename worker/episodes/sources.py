@@ -7,7 +7,8 @@ closes. Episodes handed over from another worker continue on the version they st
 A canary release (``worker/policy_store/releases.py``) adds a second source for new episodes: an episode
 goes to the canary when the stable hash of its id (``canary_bucket``, the same on every worker) falls below
 the canary's share, so it is sticky by construction, and whatever the release does next, an open episode
-stays on the source it was opened with.
+stays on the source it was opened with. A shadow candidate (``worker/episodes/shadow_candidate.py``) is a
+third source whose deployments act beside every new episode's own, unanswered.
 """
 
 from __future__ import annotations
@@ -63,17 +64,22 @@ class PolicySources:
         self.canary: DeploymentSource | None = None
         """Where ``canary_share`` of the new episodes come from, while a canary runs."""
         self.canary_share = 0.0
+        self.shadow: DeploymentSource | None = None
+        """The shadow candidate new episodes get beside their own source, while a release runs one."""
 
     def serve(self, source: DeploymentSource, canary: DeploymentSource | None = None,
-              canary_share: float = 0.0) -> None:
-        """New episodes come from ``source`` (and ``canary_share`` of them from ``canary``); a replaced
-        source is released when no episode uses it."""
-        replaced = [self.current, self.canary]
-        self.current, self.canary = source, canary
+              canary_share: float = 0.0, shadow: DeploymentSource | None = None) -> None:
+        """New episodes come from ``source`` (and ``canary_share`` of them from ``canary``), with ``shadow``
+        beside them; a replaced source is released when no episode uses it."""
+        replaced = [self.current, self.canary, self.shadow]
+        self.current, self.canary, self.shadow = source, canary, shadow
         self.canary_share = canary_share if canary is not None else 0.0
         for old in replaced:
-            if old is not None and old is not source and old is not canary and not self._users.get(id(old)):
+            if old is not None and not self._in_service(old) and not self._users.get(id(old)):
                 self._release(old)
+
+    def _in_service(self, source: DeploymentSource) -> bool:
+        return source is self.current or source is self.canary or source is self.shadow
 
     @property
     def mixed(self) -> bool:
@@ -100,7 +106,7 @@ class PolicySources:
             return
         self._users.pop(id(source), None)
         self._sources.pop(id(source), None)
-        if source is not self.current and source is not self.canary:
+        if not self._in_service(source):
             self._release(source)
 
     def _release(self, source: DeploymentSource) -> None:

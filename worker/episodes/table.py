@@ -1,9 +1,8 @@
 """The episodes a worker holds: episode id -> AgentDeployment, sequence checks, replies, capacity, eviction.
 
-``EpisodeTable.handle`` takes a batch of decoded states and returns one encoded reply per state, in order. The
-states that step their episode go through their deployments' wrapper stacks together (``act_batch``: one
-policy call per actor), so the batch costs one forward pass. Everything here is broker-free and synchronous;
-the service feeds it what the transport received.
+``EpisodeTable.handle`` takes a batch of decoded states and returns one encoded reply per state, in order,
+stepping the deployments' wrapper stacks together (``act_batch``: one policy call per actor). Everything here
+is broker-free and synchronous; the service feeds it what the transport received.
 
 Sequence rules, per episode: seq 0 opens it (``overloaded`` at capacity); seq = last + 1 steps it; a seq
 answered recently (within ``replay_window``) gets the very same reply again, never a second step; a later
@@ -12,10 +11,10 @@ the episode and is answered with action nil; an idle episode is closed after ``i
 flushes the deployment's statistics into ``FinishedEpisodes``.
 
 Moving episodes (``worker/episodes/handoff.py``): every open episode records its steps (up to
-``max_history_bytes`` of state bodies), ``export`` takes episodes out with their histories and ``adopt`` puts
-a replayed one in. A seq > 0 of an episode not held that ``lost_check`` explains by a failover (its shard came
-from a crashed worker) is handled per ``episodes.on_lost``: resumed from that state (reply flagged
-``resumed``) or answered ``episode_lost``.
+``max_history_bytes``), ``export`` takes episodes out with their histories, ``adopt`` puts a replayed one in.
+A seq > 0 of an episode not held that ``lost_check`` explains by a failover (its shard came from a crashed
+worker) is handled per ``episodes.on_lost``: resumed from that state (reply flagged ``resumed``) or answered
+``episode_lost``. Shadow candidates: ``worker/episodes/shadow_candidate.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +43,7 @@ from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes
 from worker.episodes.handoff import EpisodeRecord, History
 from worker.episodes.open_episode import OpenEpisode
 from worker.episodes.recording import Applied, Recording, close_observed
+from worker.episodes.shadow_candidate import Shadowing
 from worker.episodes.sources import DeploymentSource, PolicySources, version_of
 from worker.episodes.spaces import ServedSpaces
 from worker.settings import EpisodeSettings
@@ -78,9 +78,11 @@ class EpisodeTable:
                  lost_check: Callable[[StateMessage], bool] | None = None,
                  version_source: Callable[[int], DeploymentSource] | None = None,
                  on_released: Callable[[DeploymentSource], None] | None = None,
-                 recording: Recording | None = None) -> None:
+                 recording: Recording | None = None, shadowing: Shadowing | None = None) -> None:
         self.sources = PolicySources(factory, version_source, on_released)
         self.recording = recording or Recording(ServedSpaces.of(factory))
+        self.shadowing = shadowing or Shadowing(deterministic)
+        self.shadowing.attach(self.sources)
         self.settings = settings
         self.deterministic = deterministic
         self.clock = clock
@@ -163,7 +165,7 @@ class EpisodeTable:
         """The new episode ``message`` opens (seq 0, or a lost one resumed), or the answer refusing it."""
         lost = message.seq != 0 and self._is_lost(message)
         if message.seq != 0 and not lost:
-            return self._unknown(message)
+            return unknown_answer(message, self._closed.get(message.episode), self.settings)
         if lost and self.settings.on_lost == "error":
             return lost_answer(message)
         if len(self._open) >= self.settings.max_open:
@@ -184,6 +186,7 @@ class EpisodeTable:
         self._open[message.episode] = episode
         self._closed.pop(message.episode, None)
         self.recording.open(episode, message.seq if lost else None)
+        self.shadowing.open(episode)
         return episode
 
     def _act(self, messages: Sequence[StateMessage], acting: list[tuple[int, OpenEpisode]],
@@ -202,14 +205,19 @@ class EpisodeTable:
                 one_source = False
         recording = self.recording
         record = recording.recorder is not None
+        shadowing = self.shadowing
+        noted = record or shadowing.running > 0  # observations and log-probabilities wanted
         actions: list[list[Any]] = []
-        observations: list[list[Any]] | None = [] if record else None
-        log_probs: list[list[Any]] | None = [] if record else None
+        observations: list[list[Any]] | None = [] if noted else None
+        log_probs: list[list[Any]] | None = [] if noted else None
         if one_source:
             results = act_one_source(items, source, self.deterministic, actions, observations, log_probs)
         else:  # episodes on two policy versions: one forward pass per version
             results, actions, observations, log_probs = act_by_source(
-                items, [episode.source for _, episode in acting], self.deterministic, record)
+                items, [episode.source for _, episode in acting], self.deterministic, noted)
+        if shadowing.running and log_probs is not None:  # before proposals move on: overrides compare them
+            shadowing.step(messages, acting, [inputs for _, inputs in items], results, actions, log_probs,
+                           applied)
         # What is only noted for applied actions, shadow mode and recorded episodes.
         noting = bool(applied) or recording.shadow or record
         wall = recording.wall_clock() if noting else 0.0
@@ -242,7 +250,7 @@ class EpisodeTable:
                 history.record(message.state, message.reward, message.info, message.actor, actions[number])
                 episode.history_bytes += message.size
                 if episode.history_bytes > history_limit:
-                    self._drop_history(episode)
+                    episode.drop_history(history_limit)
             replies = episode.replies
             replies[seq] = body
             replies.pop(seq - window, None)
@@ -250,13 +258,6 @@ class EpisodeTable:
             episode.last_seen = now
             move_to_end(message.episode)
             answers[index] = _new_tuple(Answer, (body, None))
-
-    def _drop_history(self, episode: OpenEpisode) -> None:
-        """The history outgrew its budget: memory stays bounded, and the episode can no longer move."""
-        episode.history = None
-        logger.warning("episode %s: its history passed episodes.max_history_bytes (%d); it can no longer be "
-                       "handed to another worker and stays here until it ends", episode.episode,
-                       self.settings.max_history_bytes)
 
     def _finish(self, episode: OpenEpisode, message: StateMessage, applied: Applied | None,
                 now: float) -> Answer:
@@ -270,6 +271,7 @@ class EpisodeTable:
         except Exception as err:  # noqa: BLE001 - bad final states and failing wrappers are answered
             return self._failed(episode, message, err)
         self.recording.finished(episode, message, applied, final_observation)
+        self.shadowing.finish(episode, message, applied)
         body = final_reply(message, None, episode.policy_version, self.worker_id,
                            resumed=message.seq == episode.resumed_seq)
         self._close(episode, CloseReason.DONE, message.seq, body, flush=False)
@@ -298,9 +300,6 @@ class EpisodeTable:
         if cached is not None:
             return Answer(cached, None)
         return out_of_order_answer(message, episode.last_seq, self.settings.replay_window)
-
-    def _unknown(self, message: StateMessage) -> Answer:
-        return unknown_answer(message, self._closed.get(message.episode), self.settings)
 
     # -- closing ---------------------------------------------------------------------------------------------
 
@@ -398,3 +397,4 @@ class EpisodeTable:
         """Take ``episode`` out of the open ones and release its source."""
         if self._open.pop(episode.episode, None) is not None:
             self.sources.release(episode.source)
+            self.shadowing.drop(episode)

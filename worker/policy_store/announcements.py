@@ -126,7 +126,8 @@ def release_event_routing_key(name: str, event: str) -> str:
 
 def encode_release_event(event: str, name: str, **fields: object) -> bytes:
     """A release event's body: ``{v: 1, event, name, time, ...fields}`` (``released``, ``promoted``,
-    ``rolled_back``; a gate decision adds ``by``, ``reason`` and the ``figures`` behind it)."""
+    ``rolled_back``, ``shadowed``, ``shadow_stopped``; a gate decision adds ``by``, ``reason`` and the
+    ``figures`` behind it)."""
     body: bytes = msgpack.packb({"v": ANNOUNCEMENT_VERSION, "event": event, "name": name, "time": time.time(),
                                  **fields})
     return body

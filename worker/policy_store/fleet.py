@@ -44,8 +44,9 @@ class Notice:
     body: bytes
 
 
-Serve = Callable[[Any, Any, float], None]
-"""``(stable source, canary source or None, canary share)``: what new episodes get from now on."""
+Serve = Callable[[Any, Any, float, Any], None]
+"""``(stable source, canary source or None, canary share, shadow source or None)``: what new episodes get
+from now on."""
 
 
 class ReleaseFollower:
@@ -69,7 +70,7 @@ class ReleaseFollower:
             self._serve_plan(plan)
         loaded = self.reloader.take_ready()
         if loaded is not None:
-            self.serve(loaded, None, 0.0)
+            self.serve(loaded, None, 0.0, None)
         if self.gate is not None:
             verdict = self.gate.verdict()
             if verdict is not None:
@@ -83,7 +84,7 @@ class ReleaseFollower:
 
     def _serve_plan(self, plan: ReleasePlan) -> None:
         state = plan.state
-        self.serve(plan.stable, plan.canary, state.share)
+        self.serve(plan.stable, plan.canary, state.share, plan.shadow)
         self.gate = None
         if plan.canary is not None and state.auto is not None:
             self.gate = CanaryGate(plan.stable.policy_version, plan.canary.policy_version,

@@ -1,4 +1,5 @@
-"""The release state of a published policy: the stable version, the canary beside it and the canary's share.
+"""The release state of a published policy: the stable version, the canary beside it and the canary's share,
+and a shadow candidate (computed beside the served version for every new episode, never answered with).
 
 ``<artifact_root>/policies/<name>/release.json`` is the fleet's one truth: ``maze-worker policies
 release|promote|rollback`` and the automatic gate change it (read, check, write under an exclusive lock of
@@ -56,6 +57,9 @@ class ReleaseState:
     updated: str = ""
     last_decision: dict[str, Any] | None = None
     """The last promotion or rollback: ``{action, by, reason, figures, time}``."""
+    shadow: int | None = None
+    """A version that acts in shadow beside whichever version serves an episode: its actions are computed and
+    compared, never returned (``worker/episodes/shadowing.py``)."""
 
     def to_plain(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,7 +75,8 @@ class ReleaseState:
                                                                  float(auto["confidence"])),
                          generation=int(obj["generation"]),
                          previous=None if obj.get("previous") is None else int(obj["previous"]),
-                         updated=str(obj.get("updated", "")), last_decision=obj.get("last_decision"))
+                         updated=str(obj.get("updated", "")), last_decision=obj.get("last_decision"),
+                         shadow=None if obj.get("shadow") is None else int(obj["shadow"]))
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ReleaseError(f"{path}: not a release state ({type(err).__name__}: {err})") from None
         return state
@@ -143,8 +148,10 @@ def release_canary(artifact_root: str | Path, name: str, version: int, share: fl
                                f"{state.share:g} of new episodes; promote it or roll it back first")
         if version == state.stable:
             raise ReleaseError(f"version: {version} is already the stable version of {name!r}")
+        # A shadow candidate released as the canary leaves the shadow: it now acts for real.
+        shadow = None if state.shadow == version else state.shadow
         return _write(artifact_root, replace(state, canary=version, share=share, auto=auto,
-                                             last_decision=None))
+                                             last_decision=None, shadow=shadow))
 
 
 def promote(artifact_root: str | Path, name: str, version: int, by: str = "operator",
@@ -192,8 +199,9 @@ def _promoted(artifact_root: str | Path, state: ReleaseState, version: int,
                            "runs as one); promote it or roll it back first")
     decision["reason"] = decision["reason"] or f"version {version} promoted"
     previous = state.stable if state.stable != version else state.previous
+    shadow = None if state.shadow == version else state.shadow
     return _write(artifact_root, replace(state, stable=version, canary=None, share=0.0, auto=None,
-                                         previous=previous, last_decision=decision))
+                                         previous=previous, last_decision=decision, shadow=shadow))
 
 
 def _rolled_back(artifact_root: str | Path, state: ReleaseState, decision: dict[str, Any]) -> ReleaseState:
@@ -203,7 +211,41 @@ def _rolled_back(artifact_root: str | Path, state: ReleaseState, decision: dict[
                                              last_decision=decision))
     assert state.previous is not None
     decision["reason"] = decision["reason"] or f"back to version {state.previous}"
-    return _write(artifact_root, replace(state, stable=state.previous, previous=None, last_decision=decision))
+    shadow = None if state.shadow == state.previous else state.shadow
+    return _write(artifact_root, replace(state, stable=state.previous, previous=None, last_decision=decision,
+                                         shadow=shadow))
+
+
+def start_shadow(artifact_root: str | Path, name: str, version: int) -> ReleaseState:
+    """Run ``version`` of ``name`` in shadow beside what serves new episodes.
+
+    Without a release state, the latest version serves and becomes the stable one (nothing served changes).
+    Raises ReleaseError, changing nothing, for an unknown name or version, ``version`` being the one that
+    serves or the running canary, or another shadow already running.
+    """
+    with _locked(artifact_root, name) as versions:
+        _check_version(artifact_root, name, version, versions)
+        state = read_release(artifact_root, name) or ReleaseState(name, versions[-1], generation=0)
+        if version == state.stable:
+            raise ReleaseError(f"version: {version} is the stable version of {name!r}, it serves already; "
+                               "a shadow is a candidate beside it")
+        if version == state.canary:
+            raise ReleaseError(f"version: {version} runs as the canary of {name!r} already")
+        if state.shadow is not None and state.shadow != version:
+            raise ReleaseError(f"{name!r}: version {state.shadow} already runs in shadow; stop it first "
+                               f"(maze-worker policies shadow {name} --stop)")
+        if state.shadow == version:
+            return state
+        return _write(artifact_root, replace(state, shadow=version))
+
+
+def stop_shadow(artifact_root: str | Path, name: str) -> ReleaseState:
+    """Stop the shadow of ``name`` (ReleaseError when none runs)."""
+    with _locked(artifact_root, name):
+        state = read_release(artifact_root, name)
+        if state is None or state.shadow is None:
+            raise ReleaseError(f"{name!r}: no version runs in shadow")
+        return _write(artifact_root, replace(state, shadow=None))
 
 
 def follow_published(artifact_root: str | Path, name: str, version: int) -> ReleaseState | None:
@@ -214,6 +256,7 @@ def follow_published(artifact_root: str | Path, name: str, version: int) -> Rele
         if state is None or state.canary is not None or state.stable >= version:
             return None
         return _write(artifact_root, replace(state, stable=version, previous=state.stable,
+                                             shadow=None if state.shadow == version else state.shadow,
                                              last_decision=_decision("promote", "publishing", "published "
                                                                      f"version {version}", None)))
 

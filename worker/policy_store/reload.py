@@ -54,15 +54,19 @@ class PolicyReloadMetrics:
                                     registry=registry)
         self.canary_share = Gauge("maze_worker_canary_share", "Share of new episodes the canary gets",
                                   registry=registry)
+        self.shadow_version = Gauge("maze_worker_shadow_version", "Version running in shadow (0: none)",
+                                    registry=registry)
 
 
 @dataclass(frozen=True)
 class ReleasePlan:
-    """A release state, loaded: new episodes get ``stable``, but ``state.share`` of them ``canary``."""
+    """A release state, loaded: new episodes get ``stable``, but ``state.share`` of them ``canary``;
+    ``shadow`` acts beside them, unanswered."""
 
     state: ReleaseState
     stable: VersionedFactory
     canary: VersionedFactory | None
+    shadow: VersionedFactory | None = None
 
 
 _LATEST = 0
@@ -87,6 +91,8 @@ class PolicyReloader:
         self.current = current
         self.canary: VersionedFactory | None = None
         """The canary beside ``current`` while a release runs one."""
+        self.shadow: VersionedFactory | None = None
+        """The version in shadow while a release runs one."""
         self.release: ReleaseState | None = None
         """The release state served, once one was taken."""
         self.metrics = metrics
@@ -157,13 +163,15 @@ class PolicyReloader:
         canary = f"; canary version {state.canary} for {state.share:g} of new episodes" \
             if plan.canary is not None else ""
         gated = " (automatic gate)" if plan.canary is not None and state.auto else ""
-        logger.info("release of policy %r, generation %d: stable version %d%s%s", self.name, state.generation,
-                    state.stable, canary, gated)
-        self.current, self.canary, self.release = plan.stable, plan.canary, state
+        shadow = f"; version {state.shadow} in shadow" if plan.shadow is not None else ""
+        logger.info("release of policy %r, generation %d: stable version %d%s%s%s", self.name,
+                    state.generation, state.stable, canary, gated, shadow)
+        self.current, self.canary, self.shadow, self.release = plan.stable, plan.canary, plan.shadow, state
         if self.metrics is not None:
             self.metrics.version.set(plan.stable.policy_version)
             self.metrics.canary_version.set(0 if plan.canary is None else plan.canary.policy_version)
             self.metrics.canary_share.set(0.0 if plan.canary is None else state.share)
+            self.metrics.shadow_version.set(0 if plan.shadow is None else plan.shadow.policy_version)
         return plan
 
     def close(self, timeout: float = 10.0) -> None:
@@ -237,7 +245,8 @@ class PolicyReloader:
                 self._ready = source
 
     def _load_plan(self, state: ReleaseState) -> None:
-        """Load the stable and canary sources of ``state`` (when newer than what was loaded)."""
+        """Load the stable, canary and shadow sources of ``state`` (when newer than what was loaded); a shadow
+        that cannot be loaded is left out (logged), what serves does not depend on it."""
         served = self.release.generation if self.release is not None else 0
         if state.generation <= max(served, self._plan_generation):
             return
@@ -246,14 +255,15 @@ class PolicyReloader:
         if stable is None:
             return  # what serves keeps serving; the rejection is logged and counted
         canary = None if state.canary is None else self._build(state.canary)
-        plan = ReleasePlan(state, stable, canary)
+        shadow = None if state.shadow is None else self._build(state.shadow)
+        plan = ReleasePlan(state, stable, canary, shadow)
         with self._lock:
             if self._ready_plan is None or self._ready_plan.state.generation < state.generation:
                 self._ready_plan = plan
 
     def _build(self, version: int) -> VersionedFactory | None:
         """The source of ``version``: one served already, else loaded; None (logged, counted): unusable."""
-        for source in (self.current, self.canary):
+        for source in (self.current, self.canary, self.shadow):
             if source is not None and source.policy_version == version:
                 return source
         if version in self.rejected:

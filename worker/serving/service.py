@@ -31,6 +31,7 @@ from worker.cluster.episode_shards import EpisodeShards
 from worker.cluster.membership import new_worker_id
 from worker.episodes.answers import Answer, brief, error_answer
 from worker.episodes.closing import ClosedEpisode, CloseReason, FinishedEpisodes
+from worker.episodes.shadow_candidate import Shadowing
 from worker.episodes.sources import DeploymentSource, version_of
 from worker.episodes.table import EpisodeTable
 from worker.metrics import MetricsServer, WorkerMetrics
@@ -38,6 +39,7 @@ from worker.policy_store.fleet import ReleaseFollower
 from worker.policy_store.reload import PolicyReloader, PolicyReloadMetrics
 from worker.policy_store.versioned import VersionedFactory
 from worker.serving.admission import DeadLetter, admit
+from worker.serving.candidate_figures import CandidateFigures
 from worker.serving.recording import build_recording, description
 from worker.serving.stats import stats_line
 from worker.settings import WorkerSettings
@@ -71,13 +73,18 @@ class WorkerService:
         if versioned is not None and versioned.follows_latest:
             self.reloader = PolicyReloader(versioned, PolicyReloadMetrics(self.metrics.registry))
         episode_shards = EpisodeShards()
+        self.candidates = None if self.reloader is None else CandidateFigures(self.metrics.registry)
+        """The shadow candidate's live figures (a release of a published policy can run one)."""
+        shadowing = None if self.candidates is None else Shadowing(
+            settings.deterministic, self.candidates.count, self.candidates.finished)
         recording, self.experience = build_recording(settings, factory, self.worker_id, self.metrics)
         """Applied actions, shadow mode and (``experience.record``) the publisher thread of experience."""
         self.table = EpisodeTable(
             factory, settings.episodes, settings.deterministic, clock=clock, on_closed=self._on_closed,
             worker_id=self.worker_id, lost_check=episode_shards.explains_loss,
             version_source=versioned.at_version if versioned is not None else None,
-            on_released=self._on_policy_released if self.reloader is not None else None, recording=recording)
+            on_released=self._on_policy_released if self.reloader is not None else None, recording=recording,
+            shadowing=shadowing)
         self.cluster = ShardCoordinator(settings, self.worker_id, self.transport, self.table, self.metrics,
                                         episode_shards, clock)
         self.releases = None if self.reloader is None else ReleaseFollower(
@@ -347,6 +354,8 @@ class WorkerService:
         if self.reloader is not None:
             self._swap_policy()
         now = self.clock()
+        if self.candidates is not None:
+            self.candidates.refresh(now)
         if now >= self._next_eviction:
             self._next_eviction = now + EVICTION_INTERVAL_S
             if self.table.evict_idle(now):
