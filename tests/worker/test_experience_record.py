@@ -103,6 +103,32 @@ def test_exported_steps_continue_in_another_buffer_as_one_run() -> None:
     assert stitcher.add(records[0]) is None and stitcher.duplicates == 1
 
 
+def test_a_shadow_candidates_steps_travel_and_join_beside_the_served_ones() -> None:
+    """Its action and its log-probability of the served action are columns of the chunks where it acted; a
+    chunk where it dropped out (a failed shadow) leaves its action column out of the joined episode."""
+    chunks: list[Chunk] = []
+    first = RunBuffer(chunks.append, 3, "run1", "e", 2, None)
+    for seq in range(5):
+        first.act(seq, {"observation": np.zeros(4, np.float32)}, {"action": np.int64(1)}, -0.7,
+                  None if seq == 0 else 1.0, None, time.time(), (7, {"action": np.int64(0)}, -2.0 - seq))
+    second = adopt_buffer(first.export(), chunks.append, 3, "e")  # a completed and a pending step travel
+    second.act(5, {"observation": np.zeros(4, np.float32)}, {"action": np.int64(1)}, -0.7, 1.0, None,
+               time.time())  # the shadow failed: no shadow side from here on
+    second.finish(1.0, None, False, {"observation": np.ones(4, np.float32)}, time.time())
+    records = records_of(chunks)
+    assert [record.shadow_version for record in records] == [7, 7]
+    assert records[0].columns is not None and records[0].columns["shadow_log_prob"].tolist() == [-2, -3, -4]
+    assert records[0].columns["shadow_action"]["action"].tolist() == [0, 0, 0]
+    tail = records[1].columns
+    assert tail is not None and "shadow_action" not in tail
+    assert tail["shadow_log_prob"][:2].tolist() == [-5, -6]
+    assert math.isnan(tail["shadow_log_prob"][2])
+    stitcher = Stitcher()
+    episode = [stitcher.add(record) for record in records][-1]
+    assert episode is not None and episode.columns is not None and "shadow_action" not in episode.columns
+    assert episode.columns["shadow_log_prob"][:5].tolist() == [-2, -3, -4, -5, -6]
+
+
 def test_a_run_with_a_gap_is_not_joined() -> None:
     chunks: list[Chunk] = []
     buffer = RunBuffer(chunks.append, 2, "run1", "e", None, None)

@@ -21,15 +21,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from policy_harness import NAME, metric, policy_config, save_run, serving  # noqa: E402
 from worker_harness import CARTPOLE, Producer, state, wait_until  # noqa: E402
 
+from worker.episodes.recording import Recording  # noqa: E402
 from worker.episodes.shadow_candidate import Shadowing  # noqa: E402
+from worker.episodes.spaces import ServedSpaces  # noqa: E402
 from worker.episodes.table import EpisodeTable  # noqa: E402
+from worker.experience.buffer import Chunk  # noqa: E402
+from worker.experience.recorder import Recorder  # noqa: E402
 from worker.policies_cli import policies_command, status_of  # noqa: E402
 from worker.policy_store import releases  # noqa: E402
 from worker.policy_store.store import publish_policy  # noqa: E402
 from worker.policy_store.versioned import VersionedFactory, published_source  # noqa: E402
 from worker.serving.candidate_figures import CandidateFigures, live_estimate  # noqa: E402
 from worker.serving.factory import build_factory  # noqa: E402
-from worker.settings import EpisodeSettings  # noqa: E402
+from worker.settings import EpisodeSettings, ExperienceSettings  # noqa: E402
 from worker.wire.protocol import StateMessage  # noqa: E402
 
 
@@ -199,6 +203,27 @@ def test_the_live_estimate_finds_a_stochastic_candidates_return(tmp_path: Path,
     # E[w^2] per decision is 0.5 * (1.762^2 + 0.238^2) = 1.58, so the ESS is near 400 / 1.58^5 = 40.
     assert 20 < sample(figures, "ess", 2) < 80  # type: ignore[operator]
     assert 0.5 < sample(figures, "weight_mean", 2) < 1.5  # type: ignore[operator]
+
+
+def test_recorded_episodes_keep_the_shadows_side_of_each_step(tmp_path: Path, runs: dict[str, Path]) -> None:
+    root = published(tmp_path, runs, "coin", "keen")
+    served = sources(root).at_version(1)
+    chunks: list[Chunk] = []
+    figures = CandidateFigures(CollectorRegistry())
+    table = EpisodeTable(served, EpisodeSettings(), recording=Recording(
+        ServedSpaces.of(served), Recorder(ExperienceSettings(record=True, sample=1.0), chunks.append)),
+        shadowing=Shadowing(False, figures.count, figures.finished))
+    table.sources.serve(served, None, 0.0, served.at_version(2))
+    replies = play(table, ["r-1", "r-2"], steps=6)
+    keen = math.log(1 / (1 + math.exp(-2.0)))
+    for chunk, episode_replies in zip(chunks, replies, strict=True):
+        record = chunk.record("w", NAME, "act", 0.0)
+        assert record.shadow_version == 2 and record.columns is not None
+        served_actions = [reply["action"] for reply in episode_replies[:-1]]
+        expected = [keen if action == 1 else math.log(1 - math.exp(keen)) for action in served_actions]
+        assert record.columns["shadow_log_prob"] == pytest.approx(expected, abs=1e-5)
+        assert record.columns["log_prob"] == pytest.approx([math.log(0.5)] * 6, abs=1e-5)
+        assert set(record.columns["shadow_action"]["action"].tolist()) <= {0, 1}
 
 
 def test_the_weight_mean_exposes_a_candidate_the_served_policy_never_imitates() -> None:

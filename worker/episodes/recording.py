@@ -26,9 +26,9 @@ class EpisodeExperience(Protocol):
     """The recorded steps of one episode (``worker.experience.buffer.RunBuffer``)."""
 
     def act(self, seq: int, observation: Any, proposed: Any, log_prob: float | None, reward: float | None,
-            applied: Any, now: float) -> None:
+            applied: Any, now: float, shadow: tuple[int | None, Any, float | None] | None = None) -> None:
         """The policy acted on state ``seq``; ``reward`` and ``applied`` (None: not reported) complete the
-        previous step."""
+        previous step; ``shadow``: a shadow candidate's (version, action, log-probability of the proposal)."""
 
     def finish(self, reward: float | None, applied: Any, truncated: bool, final_observation: Any,
                now: float) -> None:
@@ -112,8 +112,10 @@ class Recording:
         self.compare(episode, message, applied)
         experience = episode.experience
         if experience is not None and proposals and observations:
+            shadow = episode.shadow
             experience.act(message.seq, observations[0], proposals[0], log_probs[0] if log_probs else None,
-                           message.reward, None if applied is None else applied.policy_action, now)
+                           message.reward, None if applied is None else applied.policy_action, now,
+                           None if shadow is None else shadow.last)
 
     def finished(self, episode: OpenEpisode, message: StateMessage, applied: Applied | None,
                  final_observation: Any) -> None:

@@ -41,7 +41,7 @@ whose ratios are all known."""
 class ShadowRun:
     """The shadow of one episode: its deployment and what it has gathered so far."""
 
-    __slots__ = ("deployment", "source", "version", "decisions", "log_ratios", "rewards", "weighable")
+    __slots__ = ("deployment", "source", "version", "decisions", "log_ratios", "rewards", "weighable", "last")
 
     def __init__(self, deployment: AgentDeployment, source: DeploymentSource) -> None:
         self.deployment = deployment
@@ -55,6 +55,9 @@ class ShadowRun:
         self.weighable = True
         """False once a ratio is unknown: the producer applied another action than the served one, the served
         policy reports no log-probability, or the shadow could not score the action."""
+        self.last: tuple[int | None, Any, float | None] | None = None
+        """(version, action, log-probability of the served action) of the latest state: what the episode's
+        recorded experience keeps beside the served step."""
 
 
 class Shadowing:
@@ -160,6 +163,7 @@ class Shadowing:
                 self._fail(acting[number][1], result)
                 continue
             shadow.decisions += 1
+            shadow.last = (shadow.version, actions[position][0] if actions[position] else None, None)
             agreed += same_action(results[number], result)
             if shadow.weighable and observations[position] and served_actions[number] \
                     and served_log_probs[number] and served_log_probs[number][0] is not None:
@@ -189,6 +193,8 @@ class Shadowing:
             return
         for shadow, log_prob, behaviour in zip(shadows, log_probs, served, strict=True):
             shadow.log_ratios.append(float(log_prob) - float(behaviour))
+            if shadow.last is not None:
+                shadow.last = (shadow.last[0], shadow.last[1], float(log_prob))
 
     def _candidate(self, source: DeploymentSource) -> Candidate | None:
         key = id(source)

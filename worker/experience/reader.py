@@ -75,8 +75,11 @@ class Stitcher:
 
     def _join(self, chunks: list[ExperienceRecord]) -> RecordedEpisode | None:
         final = chunks[-1]
-        with_steps = [chunk for chunk in chunks if chunk.columns is not None]
-        columns = concatenate([chunk.columns for chunk in with_steps]) if with_steps else None
+        with_steps = [chunk.columns for chunk in chunks if chunk.columns is not None]
+        # Optional columns (a shadow candidate's) join only when every chunk has them.
+        common = set.intersection(*(set(columns) for columns in with_steps)) if with_steps else set()
+        columns = concatenate([{key: value for key, value in columns.items() if key in common}
+                               for columns in with_steps]) if with_steps else None
         steps = sum(chunk.steps for chunk in chunks)
         if columns is not None:
             seqs = columns["seq"]

@@ -64,6 +64,9 @@ class ExperienceRecord:
     """The seq at which the episode was resumed after a crash (this run began there), else None."""
     published: float = 0.0
     """Unix time the record was encoded for publishing."""
+    shadow_version: int | None = None
+    """The version of a shadow candidate that acted beside the policy on this run's steps (its columns
+    ``shadow_action`` and ``shadow_log_prob``), else None."""
 
 
 # ---------------------------------------------------------------------------------------------- columns
@@ -144,7 +147,8 @@ def encode_record(record: ExperienceRecord) -> bytes:
                  "policy": {"name": record.policy_name, "version": record.policy_version},
                  "mode": record.mode, "resumed_at": record.resumed_at, "first_seq": record.first_seq,
                  "steps": record.steps, "columns": record.columns,
-                 "final_observation": record.final_observation, "published": record.published})
+                 "final_observation": record.final_observation, "published": record.published,
+                 "shadow_version": record.shadow_version})
 
 
 def decode_record(body: bytes) -> ExperienceRecord:
@@ -166,7 +170,8 @@ def decode_record(body: bytes) -> ExperienceRecord:
         steps=_typed(obj, "steps", int), columns=_typed(obj, "columns", dict, optional=True),
         end=_typed(obj, "end", str, optional=True), final_observation=obj.get("final_observation"),
         resumed_at=_typed(obj, "resumed_at", int, optional=True),
-        published=float(_typed(obj, "published", (int, float))))
+        published=float(_typed(obj, "published", (int, float))),
+        shadow_version=_typed(obj, "shadow_version", int, optional=True))
     if record.steps < 0 or (record.steps > 0) != (record.columns is not None):
         raise RecordError(f"columns: expected columns exactly when steps > 0, got steps {record.steps}")
     if record.columns is not None:
