@@ -1,0 +1,163 @@
+"""Serving cost of a shadow candidate: round trips at 64 episodes with version 2 in shadow beside the served
+version 1 against the same worker without a shadow, in the same run.
+
+Two ``maze-worker`` processes serve ``policy=published_policy`` (CartPole, untrained 64-64 MLPs) from two
+artifact roots, both with the release state stable 1 (version 2 published too); one also runs version 2 in
+shadow, written with ``releases.start_shadow`` before it starts, so its first release check after connecting
+must load the shadow (checked on its /metrics: ``maze_worker_shadow_version`` 2 before measuring, and
+``maze_worker_candidate_decisions_total{policy_version="2"}`` growing during the run; the benchmark fails
+otherwise). ``../shared/bench/loadgen.py`` (200-step episodes with fresh ids) drives them alternately over
+``--rounds`` rounds in alternating order; medians and the median ratio of each round's neighbouring runs are
+reported, with the shadow's decisions and agreement. Where the broker and the load generator bound the
+round trips (a small machine), the ratio hides the shadow's work: each worker's CPU time per state handled
+over the whole measurement (``/proc``, both workers idle alike while the other is driven) is reported too.
+
+Target: paired ratio (shadow / no shadow) >= 0.85, no errors. A canary split's target is 0.95 because a
+canary only moves some episodes to another net (a second forward pass in the batches that mix versions);
+a shadow does the policy work twice for every state: a second wrapper stack and forward pass, the
+log-probability of the served action under the shadow, and the served policy's own log-probabilities, all in
+the reply path.
+
+    .venv/bin/python benchmarks/shadow_roundtrip.py [--seconds 8] [--rounds 4]
+"""
+
+import argparse
+import json
+import os
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from ab_rounds import ABRuns
+from worker_batch_step import save_untrained_policy
+from worker_roundtrip import URL
+
+from worker.broker.probe import delete_prefix
+from worker.launcher import WorkerProcess, free_port
+from worker.policy_store import releases
+from worker.policy_store.store import publish_policy
+
+TARGET_RATIO = 0.85
+NAME = "bench"
+SHADOW = 2
+SHADOW_LOAD_TIMEOUT_S = 30.0
+SHADOW_VERSION = "maze_worker_shadow_version"
+DECISIONS = f'maze_worker_candidate_decisions_total{{policy_version="{SHADOW}"}}'
+AGREEMENT = f'maze_worker_candidate_agreement{{policy_version="{SHADOW}"}}'
+CANDIDATE_ERRORS = f'maze_worker_candidate_errors_total{{policy_version="{SHADOW}"}}'
+ESTIMATED_RETURN = f'maze_worker_candidate_estimated_return{{policy_version="{SHADOW}"}}'
+ESS = f'maze_worker_candidate_ess{{policy_version="{SHADOW}"}}'
+EPISODES = f'maze_worker_candidate_episodes{{policy_version="{SHADOW}"}}'
+STATES = "maze_worker_states_total"
+
+
+class ShadowDidNotAct(RuntimeError):
+    """The shadow worker did not load its shadow, or the shadow decided nothing while measured."""
+
+
+def _samples(port: int) -> dict[str, float]:
+    """The worker's /metrics as ``{name{labels}: value}``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {key: float(value) for key, _, value in (line.rpartition(" ") for line in text.splitlines())
+            if key and not key.startswith("#")}
+
+
+def _cpu_seconds(worker: WorkerProcess) -> float:
+    """User and system CPU time of the worker process, all its threads."""
+    fields = Path(f"/proc/{worker.process.pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rounded(samples: dict[str, float], key: str, digits: int) -> float | None:
+    """A sample rounded, None where the worker has none yet (JSON has no NaN)."""
+    value = samples.get(key)
+    return None if value is None or value != value else round(value, digits)
+
+
+def _wait_for_shadow(worker: WorkerProcess, port: int) -> None:
+    """Wait until the worker serves the shadow; it comes with the reloader's first release check."""
+    deadline = time.monotonic() + SHADOW_LOAD_TIMEOUT_S
+    while _samples(port).get(SHADOW_VERSION) != SHADOW:
+        if time.monotonic() > deadline:
+            raise ShadowDidNotAct(f"{SHADOW_VERSION} is {_samples(port).get(SHADOW_VERSION)}, not {SHADOW}, "
+                                  f"{SHADOW_LOAD_TIMEOUT_S:g} s after the worker became healthy with a "
+                                  f"release state naming version {SHADOW} in shadow; its log:\n"
+                                  f"{worker.log()}")
+        time.sleep(0.2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--episodes", type=int, default=64)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    plain, shadow = f"bench-plain-{tag}", f"bench-shadow-{tag}"
+    ports = {plain: free_port(), shadow: free_port()}
+    ab = ABRuns(plain, shadow)
+    with tempfile.TemporaryDirectory() as directory:
+        roots = {plain: Path(directory) / "plain", shadow: Path(directory) / "shadow"}
+        for number in (1, 2):
+            run = save_untrained_policy(Path(directory) / f"run-{number}")
+            for root in roots.values():
+                publish_policy(root, NAME, run)
+                if number == 1:  # both serve version 1 through a release state, version 2 published beside
+                    releases.pin_stable(root, NAME)
+        releases.start_shadow(roots[shadow], NAME, SHADOW)
+        workers = {prefix: WorkerProcess.start(URL, [
+            "env=gym_env", "env.name=CartPole-v1", "policy=published_policy", f"policy.name={NAME}",
+            f"artifact_root={roots[prefix]}", "broker.shards=16", f"broker.prefix={prefix}",
+            f"metrics.port={ports[prefix]}"], timeout=None) for prefix in (plain, shadow)}
+        try:
+            for worker in workers.values():
+                worker.wait_healthy(90)
+            _wait_for_shadow(workers[shadow], ports[shadow])
+            start = {prefix: _samples(port) for prefix, port in ports.items()}
+            cpu = {prefix: -_cpu_seconds(worker) for prefix, worker in workers.items()}
+            ab.measure(args.rounds, args.episodes, args.seconds)
+            cpu = {prefix: cpu[prefix] + _cpu_seconds(worker) for prefix, worker in workers.items()}
+            final = {prefix: _samples(port) for prefix, port in ports.items()}
+        finally:
+            exits = {prefix: worker.stop() for prefix, worker in workers.items()}
+            for prefix in (plain, shadow):
+                delete_prefix(URL, prefix)
+
+    figures, before = final[shadow], start[shadow].get(DECISIONS, 0.0)
+    decisions = figures.get(DECISIONS, 0.0) - before
+    cpu_us = {prefix: 1e6 * cpu[prefix] / (final[prefix][STATES] - start[prefix][STATES]) for prefix in cpu}
+    if decisions <= 0:
+        raise ShadowDidNotAct(f"{DECISIONS} did not grow while measured ({before:g} before, "
+                              f"{figures.get(DECISIONS, 0.0):g} after)")
+    off, on = ab.median(plain, "round_trips_per_s"), ab.median(shadow, "round_trips_per_s")
+    paired, errors = ab.paired_ratio(), ab.errors()
+    print(json.dumps({
+        "benchmark": "shadow_roundtrip", "episodes": args.episodes, "rounds": args.rounds,
+        "seconds": args.seconds,
+        "served_versions": [final[prefix].get("maze_worker_policy_version") for prefix in (plain, shadow)],
+        "shadow_versions": [final[prefix].get(SHADOW_VERSION) for prefix in (plain, shadow)],
+        "round_trips_per_s_no_shadow": round(off, 1), "round_trips_per_s_shadow": round(on, 1),
+        "all_no_shadow": ab.all(plain),
+        "all_shadow": ab.all(shadow),
+        "ratio": round(on / off, 3), "paired_ratio": round(paired, 3), "target_ratio": TARGET_RATIO,
+        "p50_ms_no_shadow": round(ab.median(plain, "p50_ms"), 3),
+        "p50_ms_shadow": round(ab.median(shadow, "p50_ms"), 3),
+        "p99_ms_no_shadow": round(ab.median(plain, "p99_ms"), 3),
+        "p99_ms_shadow": round(ab.median(shadow, "p99_ms"), 3),
+        "worker_cpu_us_per_state_no_shadow": round(cpu_us[plain], 1),
+        "worker_cpu_us_per_state_shadow": round(cpu_us[shadow], 1),
+        "worker_cpu_ratio": round(cpu_us[shadow] / cpu_us[plain], 3),
+        "shadow_decisions": decisions, "shadow_agreement": _rounded(figures, AGREEMENT, 3),
+        "shadow_errors": figures.get(CANDIDATE_ERRORS, 0.0),
+        "shadow_estimated_return": _rounded(figures, ESTIMATED_RETURN, 1),
+        "shadow_ess": _rounded(figures, ESS, 1), "shadow_episodes": figures.get(EPISODES),
+        "errors_or_stalled": errors, "worker_exit_codes": list(exits.values()),
+        "meets_target": paired >= TARGET_RATIO and errors == 0,
+    }))
+
+
+if __name__ == "__main__":
+    main()
