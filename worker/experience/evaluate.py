@@ -4,7 +4,9 @@ serves (docs/evaluation.md).
 The policy is a training run directory or a published version (``published:NAME@VERSION``, or
 ``published:NAME`` for the latest, under ``--artifact-root``); the episodes come from a Minari dataset (a
 path or a local id) or straight from the experience stream of a prefix (``stream:PREFIX``). The estimates
-are ``maze_engine.evaluation``'s; this module only finds the inputs and prints the outcome.
+are ``maze_engine.evaluation``'s; this module only finds the inputs and reports the outcome.
+``evaluate_policy`` is all of it from checked inputs to the report, for this command and for the evaluate
+jobs of the job workers (``worker.jobs.child``) alike.
 """
 
 from __future__ import annotations
@@ -14,15 +16,37 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worker.errors import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, ConfigProblem, fail, one_line
+from worker.errors import EXIT_CONFIG_ERROR, EXIT_FAILURE, EXIT_OK, ConfigProblem, WorkerError, fail, one_line
+from worker.settings import BrokerSettings
 
 PUBLISHED = "published:"
 STREAM = "stream:"
+ESTIMATION_OPTIONS = ("gamma", "bootstrap", "seed", "level", "methods", "epsilon", "fqe_steps")
+"""``evaluate_policy``'s keyword arguments that say how to estimate (``--gamma`` ... ``--fqe-steps``)."""
+CLI_FIELDS = ("--policy", "--dataset")
+"""What errors call the policy and the dataset."""
+
+
+class EvaluationRefused(WorkerError):
+    """The policy, the data or an option refuses an estimate (no propensities, an unknown version, a
+    discount out of range...); the message is one line that names what."""
+
+
+@dataclass(frozen=True)
+class StreamSource:
+    """How a ``stream:PREFIX`` dataset is read: the broker (its prefix becomes the dataset's), from where,
+    until how long quiet, and only episodes of which policy name (None: all)."""
+
+    broker: BrokerSettings
+    start: str = "first"
+    idle_s: float = 1.0
+    policy: str | None = None
 
 
 def evaluate_parser() -> argparse.ArgumentParser:
@@ -36,15 +60,7 @@ def evaluate_parser() -> argparse.ArgumentParser:
                              "latest)")
     parser.add_argument("--dataset", required=True,
                         help="a Minari dataset (path or local id), or stream:PREFIX (the experience stream)")
-    parser.add_argument("--gamma", type=float, default=1.0, help="discount (default 1.0: the episode return)")
-    parser.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples (default 500)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the resamples and of the Q-function fit")
-    parser.add_argument("--level", type=float, default=0.95, help="interval coverage (default 0.95)")
-    parser.add_argument("--methods", default="wis,dr", help="comma-separated: wis, dr (default both)")
-    parser.add_argument("--epsilon", type=float, default=None,
-                        help="floor the policy's probability of logged actions (biased; default: refuse "
-                             "actions it never takes)")
-    parser.add_argument("--fqe-steps", type=int, default=None, help="gradient steps of the Q-function fit")
+    add_estimation_arguments(parser)
     parser.add_argument("--artifact-root", default=None,
                         help="where published policies live (default $MAZE_ARTIFACT_ROOT, else artifacts)")
     parser.add_argument("--url", default=None,
@@ -56,42 +72,98 @@ def evaluate_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_estimation_arguments(parser: argparse._ActionsContainer, omit_defaults: bool = False) -> None:
+    """``--gamma`` ... ``--fqe-steps``, shared with ``maze-worker submit evaluate``. ``omit_defaults``: an
+    option not given is left out of the parsed namespace (an evaluate job's defaults are these)."""
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if omit_defaults else value
+
+    parser.add_argument("--gamma", type=float, default=default(1.0),
+                        help="discount (default 1.0: the episode return)")
+    parser.add_argument("--bootstrap", type=int, default=default(500),
+                        help="bootstrap resamples (default 500)")
+    parser.add_argument("--seed", type=int, default=default(0),
+                        help="seed of the resamples and of the Q-function fit (default 0)")
+    parser.add_argument("--level", type=float, default=default(0.95), help="interval coverage (default 0.95)")
+    parser.add_argument("--methods", default=default("wis,dr"),
+                        help="comma-separated: wis, dr (default both)")
+    parser.add_argument("--epsilon", type=float, default=default(None),
+                        help="floor the policy's probability of logged actions (biased; default: refuse "
+                             "actions it never takes)")
+    parser.add_argument("--fqe-steps", type=int, default=default(None),
+                        help="gradient steps of the Q-function fit (default 10000)")
+
+
+def estimation_options(options: argparse.Namespace) -> dict[str, Any]:
+    """The estimation options ``options`` holds, as ``evaluate_policy`` takes them (methods as a list)."""
+    chosen = {name: getattr(options, name) for name in ESTIMATION_OPTIONS if hasattr(options, name)}
+    if "methods" in chosen:
+        chosen["methods"] = [method.strip() for method in chosen["methods"].split(",") if method.strip()]
+    return chosen
+
+
 def evaluate_command(argv: Sequence[str]) -> int:
     """Exit 0 with the estimates; 2 for a usage mistake or data the estimates refuse; 1 when the broker
     fails."""
     from maze_engine.core.errors import MazeError
     from worker.broker.link import TransportError
-    from worker.broker.stream import StreamNotFound
 
-    parser = evaluate_parser()
-    options = parser.parse_args(list(argv))
+    options = evaluate_parser().parse_args(list(argv))
     try:
         import torch
 
         torch.set_num_threads(1)  # small nets: a thread pool only spins (docs/training.md, Threads)
-        policy, policy_label = load_policy(options.policy, options.artifact_root)
-        data = load_data(options)
-        result = _evaluate(data, policy, options)
-    except (MazeError, ConfigProblem, StreamNotFound, ValueError) as err:
+        stream = _stream_source(options) if options.dataset.startswith(STREAM) else None
+        report = evaluate_policy(options.policy, options.dataset, options.artifact_root, stream=stream,
+                                 **estimation_options(options))
+    except (EvaluationRefused, ConfigProblem, MazeError) as err:
         return fail(one_line(err), EXIT_CONFIG_ERROR)
     except TransportError as err:
         return fail(str(err), EXIT_FAILURE)
-    report = {"policy": policy_label, "dataset": options.dataset, **result.as_dict()}
     print(json.dumps(report) if options.json else table(report), file=sys.stdout)
     return EXIT_OK
 
 
-def _evaluate(data: Any, policy: Any, options: argparse.Namespace) -> Any:
+def _stream_source(options: argparse.Namespace) -> StreamSource:
+    from worker.experience.cli import compose
+    from worker.startup import settings_of
+
+    broker = settings_of(compose([f"broker.url={options.url}"] if options.url else [])).broker
+    return StreamSource(broker, options.start, options.idle_s, options.stream_policy)
+
+
+def evaluate_policy(policy: str, dataset: str, artifact_root: str | Path | None, *,
+                    gamma: float = 1.0, bootstrap: int = 500, seed: int = 0, level: float = 0.95,
+                    methods: Sequence[str] = ("wis", "dr"), epsilon: float | None = None,
+                    fqe_steps: int | None = None, stream: StreamSource | None = None,
+                    fields: tuple[str, str] = CLI_FIELDS) -> dict[str, Any]:
+    """The report of ``policy`` on ``dataset`` (what ``--json`` prints): ``{policy, dataset, estimates:
+    {method: {value, low, high, ess}}, gamma, level, bootstrap, episodes, steps, behaviour_return,
+    floored_steps}``.
+
+    The inputs are the caller's to check (the CLI passes what it was given, a job what its worker vetted);
+    ``stream`` is needed for a ``stream:`` dataset, ``fields`` names the policy and the dataset in errors.
+    Raises EvaluationRefused when the policy, the data or an option refuses an estimate, TransportError
+    when the broker fails.
+    """
+    from maze_engine.core.errors import MazeError
     from maze_engine.evaluation import FQEConfig, evaluate_off_policy
+    from worker.broker.stream import StreamNotFound
 
-    methods = tuple(method.strip() for method in options.methods.split(",") if method.strip())
-    steps = {} if options.fqe_steps is None else {"steps": options.fqe_steps}
-    return evaluate_off_policy(data, policy, gamma=options.gamma, methods=methods,
-                               bootstrap=options.bootstrap, seed=options.seed, level=options.level,
-                               epsilon=options.epsilon, fqe=FQEConfig(seed=options.seed, **steps))
+    try:
+        candidate, label = load_policy(policy, artifact_root, fields[0])
+        data = load_data(dataset, stream, fields[1])
+        fqe = FQEConfig(seed=seed) if fqe_steps is None else FQEConfig(seed=seed, steps=fqe_steps)
+        result = evaluate_off_policy(data, candidate, gamma=gamma, methods=tuple(methods),
+                                     bootstrap=bootstrap, seed=seed, level=level, epsilon=epsilon, fqe=fqe)
+    except (MazeError, ConfigProblem, StreamNotFound, ValueError) as err:
+        raise EvaluationRefused(one_line(err)) from err
+    return {"policy": label, "dataset": dataset, **result.as_dict()}
 
 
-def load_policy(source: str, artifact_root: str | None) -> tuple[Any, str]:
+def load_policy(source: str, artifact_root: str | Path | None,
+                field: str = CLI_FIELDS[0]) -> tuple[Any, str]:
     """The TorchPolicy of a run directory or of a published version, and how to name it."""
     from maze_engine.policies.torch_io import load_torch_policy
     from worker.policy_store.store import get_policy, latest_policy, load_version, names_hint
@@ -102,42 +174,40 @@ def load_policy(source: str, artifact_root: str | None) -> tuple[Any, str]:
     name, _, version_text = source[len(PUBLISHED):].partition("@")
     if version_text:
         if not version_text.isdigit():
-            raise ConfigProblem(f"--policy: expected published:NAME@VERSION with an integer version, got "
+            raise ConfigProblem(f"{field}: expected published:NAME@VERSION with an integer version, got "
                                 f"{source!r}")
         published = get_policy(root, name, int(version_text))
     else:
         latest = latest_policy(root, name)
         if latest is None:
-            raise ConfigProblem(f"--policy: no version of {name!r} is published under {root} "
+            raise ConfigProblem(f"{field}: no version of {name!r} is published under {root} "
                                 f"({names_hint(root)})")
         published = latest
     return load_version(published), f"{PUBLISHED}{published.name}@{published.version}"
 
 
-def load_data(options: argparse.Namespace) -> Any:
-    """The logged episodes of ``--dataset``: a Minari dataset, or the experience stream of a prefix."""
+def load_data(dataset: str, stream: StreamSource | None, field: str = CLI_FIELDS[1]) -> Any:
+    """The logged episodes of ``dataset``: a Minari dataset, or the experience stream of a prefix (read as
+    ``stream`` says)."""
     from maze_engine.evaluation import logged_episodes_from_minari
 
-    if not options.dataset.startswith(STREAM):
-        return logged_episodes_from_minari(options.dataset, "--dataset")
-    from worker.experience.cli import compose
+    if not dataset.startswith(STREAM):
+        return logged_episodes_from_minari(dataset, field)
     from worker.experience.reader import read_episodes
-    from worker.startup import settings_of
 
-    prefix = options.dataset[len(STREAM):]
+    prefix = dataset[len(STREAM):]
     if not prefix:
-        raise ConfigProblem("--dataset: expected stream:PREFIX, the broker.prefix of the recording workers")
-    overrides = [f"broker.prefix={prefix}", *([f"broker.url={options.url}"] if options.url else [])]
-    broker = settings_of(compose(overrides)).broker
-    episodes = list(read_episodes(broker, options.start, options.idle_s, options.stream_policy))
+        raise ConfigProblem(f"{field}: expected stream:PREFIX, the broker.prefix of the recording workers")
+    assert stream is not None, "a stream: dataset is read with a StreamSource"
+    broker = replace(stream.broker, prefix=prefix)
+    episodes = list(read_episodes(broker, stream.start, stream.idle_s, stream.policy))
     if not episodes:
-        raise ConfigProblem(f"--dataset: no complete recorded episode in {prefix}.experience from --from "
-                            f"{options.start}" + (f" of policy {options.stream_policy!r}"
-                                                  if options.stream_policy else ""))
-    return from_recorded(episodes, f"the experience stream {prefix}.experience")
+        raise ConfigProblem(f"{field}: no complete recorded episode in {prefix}.experience from "
+                            f"{stream.start}" + (f" of policy {stream.policy!r}" if stream.policy else ""))
+    return from_recorded(episodes, f"the experience stream {prefix}.experience", field)
 
 
-def from_recorded(episodes: Sequence[Any], name: str) -> Any:
+def from_recorded(episodes: Sequence[Any], name: str, field: str = CLI_FIELDS[1]) -> Any:
     """Recorded episodes (``worker.experience.reader``) as LoggedEpisodes, with the export's propensity
     rules: the proposal's log-probability where the proposal was applied, NaN elsewhere."""
     from maze_engine.evaluation import LoggedEpisodes
@@ -146,7 +216,7 @@ def from_recorded(episodes: Sequence[Any], name: str) -> Any:
 
     kept = [episode for episode in episodes if episode.columns is not None and episode.steps > 0]
     if not kept:
-        raise ConfigProblem(f"--dataset: {name} holds no recorded steps")
+        raise ConfigProblem(f"{field}: {name} holds no recorded steps")
     columns = [episode.columns for episode in kept]
     propensities = [episode_propensities({"log_prob": column["log_prob"],
                                           "proposed_action": column["action"]},
