@@ -124,10 +124,11 @@ _TARGET_PREFIX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)
 
 @dataclass(frozen=True)
 class JobSettings:
-    """How a job worker (``role=jobs`` or ``all``) takes and runs training and rollout jobs (docs/jobs.md)."""
+    """How a job worker (``role=jobs`` or ``all``) takes and runs training, rollout and evaluate jobs
+    (docs/jobs.md)."""
 
     kinds: tuple[str, ...] = JOB_KINDS
-    """Job queues this worker takes jobs from: ``train``, ``rollout`` or both."""
+    """Job queues this worker takes jobs from: ``train``, ``rollout``, ``evaluate`` (default: all three)."""
     delivery_limit: int = 3
     """Attempts of a job whose process crashes before it is dead-lettered (the queues' x-delivery-limit)."""
     cancel_grace_s: float = 10.0

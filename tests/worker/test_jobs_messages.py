@@ -55,7 +55,7 @@ def test_defaults_config_by_kind_and_optional_fields() -> None:
     ({"job_id": "has.dot"}, "job_id"),
     ({"job_id": "x" * 101}, "job_id"),
     ({"job_id": 7}, "job_id"),
-    ({"kind": "evaluate"}, "kind"),
+    ({"kind": "explode"}, "kind"),
     ({"kind": ...}, "kind"),
     ({"config": "../etc"}, "config"),
     ({"config": 3}, "config"),
@@ -95,9 +95,9 @@ def test_undecodable_bodies_name_the_body(raw: bytes) -> None:
 
 def test_the_job_id_of_an_invalid_job_is_still_known() -> None:
     with pytest.raises(JobDecodeError) as info:
-        decode_job(body(kind="evaluate"))
+        decode_job(body(kind="explode"))
     assert info.value.job_id == "train-1"
-    assert best_effort_job_id(body(kind="evaluate")) == "train-1"
+    assert best_effort_job_id(body(kind="explode")) == "train-1"
     assert best_effort_job_id(b"\xc1") is None
 
 

@@ -117,7 +117,7 @@ def test_bad_job_messages_are_answered_naming_the_field_and_dead_lettered(
 
     with job_worker(job_settings(amqp_url, prefix, tmp_path), broker_cleanup):
         cases = {  # job id -> (body, field named in the reply and the dead letter)
-            "bad-kind": (job(job_id="bad-kind", kind="evaluate"), "kind"),
+            "bad-kind": (job(job_id="bad-kind", kind="explode"), "kind"),
             "bad-override": (job(job_id="bad-override", overrides=["runner.n_episodes=many"]), "overrides"),
             "bad-group": (job(job_id="bad-group", overrides=["runner=nonexistent"]), "overrides[0]"),
             "bad-config": (job(job_id="bad-config", config="conf_nope"), "config"),

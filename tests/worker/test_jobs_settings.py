@@ -28,7 +28,7 @@ def test_the_shipped_config_has_the_job_keys_and_their_defaults() -> None:
 @pytest.mark.parametrize(("config", "key"), [
     ({"role": "trainer"}, "role"),
     ({"artifact_root": ""}, "artifact_root"),
-    ({"jobs": {"kinds": ["train", "evaluate"]}}, "jobs.kinds"),
+    ({"jobs": {"kinds": ["train", "explode"]}}, "jobs.kinds"),
     ({"jobs": {"kinds": []}}, "jobs.kinds"),
     ({"jobs": {"kinds": ["train", "train"]}}, "jobs.kinds"),
     ({"jobs": {"delivery_limit": 0}}, "jobs.delivery_limit"),
@@ -52,7 +52,7 @@ def test_job_topology() -> None:
     queues = {queue.name: queue.arguments for queue in spec.queues}
     assert queues["maze.jobs.train"] == {"x-queue-type": "quorum", "x-delivery-limit": 5,
                                          "x-dead-letter-exchange": "maze.dead"}
-    assert "maze.jobs.rollout" in queues and "maze.dead" in queues
+    assert "maze.jobs.rollout" in queues and "maze.jobs.evaluate" in queues and "maze.dead" in queues
     exchanges = {exchange.name: exchange.type for exchange in spec.exchanges}
     assert exchanges == {"maze.dead": "fanout", "maze.jobs.return": "headers", "maze.events": "topic",
                          "maze.control": "fanout", "maze.policies": "fanout"}

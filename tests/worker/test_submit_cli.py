@@ -71,3 +71,38 @@ def test_force_publishes_past_the_gate_only_with_a_policy_name(tmp_path: Path) -
     alone = _maze_worker("submit", "train", "--force", "--url", "amqp://guest:guest@127.0.0.1:1/%2F")
     _, stderr = alone.communicate(timeout=60)
     assert alone.returncode == 2 and "force_publish: expected only with publish_policy" in stderr
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--policy", "/data/runs/ppo", "--dataset", "cartpole/logged-v0"],
+     "evaluation.policy: expected published:NAME@VERSION or published:NAME"),
+    (["--dataset", "cartpole/logged-v0"], "evaluation.policy: expected published:NAME@VERSION"),
+    (["--policy", "published:cartpole", "--dataset", "d-v0", "--gamma", "2"],
+     "evaluation.gamma: expected a discount in (0, 1], got float 2.0"),
+    (["--policy", "published:cartpole", "--dataset", "d-v0", "--bootstrap", "1"],
+     "evaluation.bootstrap: expected an integer number of resamples in [2, 10000], got int 1"),
+    (["--policy", "published:cartpole", "--dataset", "d-v0", "--methods", "wis,is"],
+     "evaluation.methods: expected a non-empty list of distinct estimators from ['wis', 'dr']"),
+    (["--policy", "published:cartpole", "--dataset", "d-v0", "--epsilon", "1"],
+     "evaluation.epsilon: expected nil or a probability floor in (0, 1)"),
+    (["--policy", "published:cartpole", "--dataset", "d-v0", "seed=1"], "overrides: expected nil"),
+])
+def test_submit_evaluate_checks_its_options_before_connecting(arguments: list[str], message: str,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.jobs.submit import submit_command
+
+    with pytest.raises(SystemExit) as info:
+        submit_command(["evaluate", *arguments, "--url", "amqp://guest:guest@127.0.0.1:1/%2F"])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_submit_lists_the_evaluate_kind_and_keeps_its_options_off_other_kinds(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from worker.jobs.submit import submit_command, submit_parser
+
+    usage = submit_parser().format_help()
+    assert "{train,rollout,evaluate}" in usage and "--fqe-steps" in usage and "published:NAME" in usage
+    with pytest.raises(SystemExit):
+        submit_command(["train", "--gamma", "0.9", "--url", "amqp://guest:guest@127.0.0.1:1/%2F"])
+    assert "evaluation: only an evaluate job carries one, got one on a train job" in capsys.readouterr().err

@@ -1,10 +1,13 @@
-"""The child process of a job: ``python -m worker.jobs.child <job_dir>`` runs one training or rollout.
+"""The child process of a job: ``python -m worker.jobs.child <job_dir>`` runs one training, rollout or
+off-policy evaluation.
 
-It runs ``maze-run``'s code path (``compose_config`` then ``build_training``/``rollout_from_config``) on the
-spec the job worker wrote to ``<job_dir>/spec.json``, with the output in ``<job_dir>/output``. Progress goes
-to ``progress.jsonl`` (one JSON line per training epoch), the outcome to ``outcome.json``: the statistics
-summary, or an error ``{code, message}``. Exit status 0: done; 2: a config error (never retried); 1: any other
-failure. Whatever else happens to the process (a signal, the OOM killer) the parent sees as a crash.
+It runs ``maze-run``'s code path (``compose_config`` then ``build_training``/``rollout_from_config``), or
+``maze-worker experience evaluate``'s (``evaluate_policy``), on the spec the job worker wrote to
+``<job_dir>/spec.json``, with the output in ``<job_dir>/output``. Progress goes to ``progress.jsonl`` (one
+JSON line per training epoch), the outcome to ``outcome.json``: the statistics summary (an evaluation's
+report), or an error ``{code, message}``. Exit status 0: done; 2: a config error or data an evaluation
+refuses (never retried); 1: any other failure. Whatever else happens to the process (a signal, the OOM
+killer) the parent sees as a crash.
 """
 
 from __future__ import annotations
@@ -18,13 +21,22 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
 from worker.jobs.records import PROGRESS_FILE, SPEC_FILE, write_json_atomic
-from worker.jobs.schema import finite_plain
+from worker.jobs.schema import JobErrorCode, finite_plain
+from worker.settings import BrokerSettings, TLSSettings
 
 OUTCOME_FILE = "outcome.json"
+EVALUATION_FILE = "evaluation.json"
+BROKER_ENV = "MAZE_JOB_BROKER"
+"""The job worker's broker settings (JSON) for an evaluate job that reads ``stream:PREFIX``: passed in the
+child's environment, never written to the job directory (the URL may hold a password)."""
+STREAM_IDLE_S = 1.0
+"""A ``stream:`` dataset ends after this long without a record (as ``dataset=stream:`` of a training job)."""
+JOB_FIELDS = ("evaluation.policy", "evaluation.dataset")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_CONFIG_ERROR = 2
@@ -90,6 +102,34 @@ def run_rollout(cfg: Any, output_dir: Path) -> dict[str, Any]:
     return {"statistics": finite_plain(statistics)}
 
 
+def run_evaluation(spec: dict[str, Any], output_dir: Path) -> dict[str, Any]:
+    """Estimate as ``maze-worker experience evaluate --json`` would, on what the job worker vetted; returns
+    the report (the summary), also written to ``evaluation.json`` in the output."""
+    from worker.experience.evaluate import StreamSource, evaluate_policy
+    from worker.jobs.evaluation_spec import decode_evaluation
+
+    evaluation = decode_evaluation(spec["evaluation"], "")
+    broker = broker_from_environment()
+    stream = None if broker is None else StreamSource(broker, idle_s=STREAM_IDLE_S)
+    report = evaluate_policy(**asdict(evaluation), artifact_root=spec.get("artifact_root"), stream=stream,
+                             fields=JOB_FIELDS)
+    write_json_atomic(output_dir / EVALUATION_FILE, finite_plain(report))
+    return report
+
+
+def broker_environment(settings: BrokerSettings) -> str:
+    """``settings`` as the value of ``BROKER_ENV``."""
+    return json.dumps(asdict(settings))
+
+
+def broker_from_environment() -> BrokerSettings | None:
+    raw = os.environ.get(BROKER_ENV)
+    if not raw:
+        return None
+    values = json.loads(raw)
+    return BrokerSettings(**{**values, "tls": TLSSettings(**values["tls"])})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
@@ -104,13 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     output_dir.mkdir(parents=True, exist_ok=True)
     from maze_engine.config import compose_config
     from maze_engine.core.errors import ConfigError, MazeError, SpaceMismatchError
+    from worker.experience.evaluate import EvaluationRefused
 
     try:
         _limit_threads(spec.get("torch_threads"))
-        cfg = compose_config(spec["config"], spec["overrides"])
-        with open(job_dir / PROGRESS_FILE, "a", encoding="utf-8") as progress:
-            summary = (run_training(cfg, output_dir, progress) if spec["kind"] == "train"
-                       else run_rollout(cfg, output_dir))
+        if spec["kind"] == "evaluate":
+            summary = run_evaluation(spec, output_dir)
+        else:
+            cfg = compose_config(spec["config"], spec["overrides"])
+            with open(job_dir / PROGRESS_FILE, "a", encoding="utf-8") as progress:
+                summary = (run_training(cfg, output_dir, progress) if spec["kind"] == "train"
+                           else run_rollout(cfg, output_dir))
+    except EvaluationRefused as err:
+        return _outcome(job_dir, EXIT_CONFIG_ERROR, error={"code": JobErrorCode.DATA, "message": str(err)})
     except (ConfigError, SpaceMismatchError) as err:
         return _outcome(job_dir, EXIT_CONFIG_ERROR, error={"code": "config", "message": str(err)})
     except MazeError as err:

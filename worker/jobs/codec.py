@@ -14,7 +14,8 @@ from typing import Any
 
 import msgpack
 
-from worker.errors import WorkerError
+from worker.jobs.decode_error import JobDecodeError
+from worker.jobs.evaluation_spec import decode_evaluation, evaluation_plain
 from worker.jobs.schema import (
     CONFIG_PATTERN,
     CONTROL_COMMANDS,
@@ -28,6 +29,7 @@ from worker.jobs.schema import (
     POLICY_NAME_PATTERN,
     ChunkOf,
     ControlMessage,
+    EvaluationSpec,
     JobError,
     JobEvent,
     JobKind,
@@ -37,20 +39,6 @@ from worker.jobs.schema import (
     finite_plain,
 )
 from worker.wire.checks import MISSING, describe
-
-
-class JobDecodeError(WorkerError, ValueError):
-    """A job, result or control message does not follow v1; ``field`` names the culprit ("body": all of it).
-
-    ``job_id`` is filled in when it could be read, so an error result can still name the job.
-    """
-
-    def __init__(self, field: str, message: str, job_id: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
-        self.job_id = job_id
-
 
 # ------------------------------------------------------------------------------------------------ checks
 
@@ -116,10 +104,11 @@ def decode_job(body: Any) -> JobMessage:
         raise JobDecodeError("kind", f"kind: expected one of {[str(k) for k in JobKind]}, got "
                                      f"{describe(kind_raw)}", job_id)
     kind = JobKind(kind_raw)
-    config = obj.get("config")
+    evaluation = _evaluation(obj, kind, job_id)
+    config = "" if evaluation is not None else obj.get("config")
     if config is None:
         config = DEFAULT_CONFIGS[kind]
-    if type(config) is not str or not CONFIG_PATTERN.fullmatch(config):
+    if evaluation is None and (type(config) is not str or not CONFIG_PATTERN.fullmatch(config)):
         raise JobDecodeError("config", f"config: expected nil or a config name (letters, digits, '_', '-'), "
                                        f"got {describe(config)}", job_id)
     overrides = _overrides(obj.get("overrides"), job_id)
@@ -150,7 +139,23 @@ def decode_job(body: Any) -> JobMessage:
     return JobMessage(job_id=job_id, kind=kind, config=config, overrides=overrides,
                       time_limit_s=None if time_limit is None else float(time_limit), publish_policy=publish,
                       force_publish=bool(force), chunks=chunks, chunk_of=chunk_of, canary=canary,
-                      canary_auto=auto, canary_min_episodes=min_episodes)
+                      canary_auto=auto, canary_min_episodes=min_episodes, evaluation=evaluation)
+
+
+def _evaluation(obj: dict[str, Any], kind: JobKind, job_id: str) -> EvaluationSpec | None:
+    """An evaluate job's checked ``evaluation`` (it composes no config and takes no overrides); None for
+    the other kinds, which may not carry one."""
+    if kind is not JobKind.EVALUATE:
+        if obj.get("evaluation") is not None:
+            raise JobDecodeError("evaluation", f"evaluation: only an evaluate job carries one, got one on a "
+                                               f"{kind} job", job_id)
+        return None
+    for name in ("config", "overrides"):
+        if obj.get(name) not in (None, []):
+            raise JobDecodeError(name, f"{name}: expected nil; an evaluate job composes no config and takes "
+                                       f"no overrides (its settings are in evaluation), got "
+                                       f"{describe(obj[name])}", job_id)
+    return decode_evaluation(obj.get("evaluation", MISSING), job_id)
 
 
 def _canary(obj: dict[str, Any], publish: Any, job_id: str) -> tuple[float | None, bool, int | None]:
@@ -215,8 +220,10 @@ def best_effort_job_id(body: Any) -> str | None:
 
 def encode_job(job: JobMessage) -> bytes:
     """The msgpack body of ``job``; checked by decoding it again, so nothing invalid leaves a client."""
-    obj: dict[str, Any] = {"v": job.v, "job_id": job.job_id, "kind": str(job.kind), "config": job.config,
-                           "overrides": list(job.overrides)}
+    obj: dict[str, Any] = {"v": job.v, "job_id": job.job_id, "kind": str(job.kind),
+                           "config": job.config or None, "overrides": list(job.overrides)}
+    if job.evaluation is not None:
+        obj["evaluation"] = evaluation_plain(job.evaluation)
     if job.time_limit_s is not None:
         obj["time_limit_s"] = job.time_limit_s
     if job.publish_policy is not None:
@@ -240,12 +247,17 @@ def encode_job(job: JobMessage) -> bytes:
 def new_job(job_id: str, kind: str, overrides: Sequence[str] = (), config: str | None = None,
             time_limit_s: float | None = None, publish_policy: str | None = None,
             chunks: int | None = None, force_publish: bool = False, canary: float | None = None,
-            canary_auto: bool = False, canary_min_episodes: int | None = None) -> JobMessage:
-    """A checked JobMessage from plain arguments (what the CLI and JobClient build); raises JobDecodeError."""
+            canary_auto: bool = False, canary_min_episodes: int | None = None,
+            evaluation: Mapping[str, Any] | None = None) -> JobMessage:
+    """A checked JobMessage from plain arguments (what the CLI and JobClient build); raises JobDecodeError.
+
+    ``evaluation`` is an evaluate job's map (docs/jobs.md): ``{"policy": "published:NAME@VERSION",
+    "dataset": ..., "gamma": ..., ...}``."""
     obj = {"v": JOB_PROTOCOL_VERSION, "job_id": job_id, "kind": kind, "config": config,
            "overrides": list(overrides), "time_limit_s": time_limit_s, "publish_policy": publish_policy,
            "force_publish": force_publish, "chunks": chunks, "canary": canary,
-           "canary_auto": canary_auto or None, "canary_min_episodes": canary_min_episodes}
+           "canary_auto": canary_auto or None, "canary_min_episodes": canary_min_episodes,
+           "evaluation": None if evaluation is None else dict(evaluation)}
     return decode_job(msgpack.packb(obj, use_bin_type=True))
 
 

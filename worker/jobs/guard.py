@@ -20,10 +20,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from maze_engine.core.errors import ConfigError
 from worker.errors import WorkerError, one_line
+from worker.jobs.evaluation_spec import published_policy
 from worker.jobs.grammar import Override, OverrideSyntaxError, parse_override, render_override
-from worker.jobs.rules import DATASET_KEY, STREAM, TARGET_KEY, ValueRules, is_path_key
-from worker.jobs.schema import DEFAULT_CONFIGS, JobMessage
+from worker.jobs.rules import DATASET_KEY, DATASETS_DIR, STREAM, TARGET_KEY, ValueRules, is_path_key
+from worker.jobs.schema import DEFAULT_CONFIGS, EvaluationSpec, JobMessage
 from worker.settings import DEFAULT_ALLOWED_TARGETS
 
 GROUPS = ("env", "policy", "model", "critic", "algorithm", "runner", "wrappers")
@@ -64,6 +66,8 @@ class JobGuard:
     def vet(self, job: JobMessage) -> JobMessage:
         """``job`` if it may run, with its relative paths made absolute; raises JobRefused naming the
         field."""
+        if job.evaluation is not None:
+            return replace(job, evaluation=self._vet_evaluation(job.evaluation))
         if job.config not in JOB_CONFIGS:
             raise JobRefused("config", f"config: expected one of {', '.join(JOB_CONFIGS)}, "
                                        f"got {job.config!r}")
@@ -104,6 +108,45 @@ class JobGuard:
                 problem = self.rules.target_problem(path)
                 if problem is not None:
                     raise JobRefused("config", f"config: {where}: a wrapper's class path: {problem}")
+
+    def _vet_evaluation(self, spec: EvaluationSpec) -> EvaluationSpec:
+        """``spec`` if its policy is published under the artifact root and its dataset is one a job may read
+        (the rules of ``dataset=``), with the dataset's path made absolute; raises JobRefused naming the
+        field. Checked here, not in the job's process, so that a wrong name or path is answered at once."""
+        from maze_engine.records.minari import is_dataset_dir
+        from worker.policy_store.store import POLICIES_DIR, get_policy, names_hint, published_versions
+
+        root = self.rules.root
+        name, version = published_policy(spec.policy)
+        versions = published_versions(root, name)
+        if not versions:
+            raise JobRefused("evaluation.policy", f"evaluation.policy: no version of {name!r} is published "
+                                                  f"under {root / POLICIES_DIR} ({names_hint(root)})")
+        if version is not None and version not in versions:
+            raise JobRefused("evaluation.policy", f"evaluation.policy: version {version} of {name!r} is not "
+                                                  f"published under {root / POLICIES_DIR} (its versions: "
+                                                  f"{', '.join(map(str, versions))})")
+        try:
+            published = get_policy(root, name, versions[-1] if version is None else version)
+        except ConfigError as err:  # a broken manifest
+            raise JobRefused("evaluation.policy", f"evaluation.policy: {one_line(err)}") from None
+        problem = self.rules.path_problem(str(published.path))  # a version linked in from elsewhere
+        if problem is not None:
+            raise JobRefused("evaluation.policy", f"evaluation.policy: {spec.policy}: {problem}")
+        problem = self.rules.dataset_problem(spec.dataset)
+        if problem is not None:
+            raise JobRefused("evaluation.dataset", f"evaluation.dataset: {problem}")
+        if spec.dataset.startswith(STREAM):
+            return spec  # read by the job's process (worker.experience.evaluate)
+        try:
+            path = self.rules.dataset_path(spec.dataset)
+        except ValueError as err:
+            raise JobRefused("evaluation.dataset", f"evaluation.dataset: {err}") from None
+        if path is None or not is_dataset_dir(path):
+            raise JobRefused("evaluation.dataset", f"evaluation.dataset: no Minari dataset at {path} (a path "
+                                                   "is taken relative to the artifact root, a bare id such "
+                                                   f"as cartpole/logged-v0 under {root / DATASETS_DIR})")
+        return replace(spec, dataset=str(path))
 
     # -- helpers -------------------------------------------------------------------------------------------
 

@@ -22,8 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worker.jobs.child import EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE
+from worker.jobs.child import BROKER_ENV, EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE, broker_environment
+from worker.jobs.evaluation_spec import evaluation_plain
 from worker.jobs.records import LOG_FILE, PROGRESS_FILE, SPEC_FILE, read_json, write_json_atomic
+from worker.jobs.rules import STREAM
+from worker.jobs.schema import JobMessage
+from worker.settings import BrokerSettings, WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +36,8 @@ ARTIFACT_ROOT_ENV = "MAZE_ARTIFACT_ROOT"
 
 @dataclass(frozen=True)
 class ChildSpec:
-    """What the child runs: a job kind with a config name and overrides, into ``output_dir``."""
+    """What the child runs: a job kind with a config name and overrides (an evaluate job: its evaluation),
+    into ``output_dir``."""
 
     kind: str
     config: str
@@ -43,6 +48,20 @@ class ChildSpec:
     """The job worker's artifact root, given to the child as ``MAZE_ARTIFACT_ROOT``: the config tree's
     default for it (``policy=published_policy`` reads published policies there), whatever the worker's own
     environment says."""
+    evaluation: dict[str, Any] | None = None
+    """An evaluate job's vetted ``evaluation`` map."""
+    broker: BrokerSettings | None = None
+    """For an evaluate job of a ``stream:`` dataset: the settings its child reads the stream with, given to
+    it in the environment (``BROKER_ENV``) and never written to the job directory."""
+
+
+def child_spec(job: JobMessage, output_dir: Path, settings: WorkerSettings, artifact_root: Path) -> ChildSpec:
+    """The ChildSpec of the vetted ``job`` for a worker of ``settings``."""
+    evaluation = job.evaluation
+    reads_stream = evaluation is not None and evaluation.dataset.startswith(STREAM)
+    return ChildSpec(str(job.kind), job.config, job.overrides, output_dir, settings.torch_threads,
+                     artifact_root, None if evaluation is None else evaluation_plain(evaluation),
+                     settings.broker if reads_stream else None)
 
 
 @dataclass(frozen=True)
@@ -99,14 +118,19 @@ class ChildProcess:
         """The epoch an earlier attempt's checkpoint lets a training go on from, else None."""
         if self.resumed_from_epoch is None:
             shutil.rmtree(spec.output_dir, ignore_errors=True)  # an earlier attempt's partial output
+        root = None if spec.artifact_root is None else str(Path(spec.artifact_root).resolve())
         write_json_atomic(job_dir / SPEC_FILE, {"kind": spec.kind, "config": spec.config,
                                                 "overrides": list(spec.overrides),
                                                 "output_dir": str(spec.output_dir),
-                                                "torch_threads": spec.torch_threads})
+                                                "torch_threads": spec.torch_threads,
+                                                "evaluation": spec.evaluation, "artifact_root": root})
         self._log = open(job_dir / LOG_FILE, "ab")  # noqa: SIM115 - closed in _finish
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        if spec.artifact_root is not None:
-            env[ARTIFACT_ROOT_ENV] = str(Path(spec.artifact_root).resolve())
+        env = {key: value for key, value in os.environ.items() if key != BROKER_ENV}
+        env["PYTHONUNBUFFERED"] = "1"
+        if root is not None:
+            env[ARTIFACT_ROOT_ENV] = root
+        if spec.broker is not None:
+            env[BROKER_ENV] = broker_environment(spec.broker)
         self.process = subprocess.Popen([python, "-m", "worker.jobs.child", str(job_dir)], stdout=self._log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                         start_new_session=True)

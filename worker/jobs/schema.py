@@ -26,6 +26,11 @@ CONFIG_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 POLICY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A published policy's name becomes a directory (``<root>/policies/<name>``): it starts with a letter or
 digit, so it is never ``.`` or ``..``."""
+EVALUATION_METHODS = ("wis", "dr")
+MAX_BOOTSTRAP = 10_000
+"""Resamples of an evaluate job's intervals: a few thousand settle them; more only keeps a worker busy."""
+MAX_FQE_STEPS = 100_000
+MAX_SEED = 2**32 - 1
 
 
 class JobKind(StrEnum):
@@ -35,10 +40,12 @@ class JobKind(StrEnum):
     """A training run (``maze-run -cn conf_train ...``)."""
     ROLLOUT = "rollout"
     """A rollout (``maze-run ...`` with the rollout config)."""
+    EVALUATE = "evaluate"
+    """Off-policy evaluation of a published policy (as ``maze-worker experience evaluate``); no config."""
 
 
 DEFAULT_CONFIGS = {JobKind.TRAIN: "conf_train", JobKind.ROLLOUT: "conf_rollout"}
-"""The config a job composes when it names none."""
+"""The config a job composes when it names none (an evaluate job composes none)."""
 
 
 class JobStatus(StrEnum):
@@ -82,6 +89,9 @@ class JobErrorCode(StrEnum):
     """A chunk of a distributed rollout failed; the error names it."""
     PUBLISH = "publish_policy"
     """Training finished, but publishing its policy failed."""
+    DATA = "data"
+    """An evaluate job's data or policy refuses an estimate (no propensities, actions the policy never takes,
+    a stream without episodes): deterministic, never retried."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,32 @@ class ChunkOf:
 
 
 @dataclass(frozen=True)
+class EvaluationSpec:
+    """What an evaluate job estimates, checked (``worker.jobs.evaluation_spec``); the defaults are
+    ``maze-worker experience evaluate``'s (docs/evaluation.md)."""
+
+    policy: str
+    """``published:NAME@VERSION``, or ``published:NAME`` (the latest version), under the artifact root."""
+    dataset: str
+    """A Minari dataset (a path inside the artifact root, or an id under ``<root>/datasets/``), or
+    ``stream:PREFIX``."""
+    gamma: float = 1.0
+    """Discount, in (0, 1]; 1 estimates the plain episode return."""
+    bootstrap: int = 500
+    """Bootstrap resamples of the intervals, in [2, MAX_BOOTSTRAP]."""
+    seed: int = 0
+    """Seeds the resamples and the Q-function fit, in [0, MAX_SEED]."""
+    level: float = 0.95
+    """Coverage of the intervals, in (0, 1)."""
+    methods: tuple[str, ...] = EVALUATION_METHODS
+    """Estimators to run, a non-empty subset of ``wis`` and ``dr``."""
+    epsilon: float | None = None
+    """Floor of the policy's probability of logged actions, in (0, 1); None: refuse actions it never takes."""
+    fqe_steps: int | None = None
+    """Gradient steps of each Q-function fit (None: ``FQEConfig``'s default)."""
+
+
+@dataclass(frozen=True)
 class JobMessage:
     """A job as submitted (decoded, or about to be encoded)."""
 
@@ -101,7 +137,7 @@ class JobMessage:
     """Client-chosen id; also the idempotency key: a finished id answers with its stored result."""
     kind: JobKind
     config: str
-    """Primary config name, ``conf_train`` / ``conf_rollout`` unless set."""
+    """Primary config name, ``conf_train`` / ``conf_rollout`` unless set; empty for an evaluate job."""
     overrides: tuple[str, ...] = ()
     """Hydra overrides, exactly as ``maze-run`` takes them."""
     time_limit_s: float | None = None
@@ -121,6 +157,8 @@ class JobMessage:
     """Rollout only: split into this many chunk jobs run by any job worker, merged into one result."""
     chunk_of: ChunkOf | None = None
     """Set on the chunk jobs a worker creates from a split rollout."""
+    evaluation: EvaluationSpec | None = None
+    """Evaluate jobs only (and always): what to estimate."""
     v: int = JOB_PROTOCOL_VERSION
 
 

@@ -1,7 +1,7 @@
 """The job worker: take one job at a time from the job queues, run it in a child process, answer it.
 
 One thread and one connection (pika's BlockingConnection is not thread-safe). The loop takes a job with
-``basic.get`` (train and rollout queues in turn), checks it (``JobIntake``), moves it under this worker's
+``basic.get`` (the queues of its kinds in turn), checks it (``JobIntake``), moves it under this worker's
 *lease* (a copy in ``<prefix>.jobs.lease.<worker_id>`` that expires back to the job queue unless renewed)
 and acknowledges the original, then supervises the child: progress becomes events, control messages
 cancel, the time limit stops it, and the lease is renewed every third of its TTL. When the child ends the
@@ -37,7 +37,7 @@ from worker.jobs.merge import ChunkCompletion
 from worker.jobs.metrics import JobMetrics
 from worker.jobs.publishing import publish_trained_policy
 from worker.jobs.records import JobRecords
-from worker.jobs.runner import ChildProcess, ChildSpec, Outcome
+from worker.jobs.runner import ChildProcess, Outcome, child_spec
 from worker.jobs.schema import (
     JobError,
     JobErrorCode,
@@ -269,8 +269,7 @@ class JobService:
                                    correlation_id=delivery.correlation_id, started=time.time(),
                                    lease_renewed=time.time(), output_dir=str(output), **record_fields)
         self.answers.event(job.job_id, JobEvent.ACCEPTED, kind=str(job.kind), attempt=attempts)
-        child = ChildProcess(job_dir, ChildSpec(str(job.kind), job.config, job.overrides, output,
-                                                self.settings.torch_threads, self.records.root),
+        child = ChildProcess(job_dir, child_spec(job, output, self.settings, self.records.root),
                              clock=self.clock)
         self.running = RunningJob(job, delivery, attempts, child, lease)
         self.metrics.running.set(1)
@@ -358,12 +357,13 @@ class JobService:
                                attempts=running.attempts)
             if job.publish_policy:
                 result = publish_trained_policy(job, result, self.records, self.transport, self.prefix)
-        elif outcome.config_error:
+        elif outcome.config_error:  # a config error, or data an evaluation refuses (code data)
             error = outcome.error or {}
-            result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output,
-                               error=JobError(JobErrorCode.CONFIG, str(error.get("message", ""))),
-                               attempts=running.attempts)
-            self.answers.dead_letter(delivery, DeadReason.BAD_JOB, "overrides", result.error.message)  # type: ignore
+            message = str(error.get("message", ""))
+            result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output, attempts=running.attempts,
+                               error=JobError(str(error.get("code") or JobErrorCode.CONFIG), message))
+            field = "evaluation" if job.evaluation is not None else "overrides"
+            self.answers.dead_letter(delivery, DeadReason.BAD_JOB, field, message)
         else:
             error = outcome.error or {"code": JobErrorCode.CRASHED, "message": "the job's process failed"}
             self.records.update_record(job.job_id, last_error=error)

@@ -2,6 +2,7 @@
 pika side, re-exported here for Python callers).
 
     maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait
+    maze-worker submit evaluate --policy published:cartpole@3 --dataset stream:maze --wait
     maze-worker jobs status <job id>
     maze-worker jobs cancel <job id>
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.client.jobs import JobClient, JobClientError
+from worker.experience.evaluate import add_estimation_arguments, estimation_options
 from worker.jobs.codec import JobDecodeError, new_job
 from worker.jobs.records import JobRecords
 from worker.jobs.schema import JobEvent, JobMessage, JobResult
@@ -49,11 +51,14 @@ def _broker_arguments(parser: argparse.ArgumentParser) -> None:
 
 def submit_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="maze-worker submit", description="Submit a training or rollout job to the job workers. "
-        "Overrides are plain key=value settings of the config tree (docs/jobs.md, \"What a job "
-        "message may ask\").",
-        epilog="example: maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait")
-    parser.add_argument("kind", choices=["train", "rollout"], help="the job kind")
+        prog="maze-worker submit", description="Submit a training, rollout or evaluate job to the job "
+        "workers. Overrides (train, rollout) are plain key=value settings of the config tree (docs/jobs.md, "
+        "\"What a job message may ask\"); an evaluate job takes the evaluate options instead.",
+        epilog="examples: maze-worker submit train env.name=CartPole-v1 algorithm.n_epochs=5 --wait; "
+               "maze-worker submit evaluate --policy published:cartpole@3 --dataset stream:maze --wait")
+    parser.add_argument("kind", choices=list(topology.JOB_KINDS),
+                        help="the job kind: train, rollout, or evaluate (off-policy evaluation of a "
+                             "published policy on logged episodes, docs/evaluation.md)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. algorithm=ppo runner.n_envs=2")
     parser.add_argument("--config", default=None, help="config name (default: conf_train / conf_rollout)")
     parser.add_argument("--job-id", default=None, help="job id, the idempotency key (default: generated)")
@@ -73,6 +78,15 @@ def submit_parser() -> argparse.ArgumentParser:
                         help="with --auto: finished episodes on each side before deciding (default 50)")
     parser.add_argument("--chunks", type=int, default=None, metavar="N",
                         help="rollout: split into N chunk jobs run by any job workers, results merged")
+    evaluate = parser.add_argument_group(
+        "evaluate", "an evaluate job's options; the job workers' defaults are those shown (docs/jobs.md)")
+    evaluate.add_argument("--policy", default=argparse.SUPPRESS, metavar="published:NAME[@VERSION]",
+                          help="the published policy to evaluate, under the job workers' artifact root "
+                               "(without @VERSION: the latest version)")
+    evaluate.add_argument("--dataset", default=argparse.SUPPRESS, metavar="DATASET",
+                          help="a Minari dataset (a path inside the job workers' artifact root, or an id "
+                               "under <artifact_root>/datasets/), or stream:PREFIX (the experience stream)")
+    add_estimation_arguments(evaluate, omit_defaults=True)
     parser.add_argument("--wait", action="store_true", help="show progress and print the result")
     parser.add_argument("--timeout", type=float, default=24 * 3600.0, metavar="S",
                         help="with --wait: give up after S seconds (default: a day)")
@@ -84,11 +98,14 @@ def submit_command(argv: Sequence[str]) -> int:
     """``maze-worker submit``: the exit code (0 submitted or finished, 1 failed/cancelled, 2 usage)."""
     parser = submit_parser()
     args = parser.parse_intermixed_args(list(argv))
+    evaluation = {name: getattr(args, name) for name in ("policy", "dataset") if hasattr(args, name)}
+    evaluation.update(estimation_options(args))
     try:
         job = new_job(args.job_id or default_job_id(args.kind), args.kind, args.overrides, config=args.config,
                       time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks,
                       force_publish=args.force, canary=args.canary, canary_auto=args.auto,
-                      canary_min_episodes=args.min_episodes)
+                      canary_min_episodes=args.min_episodes,
+                      evaluation=evaluation or ({} if args.kind == "evaluate" else None))
     except JobDecodeError as err:
         parser.error(err.message)
     try:
@@ -115,8 +132,8 @@ def submit_command(argv: Sequence[str]) -> int:
 def _wait_with_progress(client: JobClient, job: JobMessage, timeout: float) -> JobResult:
     from tqdm import tqdm
 
-    bar = tqdm(desc=job.job_id, unit="epoch" if job.kind == "train" else "chunk", file=sys.stderr,
-               dynamic_ncols=True)
+    unit = {"train": "epoch", "rollout": "chunk"}.get(job.kind, "job")
+    bar = tqdm(desc=job.job_id, unit=unit, file=sys.stderr, dynamic_ncols=True)
 
     def on_event(event: dict[str, Any]) -> None:
         name = event.get("event")

@@ -175,7 +175,7 @@ def dead_letter_headers(reason: str, field: str, detail: str = "") -> dict[str, 
 # ------------------------------------------------------------------------------------------------------ jobs
 
 def jobs_queue(prefix: str, kind: str) -> str:
-    """Queue of training or rollout jobs of one ``kind``."""
+    """Queue of the jobs of one ``kind`` (train, rollout, evaluate)."""
     if not isinstance(kind, str) or not _TOKEN_PATTERN.fullmatch(kind):
         raise ValueError(f"kind: expected 1-64 letters, digits, '_' or '-', got {kind!r}")
     return f"{_checked(prefix)}.jobs.{kind}"
@@ -308,7 +308,8 @@ def experience_stream(prefix: str) -> str:
     return f"{_checked(prefix)}.experience"
 
 
-JOB_KINDS = ("train", "rollout")
+JOB_KINDS = ("train", "rollout", "evaluate")
+"""Every job kind has its queue ``<prefix>.jobs.<kind>`` (docs/jobs.md)."""
 
 
 def amqp_url(url: str | None = None) -> str:
