@@ -1,1 +1,1 @@
-"""Training and rollout jobs submitted as RabbitMQ messages and run by job workers (docs/jobs.md)."""
+"""Training, rollout and evaluate jobs sent as RabbitMQ messages and run by job workers (docs/jobs.md)."""
