@@ -284,7 +284,7 @@ def test_job_scaler_counts_queued_and_running_jobs(objects: Objects) -> None:
 
     scaled = objects["ScaledObject"]["maze-job-worker"]
     pattern = re.compile(str(scaled["spec"]["triggers"][0]["metadata"]["queueName"]))
-    counted = [topology.jobs_queue("maze", "train"), topology.jobs_queue("maze", "rollout"),
+    counted = [*(topology.jobs_queue("maze", kind) for kind in topology.JOB_KINDS),
                topology.lease_queue("maze", "job-worker-7f9c-1-abc123")]
     ignored = [topology.dead_letter_queue("maze"), topology.shard_queue("maze", 3),
                topology.jobs_queue("other", "train")]
