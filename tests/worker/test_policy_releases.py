@@ -175,7 +175,37 @@ def test_a_training_job_publishes_straight_into_a_canary(tmp_path: Path, runs: d
     assert releases.read_release(tmp_path, NAME) == state and len(transport.published) == 1
 
 
+def test_a_training_job_publishes_straight_into_a_shadow(tmp_path: Path, runs: dict[str, Path]) -> None:
+    from test_policy_gate import RecordingTransport, finished
+
+    from worker.jobs.codec import decode_job, encode_job, new_job
+    from worker.jobs.publishing import publish_trained_policy
+    from worker.jobs.records import JobRecords
+    from worker.policy_store.announcements import ReleaseAnnouncement, decode_any
+
+    records, transport = JobRecords(tmp_path), RecordingTransport()
+    publish_policy(tmp_path, NAME, runs["right"])
+    job = new_job("shadow", "train", publish_policy=NAME, shadow=True)
+    assert decode_job(encode_job(job)) == job
+    result = publish_trained_policy(job, finished("shadow", runs["left"], None), records,
+                                    transport, "prefix")  # type: ignore[arg-type]
+    assert result.policy is not None and result.policy["version"] == 2 and result.policy["shadow"] == 2
+    state = releases.read_release(tmp_path, NAME)
+    assert state is not None and (state.stable, state.canary, state.shadow) == (1, None, 2)
+    assert [decode_any(body) for _, _, body in transport.published] == [
+        ReleaseAnnouncement(NAME, state.generation)]
+    again = publish_trained_policy(new_job("again", "train", publish_policy=NAME, shadow=True),
+                                   finished("again", runs["right"], None), records, transport,
+                                   "prefix")  # type: ignore[arg-type]
+    assert again.policy is not None and again.policy["shadow"] is None
+    assert "not run in shadow, nothing served changes" in again.policy["message"]
+    assert releases.read_release(tmp_path, NAME) == state and len(transport.published) == 1
+
+
 @pytest.mark.parametrize(("fields", "field"), [
+    ({"shadow": True}, "shadow"),  # without publish_policy
+    ({"publish_policy": NAME, "shadow": "yes"}, "shadow"),
+    ({"publish_policy": NAME, "shadow": True, "canary": 0.1}, "shadow"),
     ({"canary": 0.1}, "canary"),  # without publish_policy
     ({"publish_policy": NAME, "canary": 1.0}, "canary"),
     ({"publish_policy": NAME, "canary": True}, "canary"),

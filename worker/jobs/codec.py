@@ -131,6 +131,10 @@ def decode_job(body: Any) -> JobMessage:
             raise JobDecodeError("force_publish", "force_publish: expected only with publish_policy, got "
                                                   "true on a job that publishes nothing", job_id)
     canary, auto, min_episodes = _canary(obj, publish, job_id)
+    shadow = obj.get("shadow")
+    if shadow is not None and type(shadow) is not bool or shadow and (publish is None or canary is not None):
+        raise JobDecodeError("shadow", "shadow: expected nil or a boolean, true only with publish_policy and "
+                                       f"without canary, got {describe(shadow)}", job_id)
     chunks = _optional_positive(obj, "chunks", job_id, integer=True, maximum=MAX_CHUNKS)
     if chunks is not None and kind is not JobKind.ROLLOUT:
         raise JobDecodeError("chunks", f"chunks: only a rollout job is split into chunks, got one on a "
@@ -139,7 +143,8 @@ def decode_job(body: Any) -> JobMessage:
     return JobMessage(job_id=job_id, kind=kind, config=config, overrides=overrides,
                       time_limit_s=None if time_limit is None else float(time_limit), publish_policy=publish,
                       force_publish=bool(force), chunks=chunks, chunk_of=chunk_of, canary=canary,
-                      canary_auto=auto, canary_min_episodes=min_episodes, evaluation=evaluation)
+                      canary_auto=auto, canary_min_episodes=min_episodes, evaluation=evaluation,
+                      shadow=bool(shadow))
 
 
 def _evaluation(obj: dict[str, Any], kind: JobKind, job_id: str) -> EvaluationSpec | None:
@@ -234,6 +239,8 @@ def encode_job(job: JobMessage) -> bytes:
         obj.update(canary=job.canary, canary_auto=job.canary_auto)
     if job.canary_min_episodes is not None:
         obj["canary_min_episodes"] = job.canary_min_episodes
+    if job.shadow:
+        obj["shadow"] = True
     if job.chunks is not None:
         obj["chunks"] = job.chunks
     if job.chunk_of is not None:
@@ -248,7 +255,7 @@ def new_job(job_id: str, kind: str, overrides: Sequence[str] = (), config: str |
             time_limit_s: float | None = None, publish_policy: str | None = None,
             chunks: int | None = None, force_publish: bool = False, canary: float | None = None,
             canary_auto: bool = False, canary_min_episodes: int | None = None,
-            evaluation: Mapping[str, Any] | None = None) -> JobMessage:
+            evaluation: Mapping[str, Any] | None = None, shadow: bool = False) -> JobMessage:
     """A checked JobMessage from plain arguments (what the CLI and JobClient build); raises JobDecodeError.
 
     ``evaluation`` is an evaluate job's map (docs/jobs.md): ``{"policy": "published:NAME@VERSION",
@@ -257,7 +264,7 @@ def new_job(job_id: str, kind: str, overrides: Sequence[str] = (), config: str |
            "overrides": list(overrides), "time_limit_s": time_limit_s, "publish_policy": publish_policy,
            "force_publish": force_publish, "chunks": chunks, "canary": canary,
            "canary_auto": canary_auto or None, "canary_min_episodes": canary_min_episodes,
-           "evaluation": None if evaluation is None else dict(evaluation)}
+           "evaluation": None if evaluation is None else dict(evaluation), "shadow": shadow or None}
     return decode_job(msgpack.packb(obj, use_bin_type=True))
 
 

@@ -5,8 +5,9 @@ recorded best evaluation return beats this run's (``force_publish`` publishes an
 
 A new version is announced on ``<prefix>.policies``. With ``canary`` it is released as a canary instead
 (``worker.policy_store.releases``: the stable version is pinned first, so no worker serves the new version to
-every episode meanwhile) and the release is announced; where the name has a release state and no canary runs,
-a plain publication becomes the stable version.
+every episode meanwhile) and the release is announced; with ``shadow`` it runs in shadow beside the stable
+version in the same way. Where the name has a release state and no canary runs, a plain publication becomes
+the stable version.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def publish_trained_policy(job: JobMessage, result: JobResult, records: JobRecor
         from worker.policy_store import gate, releases  # imported here: agent-only installs need none
         from worker.policy_store.announcements import encode_announcement, encode_release_announcement
 
-        if job.canary is not None:
+        if job.canary is not None or job.shadow:
             releases.pin_stable(records.root, job.publish_policy)
         outcome = gate.publish_if_not_worse(records.root, job.publish_policy, result.output_dir,
                                             run_return if isinstance(run_return, int | float) else None,
@@ -49,6 +50,12 @@ def publish_trained_policy(job: JobMessage, result: JobResult, records: JobRecor
                     (" (automatic gate)" if auto else "")
             except releases.ReleaseError as err:
                 message += f"; not released as a canary, nothing served changes: {err}"
+        elif outcome.published and job.shadow:
+            try:
+                release = releases.start_shadow(records.root, job.publish_policy, outcome.policy.version)
+                message += "; runs in shadow beside the stable version"
+            except releases.ReleaseError as err:
+                message += f"; not run in shadow, nothing served changes: {err}"
         elif outcome.published:
             release = releases.follow_published(records.root, job.publish_policy, outcome.policy.version)
     except Exception as err:  # noqa: BLE001 - any failure to publish is reported in the result
@@ -60,10 +67,12 @@ def publish_trained_policy(job: JobMessage, result: JobResult, records: JobRecor
     if release is not None:
         transport.publish(topology.policies_exchange(prefix), "",
                           encode_release_announcement(release.name, release.generation))
-    elif outcome.published and job.canary is None:
+    elif outcome.published and job.canary is None and not job.shadow:
         transport.publish(topology.policies_exchange(prefix), "", encode_announcement(outcome.policy))
     logger.info("job %s, policy %r: %s", job.job_id, outcome.policy.name, message)
     policy = {**outcome.to_plain(), "message": message}
     if job.canary is not None:
         policy["canary"] = None if release is None else release.canary
+    if job.shadow:
+        policy["shadow"] = None if release is None else release.shadow
     return replace(result, policy=policy)

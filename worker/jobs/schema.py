@@ -153,6 +153,9 @@ class JobMessage:
     """With ``canary``: the automatic gate promotes or rolls the canary back (docs/worker.md)."""
     canary_min_episodes: int | None = None
     """With ``canary_auto``: finished episodes on each side before the gate decides (default 50)."""
+    shadow: bool = False
+    """With ``publish_policy``: run the published version in shadow beside the stable one instead of serving
+    it (docs/worker.md, "Shadow candidates")."""
     chunks: int | None = None
     """Rollout only: split into this many chunk jobs run by any job worker, merged into one result."""
     chunk_of: ChunkOf | None = None

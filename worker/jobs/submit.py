@@ -76,6 +76,9 @@ def submit_parser() -> argparse.ArgumentParser:
                         help="with --canary: the workers promote or roll back the canary (docs/worker.md)")
     parser.add_argument("--min-episodes", type=int, default=None, metavar="N",
                         help="with --auto: finished episodes on each side before deciding (default 50)")
+    parser.add_argument("--shadow", action="store_true",
+                        help="with --publish-policy: run the new version in shadow beside the stable one "
+                             "instead of serving it (docs/worker.md)")
     parser.add_argument("--chunks", type=int, default=None, metavar="N",
                         help="rollout: split into N chunk jobs run by any job workers, results merged")
     evaluate = parser.add_argument_group(
@@ -104,7 +107,7 @@ def submit_command(argv: Sequence[str]) -> int:
         job = new_job(args.job_id or default_job_id(args.kind), args.kind, args.overrides, config=args.config,
                       time_limit_s=args.time_limit, publish_policy=args.publish_policy, chunks=args.chunks,
                       force_publish=args.force, canary=args.canary, canary_auto=args.auto,
-                      canary_min_episodes=args.min_episodes,
+                      canary_min_episodes=args.min_episodes, shadow=args.shadow,
                       evaluation=evaluation or ({} if args.kind == "evaluate" else None))
     except JobDecodeError as err:
         parser.error(err.message)
