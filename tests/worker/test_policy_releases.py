@@ -168,8 +168,8 @@ def test_a_training_job_publishes_straight_into_a_canary(tmp_path: Path, runs: d
         ReleaseAnnouncement(NAME, state.generation)]
     # Another canary while this one runs: published, but not released, and nothing served changes.
     again = publish_trained_policy(new_job("again", "train", publish_policy=NAME, canary=0.2),
-                                   finished("again", runs["right"], None), records, transport,
-                                   "prefix")  # type: ignore[arg-type]
+                                   finished("again", runs["right"], None), records,
+                                   transport, "prefix")  # type: ignore[arg-type]
     assert again.policy is not None and again.policy["canary"] is None
     assert "not released as a canary, nothing served changes" in again.policy["message"]
     assert releases.read_release(tmp_path, NAME) == state and len(transport.published) == 1
@@ -195,8 +195,8 @@ def test_a_training_job_publishes_straight_into_a_shadow(tmp_path: Path, runs: d
     assert [decode_any(body) for _, _, body in transport.published] == [
         ReleaseAnnouncement(NAME, state.generation)]
     again = publish_trained_policy(new_job("again", "train", publish_policy=NAME, shadow=True),
-                                   finished("again", runs["right"], None), records, transport,
-                                   "prefix")  # type: ignore[arg-type]
+                                   finished("again", runs["right"], None), records,
+                                   transport, "prefix")  # type: ignore[arg-type]
     assert again.policy is not None and again.policy["shadow"] is None
     assert "not run in shadow, nothing served changes" in again.policy["message"]
     assert releases.read_release(tmp_path, NAME) == state and len(transport.published) == 1
