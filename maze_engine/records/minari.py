@@ -220,9 +220,10 @@ def _length(value: Any) -> int:
     return len(value)
 
 
-def merge_datasets(parts: Sequence[Path], path: Path, dataset_id: str) -> Path:
+def merge_datasets(parts: Sequence[Path], path: Path, dataset_id: str,
+                   metadata: Mapping[str, Any] | None = None) -> Path:
     """One dataset at ``path`` (a ``data`` directory) from the datasets in ``parts``, episodes in order;
-    the parts, all written with ``dataset_id``, are gone afterwards."""
+    the parts, all written with ``dataset_id`` and ``metadata``, are gone afterwards."""
     if len(parts) == 1:  # one part is the whole dataset already: move it into place
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(parts[0], path)
@@ -234,7 +235,7 @@ def merge_datasets(parts: Sequence[Path], path: Path, dataset_id: str) -> Path:
     first = MinariStorage.read(parts[0])
     raw_spec = MinariStorage.read_raw_metadata(parts[0]).get("env_spec")
     writer = MinariWriter(path, first.observation_space, first.action_space, dataset_id,
-                          env_spec=EnvSpec.from_json(raw_spec) if raw_spec else None)
+                          env_spec=EnvSpec.from_json(raw_spec) if raw_spec else None, metadata=metadata)
     for part in parts:
         writer.add_dataset(part)
     writer.close()

@@ -9,9 +9,11 @@ writes to ``<output_dir>/stats.tsv``. The stack it builds, innermost first::
         -> MinariRecordingWrapper (record_minari)
 
 so statistics see every step, cut episodes count as truncated, and trajectories and Minari datasets hold
-exactly what the policy saw and did. Each process writes its episodes into a Minari dataset of its own (a
-part, under ``.minari_parts``); ``run_with`` joins the parts into ``<output_dir>/minari/<id>/data`` at the
-end.
+exactly what the policy saw and did. Minari datasets also hold, in ``infos["log_prob"]``, the policy's
+log-probability of each sampled action (its propensity, for off-policy evaluation); deterministic rollouts
+have none (NaN), and the dataset's description says so. Each process writes its episodes into a Minari
+dataset of its own (a part, under ``.minari_parts``); ``run_with`` joins the parts into
+``<output_dir>/minari/<id>/data`` at the end.
 """
 
 import shutil
@@ -99,8 +101,8 @@ class RolloutRunner(ABC):
             ``read_trajectories``).
         record_event_logs: write step events under ``<output_dir>/event_logs``.
         record_minari: a Minari dataset id (``(namespace/)name-v<version>``): write the episodes into that
-            dataset under ``<output_dir>/minari`` (what the policy saw, its actions, rewards, terminations and
-            truncations). None: no dataset.
+            dataset under ``<output_dir>/minari`` (what the policy saw, its actions and their
+            log-probabilities, rewards, terminations and truncations). None: no dataset.
         seed: seeds env and policy; the same seed gives the same statistics. None: not seeded.
         silent: no console table or progress bar (``stats.tsv`` is still written).
     """
@@ -137,7 +139,8 @@ class RolloutRunner(ABC):
             if dataset is not None:
                 from maze_engine.records.minari import merge_datasets
 
-                merge_datasets(sorted(parts.iterdir()), dataset, self.record_minari or "")
+                merge_datasets(sorted(parts.iterdir()), dataset, self.record_minari or "",
+                               self.minari_metadata())
         finally:
             shutil.rmtree(parts, ignore_errors=True)
         self._publish(stats, directory)
@@ -158,6 +161,18 @@ class RolloutRunner(ABC):
                               "output directory")
         shutil.rmtree(output_dir / MINARI_PARTS_DIR, ignore_errors=True)  # left by a run that was killed
         return path
+
+    def minari_metadata(self) -> dict[str, str]:
+        """The ``record_minari`` dataset's metadata: whether its ``infos["log_prob"]`` are propensities."""
+        if self.deterministic:
+            log_probs = ("the policy acted deterministically (its most likely action), so the episodes carry "
+                         "no propensities: infos['log_prob'] is NaN and off-policy evaluation refuses them")
+        else:
+            log_probs = ("infos['log_prob'] holds the log-probability the policy gave each action it sampled "
+                         "(NaN where the policy cannot say): the propensities off-policy evaluation needs")
+        return {"algorithm_name": "maze-run rollout",
+                "description": f"Episodes of a maze-run rollout: the policy's observations and actions; "
+                               f"{log_probs}."}
 
     def run(self, env: Any, policy: Any, wrappers: Any = None, output_dir: str | Path = ".") -> Statistics:
         """Plain-Python entry point: like ``run_with`` with the policy second and wrappers optional.
@@ -198,7 +213,7 @@ class RolloutRunner(ABC):
             from maze_engine.wrappers.recording.minari import MinariRecordingWrapper
 
             env = MinariRecordingWrapper.wrap(env, path=output_dir / MINARI_PARTS_DIR / f"{part:03d}",
-                                              dataset_id=self.record_minari)
+                                              dataset_id=self.record_minari, metadata=self.minari_metadata())
         return env, log_stats
 
     @staticmethod

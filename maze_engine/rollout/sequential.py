@@ -3,13 +3,17 @@
 import copy
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from maze_engine.core.actor_id import ActorID
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.policies.policy import StructuredPolicy
 from maze_engine.rollout.components import build_env, build_policy
 from maze_engine.rollout.render import StepRenderer, choose_render_mode
 from maze_engine.rollout.runner import Aggregates, RolloutRunner, derive_seeds
+
+if TYPE_CHECKING:
+    from maze_engine.wrappers.recording.minari import MinariRecordingWrapper
 
 
 def run_episode(env: StructuredEnv, policy: StructuredPolicy, deterministic: bool) -> None:
@@ -29,6 +33,28 @@ def run_episode(env: StructuredEnv, policy: StructuredPolicy, deterministic: boo
     actor_id = env.actor_id
     while not done:
         observation, _, done, _ = step(compute_action(observation, actor_id(), deterministic))
+
+
+def sample_with_log_prob(policy: Any, observation: dict[str, Any],
+                         actor_id: ActorID) -> tuple[dict[str, Any], float | None]:
+    """A sampled action of a policy with ``reports_log_probs`` and the log-probability the policy gave it
+    (None where it cannot say), both from one call, as ``deployment.batch`` asks for them."""
+    log_probs: list[float | None] = []
+    action = policy.compute_actions([observation], actor_id, False, log_probs_out=log_probs)[0]
+    return action, log_probs[0] if len(log_probs) == 1 else None
+
+
+def run_logged_episode(recorder: "MinariRecordingWrapper", policy: Any) -> None:
+    """``run_episode`` for a stack topped by a MinariRecordingWrapper and a sampling policy that reports
+    log-probabilities: each step hands the recorder the log-probability of its action."""
+    policy.reset()
+    observation = recorder.reset()
+    actor = recorder.actor_id()  # the recorder takes envs with one actor only
+    step = recorder.step
+    done = False
+    while not done:
+        action, log_prob = sample_with_log_prob(policy, observation, actor)
+        observation, _, done, _ = step(action, log_prob)
 
 
 class SequentialRolloutRunner(RolloutRunner):
@@ -79,11 +105,14 @@ class SequentialRolloutRunner(RolloutRunner):
                 stack.seed(env_seed)
                 policy.seed(policy_seed)
             renderer = StepRenderer(stack, output_dir) if self.render else None
+            recorder = self._log_prob_recorder(stack, policy)
             for episode in range(self.n_episodes):
-                if renderer is None:
-                    run_episode(stack, policy, self.deterministic)
+                if renderer is not None:
+                    self._run_rendered_episode(stack, policy, renderer, episode, recorder)
+                elif recorder is not None:
+                    run_logged_episode(recorder, policy)
                 else:
-                    self._run_rendered_episode(stack, policy, renderer, episode)
+                    run_episode(stack, policy, self.deterministic)
                 if on_episode is not None:
                     on_episode()
             # Copies: the wrapper's aggregates belong to the stack, which is discarded.
@@ -94,14 +123,30 @@ class SequentialRolloutRunner(RolloutRunner):
             else:
                 self.release_recorders(stack)
 
+    def _log_prob_recorder(self, stack: StructuredEnv,
+                           policy: StructuredPolicy) -> "MinariRecordingWrapper | None":
+        """The stack's Minari recorder where its episodes get log-probabilities: sampled actions of a policy
+        that reports them. Otherwise None, and the plain loop runs (the recorder writes NaN)."""
+        reports = getattr(policy, "reports_log_probs", False)
+        if self.record_minari is None or self.deterministic or not reports:
+            return None
+        from maze_engine.wrappers.recording.minari import MinariRecordingWrapper
+
+        assert isinstance(stack, MinariRecordingWrapper), "wrap_for_rollout puts the recorder outermost"
+        return stack
+
     def _run_rendered_episode(self, env: StructuredEnv, policy: StructuredPolicy, renderer: StepRenderer,
-                              episode: int) -> None:
+                              episode: int, recorder: "MinariRecordingWrapper | None" = None) -> None:
         policy.reset()
         observation = env.reset()
         renderer.render(episode, 0, observation=observation)
         done, step = False, 0
         while not done:
-            action = policy.compute_action(observation, env.actor_id(), self.deterministic)
-            observation, reward, done, _ = env.step(action)
+            if recorder is None:
+                action = policy.compute_action(observation, env.actor_id(), self.deterministic)
+                observation, reward, done, _ = env.step(action)
+            else:
+                action, log_prob = sample_with_log_prob(policy, observation, recorder.actor_id())
+                observation, reward, done, _ = recorder.step(action, log_prob)
             step += 1
             renderer.render(episode, step, action=action, reward=reward, observation=observation)

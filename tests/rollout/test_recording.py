@@ -111,6 +111,9 @@ def test_record_minari_writes_one_dataset_that_minari_loads(tmp_path: Path, kind
         np.testing.assert_array_equal(episode.observations["observation"][:, 0], np.arange(7))
         np.testing.assert_array_equal(episode.rewards, episode.actions["action"])
         assert episode.truncations.tolist() == [False] * 5 + [True] and not episode.terminations.any()
+        # RandomPolicy samples the 3 actions uniformly; Minari's infos go with the 7 observations.
+        np.testing.assert_allclose(episode.infos["log_prob"], [-np.log(3.0)] * 6 + [np.nan])
+    assert "infos['log_prob'] holds the log-probability" in dataset.storage.metadata["description"]
     recorded_return = sum(float(episode.rewards.sum()) for episode in dataset.iterate_episodes())
     assert recorded_return == pytest.approx(stats["episode_return"]["mean"] * 5)
     # Seeded runs record the same episodes in the same order.

@@ -81,6 +81,16 @@ def test_rgb_frames_are_saved_per_episode_and_step(tmp_path: Path, headless: Non
     assert read_png(tmp_path / RENDER_DIR / "episode_001" / "step_00002.png")[0, 0, 0] == 2
 
 
+def test_rendered_episodes_record_log_probs_into_minari_too(tmp_path: Path, headless: None) -> None:
+    import minari
+
+    runner = SequentialRolloutRunner(n_episodes=2, max_episode_steps=3, render=True, silent=True,
+                                     record_minari="rendered-v0")
+    runner.run({"_target_": "rollout_helpers.make_endless_env"}, RANDOM, output_dir=tmp_path)
+    for episode in minari.MinariDataset(tmp_path / "minari" / "rendered-v0" / "data").iterate_episodes():
+        np.testing.assert_allclose(episode.infos["log_prob"], [-np.log(3.0)] * 3 + [np.nan])
+
+
 def test_text_renders_are_printed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     renderer = StepRenderer(make_endless_env(render_mode="ansi"), tmp_path)
     renderer.render(0, 0)

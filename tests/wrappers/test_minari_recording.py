@@ -36,6 +36,23 @@ def test_episodes_hold_n_plus_one_observations_and_how_they_ended(counter_env, t
     assert episodes[2].truncations.tolist() == [False, True] and not episodes[2].terminations.any()
 
 
+def test_log_probs_given_with_the_step_land_in_infos_the_way_the_worker_export_writes_them(
+        counter_env, tmp_path: Path) -> None:
+    path = tmp_path / "logged-v0" / "data"
+    env = MinariRecordingWrapper.wrap(counter_env(terminate_at=3), path=path, dataset_id="logged-v0",
+                                      metadata={"description": "three steps"})
+    env.reset()
+    for action, log_prob in [(2, -0.5), (1, None), (0, -1.5)]:  # None: the policy could not say
+        env.step({"action": action}, log_prob=log_prob)
+    _play(env, [1])  # stepped without log-probabilities, cut short by the close
+    env.close()
+    first, second = minari.MinariDataset(path).iterate_episodes()
+    # N + 1 entries, the last NaN, as maze-worker experience export writes them (OPE reads both).
+    np.testing.assert_array_equal(first.infos["log_prob"], [-0.5, np.nan, -1.5, np.nan])
+    assert np.isnan(second.infos["log_prob"]).all() and second.infos["log_prob"].shape == (2,)
+    assert minari.MinariDataset(path).storage.metadata["description"] == "three steps"
+
+
 def test_time_limit_truncation_and_a_reset_that_cuts_an_episode_short(counter_env, tmp_path: Path) -> None:
     path = tmp_path / "limits-v0" / "data"
     env = MinariRecordingWrapper.wrap(TimeLimitWrapper.wrap(counter_env(), max_episode_steps=2), path=path,

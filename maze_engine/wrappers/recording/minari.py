@@ -1,5 +1,7 @@
-"""MinariRecordingWrapper: writes every episode into a Minari dataset, e.g. for behavioural cloning."""
+"""MinariRecordingWrapper: writes every episode into a Minari dataset, for behavioural cloning or off-policy
+evaluation."""
 
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +20,13 @@ class MinariRecordingWrapper(Wrapper[StructuredEnv]):
 
     Per step: the observation dict the action was computed from, the action dict, the reward, terminated
     and truncated; per episode also the observation after its last step (Minari's N + 1 observations). The
-    spaces are the policy's (this env's, with the wrappers below). An episode is added when it ends, when a
-    reset cuts it short and on ``close`` or ``finish`` (a cut-short episode ends truncated). The dataset is
-    created with the first episode and completed by ``finish`` (``close`` calls it). Envs with one actor only.
+    spaces are the policy's (this env's, with the wrappers below). ``infos["log_prob"]`` holds the acting
+    policy's log-probability of each action, passed as ``step(action, log_prob=...)`` (NaN where none is),
+    with one NaN more at the end: the convention of ``maze-worker experience export``, so off-policy
+    evaluation reads both (``evaluation.sources``). An episode is added when it ends, when a reset cuts it
+    short and on ``close`` or ``finish`` (a cut-short episode ends truncated). The dataset is created with
+    the first episode and completed, with ``metadata`` (a description, say), by ``finish`` (``close`` calls
+    it). Envs with one actor only.
 
     >>> import tempfile, minari
     >>> from maze_engine import GymMazeEnv
@@ -33,9 +39,12 @@ class MinariRecordingWrapper(Wrapper[StructuredEnv]):
     >>> episode = next(minari.MinariDataset(path).iterate_episodes())
     >>> episode.observations["observation"].shape, episode.actions["action"].tolist(), episode.truncations[-1]
     ((4, 4), [1, 1, 1], np.True_)
+    >>> episode.infos["log_prob"].shape  # no log-probabilities given: all NaN
+    (4,)
     """
 
-    def __init__(self, env: StructuredEnv, path: str | os.PathLike[str], dataset_id: str) -> None:
+    def __init__(self, env: StructuredEnv, path: str | os.PathLike[str], dataset_id: str,
+                 metadata: Mapping[str, Any] | None = None) -> None:
         super().__init__(env)
         counts = env.agent_counts_dict
         if len(counts) != 1 or list(counts.values()) != [1]:
@@ -45,12 +54,14 @@ class MinariRecordingWrapper(Wrapper[StructuredEnv]):
         self.step_key = next(iter(counts))
         self.path = Path(path)
         self.dataset_id = check_dataset_id(dataset_id, "record_minari")
+        self.metadata = dict(metadata or {})
         self.writer: MinariWriter | None = None
         self._observations: list[Any] = []
         self._actions: list[Any] = []
         self._rewards: list[float] = []
         self._terminated: list[bool] = []
         self._truncated: list[bool] = []
+        self._log_probs: list[float] = []
 
     def reset(self) -> dict[str, Any]:
         self._add_episode()
@@ -58,9 +69,13 @@ class MinariRecordingWrapper(Wrapper[StructuredEnv]):
         self._observations = [_snapshot(observation)]
         return observation
 
-    def step(self, action: dict[str, Any]) -> EnvStep:
+    def step(self, action: dict[str, Any], log_prob: float | None = None) -> EnvStep:
+        """Step the env and record the step; ``log_prob``: the acting policy's log-probability of ``action``
+        (its propensity, for off-policy evaluation), None where unknown. Only a caller that steps this
+        wrapper itself can pass it (the rollout runners keep it outermost)."""
         observation, reward, done, info = self.env.step(action)
         truncated = bool(info.get("truncated", False))
+        self._log_probs.append(math.nan if log_prob is None else float(log_prob))
         self._actions.append(_snapshot(action))
         self._rewards.append(float(reward))
         self._terminated.append(bool(info.get("terminated", done and not truncated)))
@@ -91,11 +106,16 @@ class MinariRecordingWrapper(Wrapper[StructuredEnv]):
                 gym_env = getattr(self.maze_env, "gym_env", None)
                 self.writer = MinariWriter(self.path, self.env.observation_spaces_dict[self.step_key],
                                            self.env.action_spaces_dict[self.step_key], self.dataset_id,
-                                           env_spec=getattr(gym_env, "spec", None), field="record_minari")
+                                           env_spec=getattr(gym_env, "spec", None), metadata=self.metadata,
+                                           field="record_minari")
+            # Minari's infos go with the N + 1 observations: the last one has no action, so no log-prob.
+            log_probs = np.asarray([*self._log_probs, math.nan], dtype=np.float64)
             self.writer.add_episode(_stacked(self._observations), _stacked(self._actions),
-                                    np.asarray(self._rewards), terminated, truncated)
+                                    np.asarray(self._rewards), terminated, truncated,
+                                    infos={"log_prob": log_probs})
         self._observations = self._observations[-1:]
         self._actions, self._rewards, self._terminated, self._truncated = [], [], [], []
+        self._log_probs = []
 
 
 def _snapshot(value: Any) -> Any:
