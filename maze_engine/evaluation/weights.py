@@ -49,8 +49,9 @@ def log_ratios(data: LoggedEpisodes, target_log_probs: np.ndarray,
     if missing.any():
         raise MissingPropensitiesError(
             f"behaviour log-probabilities: {_where(data, missing)} of {data.name} have none (NaN: the "
-            "behaviour policy could not say, or another action than its proposal was applied, as in shadow "
-            "mode); leave those episodes out, or evaluate on data whose applied actions were all proposed")
+            "behaviour policy could not say, acted deterministically (argmax actions have no propensity), or "
+            "another action than its proposal was applied, as in shadow mode); leave those episodes out, or "
+            "evaluate on data a sampling policy logged, whose applied actions were all proposed")
     impossible = np.isneginf(behaviour) | (behaviour == np.inf)
     if impossible.any():
         raise MissingPropensitiesError(

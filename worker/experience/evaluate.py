@@ -158,7 +158,7 @@ def evaluate_policy(policy: str, dataset: str, artifact_root: str | Path | None,
         result = evaluate_off_policy(data, candidate, gamma=gamma, methods=tuple(methods),
                                      bootstrap=bootstrap, seed=seed, level=level, epsilon=epsilon, fqe=fqe)
     except (MazeError, ConfigProblem, StreamNotFound, ValueError) as err:
-        raise EvaluationRefused(one_line(err)) from err
+        raise EvaluationRefused(one_line(err)) from None  # the text has the cause already
     return {"policy": label, "dataset": dataset, **result.as_dict()}
 
 
