@@ -132,20 +132,23 @@ def test_served_episodes_teach_the_policy_that_then_serves(amqp_url: str, prefix
 
 
 @pytest.mark.integration
-def test_a_stream_without_episodes_or_a_bad_prefix_refuses_the_job(amqp_url: str, prefix: str, tmp_path: Path,
-                                                                  broker_cleanup: Any) -> None:
+def test_a_stream_without_episodes_fails_the_job_and_a_bad_prefix_refuses_it(
+        amqp_url: str, prefix: str, tmp_path: Path, broker_cleanup: Any) -> None:
+    """The job's process exports the stream: an empty one fails the job (code data, once, not retried); a
+    prefix the guard refuses never reaches a process (bad_job)."""
     settings = job_settings(amqp_url, prefix, tmp_path / "artifacts")
     broker_cleanup.queue(topology.experience_stream(f"{prefix}.nothing"))
     with job_worker(settings, broker_cleanup), RecordingClient(amqp_url, prefix) as client:
-        for job_id, dataset, expected in [
-                (f"empty-{uuid.uuid4().hex[:6]}", f"stream:{prefix}.nothing", "cannot use stream:"),
-                (f"bad-{uuid.uuid4().hex[:6]}", "stream:amq.x", "expected stream:<prefix>")]:
+        for job_id, dataset, expected, code in [
+                (f"empty-{uuid.uuid4().hex[:6]}", f"stream:{prefix}.nothing", "cannot use stream:", "data"),
+                (f"bad-{uuid.uuid4().hex[:6]}", "stream:amq.x", "expected stream:<prefix>", "bad_job")]:
             client.watch(job_id)
             client.submit(new_job(job_id, "train", [*ENV, "algorithm=bc", f"dataset={dataset}"]))
             result = client.result(job_id, timeout=60)
             assert result.status == "failed" and result.error is not None, result
-            assert result.error.code == "bad_job" and "dataset" in result.error.message, result.error
+            assert result.error.code == code and "dataset" in result.error.message, result.error
             assert expected in result.error.message, result.error
+            assert result.attempts <= 1, result
 
 
 def test_a_bare_minari_id_resolves_under_the_artifact_roots_datasets(tmp_path: Path) -> None:

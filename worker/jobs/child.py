@@ -145,17 +145,22 @@ def main(argv: list[str] | None = None) -> int:
     from maze_engine.config import compose_config
     from maze_engine.core.errors import ConfigError, MazeError, SpaceMismatchError
     from worker.experience.evaluate import EvaluationRefused
+    from worker.jobs.datasets import StreamDatasetError, export_stream_dataset
 
     try:
         _limit_threads(spec.get("torch_threads"))
         if spec["kind"] == "evaluate":
             summary = run_evaluation(spec, output_dir)
         else:
-            cfg = compose_config(spec["config"], spec["overrides"])
+            overrides = spec["overrides"]
+            if spec["kind"] == "train":  # dataset=stream:<prefix>: exported here, off the job worker's loop
+                overrides = export_stream_dataset(spec["config"], overrides, job_dir,
+                                                  broker_from_environment())
+            cfg = compose_config(spec["config"], overrides)
             with open(job_dir / PROGRESS_FILE, "a", encoding="utf-8") as progress:
                 summary = (run_training(cfg, output_dir, progress) if spec["kind"] == "train"
                            else run_rollout(cfg, output_dir))
-    except EvaluationRefused as err:
+    except (EvaluationRefused, StreamDatasetError) as err:
         return _outcome(job_dir, EXIT_CONFIG_ERROR, error={"code": JobErrorCode.DATA, "message": str(err)})
     except (ConfigError, SpaceMismatchError) as err:
         return _outcome(job_dir, EXIT_CONFIG_ERROR, error={"code": "config", "message": str(err)})

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.jobs.child import BROKER_ENV, EXIT_CONFIG_ERROR, EXIT_OK, OUTCOME_FILE, broker_environment
+from worker.jobs.datasets import stream_override
 from worker.jobs.evaluation_spec import evaluation_plain
 from worker.jobs.records import LOG_FILE, PROGRESS_FILE, SPEC_FILE, read_json, write_json_atomic
 from worker.jobs.rules import STREAM
@@ -58,7 +59,8 @@ class ChildSpec:
 def child_spec(job: JobMessage, output_dir: Path, settings: WorkerSettings, artifact_root: Path) -> ChildSpec:
     """The ChildSpec of the vetted ``job`` for a worker of ``settings``."""
     evaluation = job.evaluation
-    reads_stream = evaluation is not None and evaluation.dataset.startswith(STREAM)
+    reads_stream = evaluation.dataset.startswith(STREAM) if evaluation is not None \
+        else stream_override(job.overrides) is not None
     return ChildSpec(str(job.kind), job.config, job.overrides, output_dir, settings.torch_threads,
                      artifact_root, None if evaluation is None else evaluation_plain(evaluation),
                      settings.broker if reads_stream else None)

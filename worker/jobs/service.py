@@ -29,7 +29,6 @@ from worker.jobs import split
 from worker.jobs.answers import JobAnswers
 from worker.jobs.codec import encode_job
 from worker.jobs.control import DEFAULT_CANCEL_REASON, JobControl, cancellation_of
-from worker.jobs.datasets import prepare_dataset
 from worker.jobs.guard import JobGuard
 from worker.jobs.intake import Accepted, JobIntake, Rejected
 from worker.jobs.lease import JobLease
@@ -214,8 +213,6 @@ class JobService:
 
     def _handle(self, delivery: JobDelivery) -> None:
         decision = self.intake.check(delivery, self.jobs.delivery_limit, self.jobs.lease_ttl_s)
-        if isinstance(decision, Accepted) and decision.split is None:  # dataset=stream:<prefix> exported
-            decision = prepare_dataset(decision, self.records, self.settings.broker)
         transport = self.transport
         if isinstance(decision, Rejected):
             if decision.result is None and decision.dead_reason is None:
@@ -362,7 +359,8 @@ class JobService:
             message = str(error.get("message", ""))
             result = JobResult(job.job_id, str(job.kind), JobStatus.FAILED, output, attempts=running.attempts,
                                error=JobError(str(error.get("code") or JobErrorCode.CONFIG), message))
-            field = "evaluation" if job.evaluation is not None else "overrides"
+            field = "evaluation" if job.evaluation is not None else \
+                "dataset" if error.get("code") == JobErrorCode.DATA else "overrides"
             self.answers.dead_letter(delivery, DeadReason.BAD_JOB, field, message)
         else:
             error = outcome.error or {"code": JobErrorCode.CRASHED, "message": "the job's process failed"}
