@@ -1,13 +1,27 @@
 """Two worker prefixes measured against each other in one run: alternating loadgen rounds, paired ratios.
 
 Rounds alternate their order (A-B, then B-A), so a shared machine slowing down hits both alike; each round's
-two runs are neighbours in time, and the median of their ratios is what drift spares.
+two runs are neighbours in time, and the median of their ratios is what drift spares. ``published_pair``
+starts the two workers of the release benchmarks: one published policy, served with and without a change.
 """
 
 import statistics
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from worker_roundtrip import _loadgen
+from worker_batch_step import save_untrained_policy
+from worker_roundtrip import URL, _loadgen
+
+from worker.broker.probe import delete_prefix
+from worker.launcher import WorkerProcess, free_port
+from worker.policy_store.store import publish_policy
+
+NAME = "bench"
+"""The published policy the release benchmarks serve."""
 
 
 class ABRuns:
@@ -36,3 +50,44 @@ class ABRuns:
 
     def errors(self) -> int:
         return sum(run["errors"] + run["stalled"] for runs in self.runs.values() for run in runs)
+
+
+@dataclass
+class PublishedPair:
+    """The two workers of ``published_pair`` by prefix, their metrics ports, and (once stopped) exit codes."""
+
+    workers: dict[str, WorkerProcess]
+    ports: dict[str, int]
+    exits: dict[str, int | None] = field(default_factory=dict)
+
+
+@contextmanager
+def published_pair(plain: str, changed: str, change: Callable[[Path], object],
+                   prepare: Callable[[Path], object] | None = None) -> Iterator[PublishedPair]:
+    """Two ``maze-worker`` processes (CartPole, 16 shards, metrics on) serving ``policy=published_policy``
+    NAME from artifact roots of their own, each with versions 1 and 2 (untrained 64-64 MLPs) published and
+    ``prepare(root)`` applied; ``change(root)`` alters the release state of ``changed``'s root before its
+    worker starts. Both are healthy when this yields; afterwards they are stopped, their prefixes deleted."""
+    ports = {plain: free_port(), changed: free_port()}
+    with tempfile.TemporaryDirectory() as directory:
+        roots = {plain: Path(directory) / "plain", changed: Path(directory) / "changed"}
+        for number in (1, 2):
+            run = save_untrained_policy(Path(directory) / f"run-{number}")
+            for root in roots.values():
+                publish_policy(root, NAME, run)
+        for root in roots.values():
+            if prepare is not None:
+                prepare(root)
+        change(roots[changed])
+        pair = PublishedPair({prefix: WorkerProcess.start(URL, [
+            "env=gym_env", "env.name=CartPole-v1", "policy=published_policy", f"policy.name={NAME}",
+            f"artifact_root={roots[prefix]}", "broker.shards=16", f"broker.prefix={prefix}",
+            f"metrics.port={ports[prefix]}"], timeout=None) for prefix in (plain, changed)}, ports)
+        try:
+            for worker in pair.workers.values():
+                worker.wait_healthy(90)
+            yield pair
+        finally:
+            pair.exits = {prefix: worker.stop() for prefix, worker in pair.workers.items()}
+            for prefix in (plain, changed):
+                delete_prefix(URL, prefix)

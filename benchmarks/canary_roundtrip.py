@@ -13,22 +13,14 @@ reported. Target: paired ratio (canary / no canary) >= 0.95, no errors.
 
 import argparse
 import json
-import tempfile
 import urllib.request
 import uuid
-from pathlib import Path
 
-from ab_rounds import ABRuns
-from worker_batch_step import save_untrained_policy
-from worker_roundtrip import URL
+from ab_rounds import NAME, ABRuns, published_pair
 
-from worker.broker.probe import delete_prefix
-from worker.launcher import WorkerProcess, free_port
 from worker.policy_store import releases
-from worker.policy_store.store import publish_policy
 
 TARGET_RATIO = 0.95
-NAME = "bench"
 
 
 def _canary_states(port: int) -> float:
@@ -48,28 +40,12 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     plain, canary = f"bench-plain-{tag}", f"bench-canary-{tag}"
-    ports = {plain: free_port(), canary: free_port()}
     ab = ABRuns(plain, canary)
-    with tempfile.TemporaryDirectory() as directory:
-        roots = {plain: Path(directory) / "plain", canary: Path(directory) / "canary"}
-        for number in (1, 2):
-            run = save_untrained_policy(Path(directory) / f"run-{number}")
-            for root in roots.values():
-                publish_policy(root, NAME, run)
-        releases.release_canary(roots[canary], NAME, 2, args.share)
-        workers = {prefix: WorkerProcess.start(URL, [
-            "env=gym_env", "env.name=CartPole-v1", "policy=published_policy", f"policy.name={NAME}",
-            f"artifact_root={roots[prefix]}", "broker.shards=16", f"broker.prefix={prefix}",
-            f"metrics.port={ports[prefix]}"], timeout=None) for prefix in (plain, canary)}
-        try:
-            for worker in workers.values():
-                worker.wait_healthy(90)
-            ab.measure(args.rounds, args.episodes, args.seconds)
-            on_canary = _canary_states(ports[canary])
-        finally:
-            exits = {prefix: worker.stop() for prefix, worker in workers.items()}
-        for prefix in (plain, canary):
-            delete_prefix(URL, prefix)
+    release = lambda root: releases.release_canary(root, NAME, 2, args.share)  # noqa: E731 - one line
+    with published_pair(plain, canary, release) as pair:
+        ab.measure(args.rounds, args.episodes, args.seconds)
+        on_canary = _canary_states(pair.ports[canary])
+    exits = pair.exits
 
     off, on = ab.median(plain, "round_trips_per_s"), ab.median(canary, "round_trips_per_s")
     paired, errors = ab.paired_ratio(), ab.errors()

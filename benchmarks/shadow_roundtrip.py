@@ -2,21 +2,21 @@
 version 1 against the same worker without a shadow, in the same run.
 
 Two ``maze-worker`` processes serve ``policy=published_policy`` (CartPole, untrained 64-64 MLPs) from two
-artifact roots, both with the release state stable 1 (version 2 published too); one also runs version 2 in
-shadow, written with ``releases.start_shadow`` before it starts, so its first release check after connecting
-must load the shadow (checked on its /metrics: ``maze_worker_shadow_version`` 2 before measuring, and
-``maze_worker_candidate_decisions_total{policy_version="2"}`` growing during the run; the benchmark fails
-otherwise). ``../shared/bench/loadgen.py`` (200-step episodes with fresh ids) drives them alternately over
-``--rounds`` rounds in alternating order; medians and the median ratio of each round's neighbouring runs are
-reported, with the shadow's decisions and agreement. Where the broker and the load generator bound the
-round trips (a small machine), the ratio hides the shadow's work: each worker's CPU time per state handled
-over the whole measurement (``/proc``, both workers idle alike while the other is driven) is reported too.
+artifact roots, both with the release state stable 1 (version 2 published too, ``ab_rounds.published_pair``);
+one also runs version 2 in shadow, written with ``releases.start_shadow`` before it starts, so its first
+release check after connecting must load the shadow (checked on its /metrics: ``maze_worker_shadow_version`` 2
+before measuring, and ``maze_worker_candidate_decisions_total{policy_version="2"}`` growing during the run;
+the benchmark fails otherwise). ``../shared/bench/loadgen.py`` (200-step episodes with fresh ids) drives them
+alternately over ``--rounds`` rounds in alternating order; medians and the median ratio of each round's
+neighbouring runs are reported, with the shadow's decisions and agreement. Where the broker and the load
+generator bound the round trips (a small machine), the ratio hides the shadow's work: each worker's CPU time
+per state handled over the whole measurement (``/proc``, both workers idle alike while the other is driven) is
+reported too.
 
-Target: paired ratio (shadow / no shadow) >= 0.85, no errors. A canary split's target is 0.95 because a
-canary only moves some episodes to another net (a second forward pass in the batches that mix versions);
-a shadow does the policy work twice for every state: a second wrapper stack and forward pass, the
-log-probability of the served action under the shadow, and the served policy's own log-probabilities, all in
-the reply path.
+Target: paired ratio (shadow / no shadow) >= 0.85, no errors. A canary split's target is 0.95 because a canary
+only moves some episodes to another net (a second forward pass in the batches that mix versions); a shadow
+does the policy work twice for every state: a second wrapper stack and forward pass, the log-probability of
+the served action under the shadow, and the served policy's own log-probabilities, all in the reply path.
 
     .venv/bin/python benchmarks/shadow_roundtrip.py [--seconds 8] [--rounds 4]
 """
@@ -24,23 +24,17 @@ the reply path.
 import argparse
 import json
 import os
-import tempfile
 import time
 import urllib.request
 import uuid
 from pathlib import Path
 
-from ab_rounds import ABRuns
-from worker_batch_step import save_untrained_policy
-from worker_roundtrip import URL
+from ab_rounds import NAME, ABRuns, published_pair
 
-from worker.broker.probe import delete_prefix
-from worker.launcher import WorkerProcess, free_port
+from worker.launcher import WorkerProcess
 from worker.policy_store import releases
-from worker.policy_store.store import publish_policy
 
 TARGET_RATIO = 0.85
-NAME = "bench"
 SHADOW = 2
 SHADOW_LOAD_TIMEOUT_S = 30.0
 SHADOW_VERSION = "maze_worker_shadow_version"
@@ -97,34 +91,18 @@ def main() -> None:
 
     tag = uuid.uuid4().hex[:8]
     plain, shadow = f"bench-plain-{tag}", f"bench-shadow-{tag}"
-    ports = {plain: free_port(), shadow: free_port()}
     ab = ABRuns(plain, shadow)
-    with tempfile.TemporaryDirectory() as directory:
-        roots = {plain: Path(directory) / "plain", shadow: Path(directory) / "shadow"}
-        for number in (1, 2):
-            run = save_untrained_policy(Path(directory) / f"run-{number}")
-            for root in roots.values():
-                publish_policy(root, NAME, run)
-                if number == 1:  # both serve version 1 through a release state, version 2 published beside
-                    releases.pin_stable(root, NAME)
-        releases.start_shadow(roots[shadow], NAME, SHADOW)
-        workers = {prefix: WorkerProcess.start(URL, [
-            "env=gym_env", "env.name=CartPole-v1", "policy=published_policy", f"policy.name={NAME}",
-            f"artifact_root={roots[prefix]}", "broker.shards=16", f"broker.prefix={prefix}",
-            f"metrics.port={ports[prefix]}"], timeout=None) for prefix in (plain, shadow)}
-        try:
-            for worker in workers.values():
-                worker.wait_healthy(90)
-            _wait_for_shadow(workers[shadow], ports[shadow])
-            start = {prefix: _samples(port) for prefix, port in ports.items()}
-            cpu = {prefix: -_cpu_seconds(worker) for prefix, worker in workers.items()}
-            ab.measure(args.rounds, args.episodes, args.seconds)
-            cpu = {prefix: cpu[prefix] + _cpu_seconds(worker) for prefix, worker in workers.items()}
-            final = {prefix: _samples(port) for prefix, port in ports.items()}
-        finally:
-            exits = {prefix: worker.stop() for prefix, worker in workers.items()}
-            for prefix in (plain, shadow):
-                delete_prefix(URL, prefix)
+    # Both serve version 1 through a release state (promoted over version 2); the second runs 2 in shadow.
+    with published_pair(plain, shadow, lambda root: releases.start_shadow(root, NAME, SHADOW),
+                        prepare=lambda root: releases.promote(root, NAME, 1)) as pair:
+        workers, ports = pair.workers, pair.ports
+        _wait_for_shadow(workers[shadow], ports[shadow])
+        start = {prefix: _samples(port) for prefix, port in ports.items()}
+        cpu = {prefix: -_cpu_seconds(worker) for prefix, worker in workers.items()}
+        ab.measure(args.rounds, args.episodes, args.seconds)
+        cpu = {prefix: cpu[prefix] + _cpu_seconds(worker) for prefix, worker in workers.items()}
+        final = {prefix: _samples(port) for prefix, port in ports.items()}
+    exits = pair.exits
 
     figures, before = final[shadow], start[shadow].get(DECISIONS, 0.0)
     decisions = figures.get(DECISIONS, 0.0) - before
