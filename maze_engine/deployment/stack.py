@@ -22,7 +22,7 @@ from maze_engine.core.env.conversion import ActionConversionInterface, Observati
 from maze_engine.core.env.maze_env import MazeEnv
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.core.errors import ConfigError
-from maze_engine.core.factory import TARGET_KEY, accepted_kwargs, instantiate, resolve_target
+from maze_engine.core.factory import TARGET_KEY, _plain_config, accepted_kwargs, instantiate, resolve_target
 from maze_engine.deployment.external_core_env import ExternalCoreEnv
 from maze_engine.policies.policy import StructuredPolicy
 from maze_engine.wrappers.wrapper import Wrapper
@@ -36,17 +36,6 @@ WrappersLike: TypeAlias = Sequence[Any] | Mapping[Any, Any] | None
 _ATOMIC = (int, float, str, bytes, bool, type(None))
 _SHARED_TYPES = (spaces.Space, gym.Env, ObservationConversionInterface, ActionConversionInterface,
                  StructuredPolicy)
-
-
-def _plain(config: Any) -> Any:
-    """OmegaConf containers (from Hydra) as plain dicts and lists."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra, a hard dependency
-        return config
-    if isinstance(config, DictConfig | ListConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return config
 
 
 def _label(target: Any) -> str:
@@ -122,21 +111,21 @@ def _layer(item: Any, label: str) -> list[WrapperLayer]:
 
 def wrapper_layers(wrappers: WrappersLike) -> list[WrapperLayer]:
     """Normalise every accepted wrappers format into layers, innermost first."""
-    wrappers = _plain(wrappers)
+    wrappers = _plain_config(wrappers)
     if wrappers is None:
         return []
     if isinstance(wrappers, Mapping):
         return _layer(wrappers, "wrappers")
     if isinstance(wrappers, Sequence) and not isinstance(wrappers, str):
         return [layer for index, item in enumerate(wrappers)
-                for layer in _layer(_plain(item), f"wrappers[{index}]")]
+                for layer in _layer(_plain_config(item), f"wrappers[{index}]")]
     raise ConfigError("wrappers: expected a list of wrapper configs or a mapping {class path: arguments}, "
                       f"got {type(wrappers).__name__}")
 
 
 def build_env(env: Any) -> StructuredEnv:
     """The env (maybe already wrapped) from an instance, a config, a class (path) or a factory function."""
-    env = _plain(env)
+    env = _plain_config(env)
     try:
         if callable(env) and not isinstance(env, type | StructuredEnv):
             env = env()
@@ -183,7 +172,7 @@ def actor_id_source(env: StructuredEnv, core: ExternalCoreEnv) -> Callable[[], A
 def build_policy(policy: Any, env: StructuredEnv) -> Any:
     """The policy from an instance or config; configs receive the stack's spaces and the stack itself."""
     try:
-        built: Any = instantiate(_plain(policy), None, action_spaces_dict=env.action_spaces_dict,
+        built: Any = instantiate(_plain_config(policy), None, action_spaces_dict=env.action_spaces_dict,
                                  observation_spaces_dict=env.observation_spaces_dict, env=env)
     except ConfigError as err:
         raise ConfigError(f"policy: {err}") from err

@@ -8,11 +8,12 @@ from torch import nn
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
+from maze_engine.perception.torch_networks import TorchNetworks
 
 StepKey = int | str
 
 
-class TorchStateCritic:
+class TorchStateCritic(TorchNetworks):
     """Value nets keyed by step; ``predict_values`` returns one value per batch entry.
 
     A shared critic holds a single net (key ``shared``) used for every step; a step critic one net per step.
@@ -60,31 +61,3 @@ class TorchStateCritic:
                    for key, value in observation.items()}
         with torch.inference_mode():
             return float(self.predict_values(tensors, actor_id)[0])
-
-    def parameters(self) -> Any:
-        """All trainable parameters of the value nets."""
-        return self.networks.parameters()
-
-    def to(self, device: str | torch.device) -> "TorchStateCritic":
-        """Move the value nets to ``device``."""
-        self.device = torch.device(device)
-        self.networks.to(self.device)
-        return self
-
-    def train(self, mode: bool = True) -> "TorchStateCritic":
-        """Put the value nets in training mode."""
-        self.networks.train(mode)
-        return self
-
-    def eval(self) -> "TorchStateCritic":
-        """Put the value nets in evaluation mode."""
-        self.networks.eval()
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights of all value nets."""
-        return self.networks.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Load weights saved by ``state_dict``."""
-        self.networks.load_state_dict(state_dict, strict=strict)

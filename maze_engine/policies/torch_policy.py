@@ -18,6 +18,7 @@ from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import ConfigError, SpaceMismatchError
 from maze_engine.perception.distributions.dict_distribution import DictProbabilityDistribution
 from maze_engine.perception.distributions.mapper import DistributionMapper
+from maze_engine.perception.torch_networks import TorchNetworks
 from maze_engine.policies.policy import StructuredPolicy
 
 StepKey = int | str
@@ -67,7 +68,7 @@ def _split_batch(tree: Mapping[str, Any], count: int) -> list[dict[str, Any]]:
     return items
 
 
-class TorchPolicy(StructuredPolicy):
+class TorchPolicy(TorchNetworks, StructuredPolicy):
     """A StructuredPolicy over torch nets: one net (and distribution mapper) per step key.
 
     ``networks`` maps step keys to nets that take a dict of observation tensors and return a dict of logits
@@ -155,35 +156,12 @@ class TorchPolicy(StructuredPolicy):
         logits = self.compute_logits_dict(obs_tensors, actor_id)
         return self.logits_dict_to_distribution(logits, actor_id, temperature)
 
-    def parameters(self) -> Any:
-        """All trainable parameters of all nets."""
-        return self.networks.parameters()
-
     def to(self, device: str | torch.device) -> "TorchPolicy":
         """Move the nets to ``device`` (sampling follows)."""
-        self.device = torch.device(device)
-        self.networks.to(self.device)
+        super().to(device)
         if self._generator is not None:
             self.seed(self._seed)
         return self
-
-    def train(self, mode: bool = True) -> "TorchPolicy":
-        """Put the nets in training mode."""
-        self.networks.train(mode)
-        return self
-
-    def eval(self) -> "TorchPolicy":
-        """Put the nets in evaluation mode (dropout off, batch norm frozen)."""
-        self.networks.eval()
-        return self
-
-    def state_dict(self) -> dict[str, Any]:
-        """Weights of all nets, keyed ``<network name>.<parameter>``."""
-        return self.networks.state_dict()
-
-    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True) -> None:
-        """Load weights saved by ``state_dict``."""
-        self.networks.load_state_dict(state_dict, strict=strict)
 
     def __getstate__(self) -> dict[str, Any]:
         # torch generators do not pickle; the copy re-creates one from the stored seed.

@@ -9,11 +9,9 @@ a list of wrapper configs, applied in order, the first entry wrapping the env di
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
-
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.core.errors import ConfigError
-from maze_engine.core.factory import instantiate
+from maze_engine.core.factory import _plain_config, instantiate
 from maze_engine.deployment import stack as deployment_stack
 from maze_engine.policies.policy import StructuredPolicy
 
@@ -21,18 +19,11 @@ EnvSpec: TypeAlias = StructuredEnv | Mapping[str, Any] | str | type | Callable[[
 """An env: instance, ``_target_`` mapping, class (path) or zero-argument factory."""
 
 
-def plain_config(config: Any) -> Any:
-    """OmegaConf containers (from Hydra) as plain dicts and lists; other values unchanged."""
-    if isinstance(config, DictConfig | ListConfig):
-        return OmegaConf.to_container(config, resolve=True)
-    return config
-
-
 def build_env(env: Any, **context: Any) -> StructuredEnv:
     """Turn ``env`` into a StructuredEnv; ``context`` (``render_mode``...) reaches configs that accept it."""
     if isinstance(env, StructuredEnv):
         return env
-    config = plain_config(env)
+    config = _plain_config(env)
     if callable(config) and not isinstance(config, type):
         built = config()
         if not isinstance(built, StructuredEnv):

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from maze_engine.core.env.structured_env import StructuredEnv
 from maze_engine.core.errors import ConfigError, MazeError
-from maze_engine.rollout.components import apply_wrappers, build_env, build_policy, plain_config
+from maze_engine.core.factory import _plain_config
+from maze_engine.rollout.components import apply_wrappers, build_env, build_policy
 from maze_engine.rollout.runner import (
     Aggregates,
     RolloutRunner,
@@ -113,7 +114,7 @@ class ParallelRolloutRunner(RolloutRunner):
         return derive_seeds(self.seed, self.effective_processes()) if self.seed is not None else None
 
     def _collect(self, env: Any, wrappers: Any, agent: Any, output_dir: Path) -> Aggregates:
-        env, wrappers, agent = (plain_config(env), plain_config(wrappers), plain_config(agent))
+        env, wrappers, agent = (_plain_config(env), _plain_config(wrappers), _plain_config(agent))
         self._check_buildable(env, wrappers, agent)
         payload = self._pickle_payload(env, wrappers, agent)
         shares = self.episode_shares()
