@@ -18,7 +18,6 @@ import torch
 
 from maze_engine.core.actor_id import ActorID
 from maze_engine.core.errors import ConfigError
-from maze_engine.core.stats.running import RunningStats
 from maze_engine.records.minari import StepData
 from maze_engine.training.acting import to_tensors
 from maze_engine.training.config import BCAlgorithmConfig
@@ -138,25 +137,12 @@ class BehaviouralCloning(EpochTrainer):
         return {"policy_loss": loss.item()}
 
     def _train_epoch(self, stop_when: Callable[["BehaviouralCloning"], bool] | None) -> bool:
-        learner: dict[str, RunningStats] = {}
-        started, stopped, size = time.perf_counter(), False, self.train_samples.size
-        progress = self.reporter.progress(self.updates_per_epoch(), self.epoch)
+        started, size, batch_size = time.perf_counter(), self.train_samples.size, self.config.batch_size
         self.policy.train()
         order = torch.randperm(size, device=self.device)
-        try:
-            for start in range(0, size, self.config.batch_size):
-                learning_rate = self.apply_learning_rate()
-                metrics = self.update(self.train_samples.select(order[start:start + self.config.batch_size]))
-                metrics["learning_rate"] = learning_rate
-                for name, value in metrics.items():
-                    learner.setdefault(name, RunningStats()).add(value)
-                self.n_updates += 1
-                progress.update(1)
-                if stop_when is not None and stop_when(self):
-                    stopped = True
-                    break
-        finally:
-            progress.close()
+        updates = (lambda start=start: self.update(self.train_samples.select(order[start:start + batch_size]))
+                   for start in range(0, size, batch_size))
+        learner, stopped = self.run_updates(updates, self.updates_per_epoch(), stop_when)
         seconds = time.perf_counter() - started
         sections: dict[str, Stats] = {
             "learner": {name: aggregate.summary() for name, aggregate in learner.items()},

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from maze_engine.core.errors import ConfigError
+from maze_engine.core.stats.running import RunningStats
 from maze_engine.training.evaluator import BestModelSelection, RolloutEvaluator
 from maze_engine.training.reporting import TrainingReporter
 from maze_engine.training.summary import COMPLETED, PATIENCE, STOP_WHEN
@@ -176,6 +177,30 @@ class EpochTrainer(ABC):
         if selection is None or patience == 0 or self.epoch <= self.burn_in_epochs:
             return False
         return selection.epochs_without_improvement >= patience
+
+    def run_updates(self, updates: Iterable[Callable[[], dict[str, Any]]], count: int,
+                    stop_when: Callable[[Any], bool] | None) -> tuple[dict[str, RunningStats], bool]:
+        """Apply ``updates`` (``count`` of them; each steps the optimizer and returns its metrics) at the
+        scheduled learning rate, with a progress bar; returns the metrics' aggregates and whether
+        ``stop_when(self)``, asked after every update, stopped it early."""
+        learner: dict[str, RunningStats] = {}
+        stopped = False
+        progress = self.reporter.progress(count, self.epoch)
+        try:
+            for update in updates:
+                learning_rate = self.apply_learning_rate()
+                metrics = update()
+                metrics["learning_rate"] = learning_rate
+                for name, value in metrics.items():
+                    learner.setdefault(name, RunningStats()).add(float(value))
+                self.n_updates += 1
+                progress.update(1)
+                if stop_when is not None and stop_when(self):
+                    stopped = True
+                    break
+        finally:
+            progress.close()
+        return learner, stopped
 
     def apply_learning_rate(self) -> float:
         """Set the optimizer's learning rate for the next update (``lr_schedule``) and return it."""

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from maze_engine.core.errors import ConfigError
-from maze_engine.core.stats.running import RunningStats
 from maze_engine.training.acting import batch_actions, to_tensors
 from maze_engine.training.batch import Rollout, RolloutBatch
 from maze_engine.training.config import AlgorithmConfig
@@ -109,25 +108,15 @@ class OnPolicyTrainer(EpochTrainer):
 
     def _train_epoch(self, stop_when: Callable[["OnPolicyTrainer"], bool] | None) -> bool:
         train_policy = self.epoch >= self.config.critic_burn_in_epochs
-        learner: dict[str, RunningStats] = {}
-        started, steps_before, stopped = time.perf_counter(), self.total_env_steps, False
-        progress = self.reporter.progress(self.config.epoch_length, self.epoch)
-        try:
-            for _ in range(self.config.epoch_length):
-                learning_rate = self.apply_learning_rate()
-                batch = self.prepare_batch(self.collect())
-                self.policy.train()
-                metrics = self.update(batch, train_policy)
-                metrics["learning_rate"] = learning_rate
-                for name, value in metrics.items():
-                    learner.setdefault(name, RunningStats()).add(float(value))
-                self.n_updates += 1
-                progress.update(1)
-                if stop_when is not None and stop_when(self):
-                    stopped = True
-                    break
-        finally:
-            progress.close()
+        started, steps_before = time.perf_counter(), self.total_env_steps
+
+        def collect_and_update() -> dict[str, Any]:
+            batch = self.prepare_batch(self.collect())
+            self.policy.train()  # collecting put it in evaluation mode
+            return self.update(batch, train_policy)
+
+        learner, stopped = self.run_updates((collect_and_update for _ in range(self.config.epoch_length)),
+                                            self.config.epoch_length, stop_when)
         seconds = time.perf_counter() - started
         steps = self.total_env_steps - steps_before
         sections: dict[str, Stats] = {
