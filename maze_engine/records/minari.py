@@ -268,12 +268,13 @@ def _plain(space: spaces.Space, key: str) -> Adapter:
     return (lambda value: value) if isinstance(space, spaces.Dict) else (lambda value: {key: value})
 
 
-def _head(value: Any, count: int) -> Any:
-    """The first ``count`` entries of every array in a (nested) value."""
+def head(value: Any, count: int) -> Any:
+    """The first ``count`` entries of every array in a (nested) value; tuples and lists of arrays (the columns
+    of a ``Tuple`` space) come back as tuples."""
     if isinstance(value, Mapping):
-        return {key: _head(item, count) for key, item in value.items()}
-    if isinstance(value, tuple):
-        return tuple(_head(item, count) for item in value)
+        return {key: head(item, count) for key, item in value.items()}
+    if isinstance(value, tuple | list):
+        return tuple(head(item, count) for item in value)
     return value[:count]
 
 
@@ -308,7 +309,7 @@ def load_steps(source: str | os.PathLike[str], observation_space: spaces.Dict, a
     as_action = _adapter(dataset.action_space, action_space, "action", name, field)
     observations, actions, lengths = [], [], []
     for episode in dataset.iterate_episodes():
-        observations.append(as_observation(_head(episode.observations, len(episode))))
+        observations.append(as_observation(head(episode.observations, len(episode))))
         actions.append(as_action(episode.actions))
         lengths.append(len(episode))
     if not sum(lengths):
@@ -326,7 +327,7 @@ def read_minari_trajectories(source: str | os.PathLike[str]) -> Iterator[Traject
         count = len(episode)
         terminated = np.asarray(episode.terminations, bool)
         truncated = np.asarray(episode.truncations, bool)
-        yield Trajectory(episode_id=str(episode.id), observations=as_observation(_head(episode.observations,
+        yield Trajectory(episode_id=str(episode.id), observations=as_observation(head(episode.observations,
                                                                                         count)),
                          actions=as_action(episode.actions), rewards=np.asarray(episode.rewards),
                          dones=terminated | truncated, terminated=terminated, truncated=truncated,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from maze_engine.records.minari import head
 from worker.episodes.spaces import ServedSpaces
 from worker.errors import WorkerError
 from worker.experience.reader import ReadStats, RecordedEpisode, Stitcher, read_episodes
@@ -177,10 +178,10 @@ def to_buffer(recorded: RecordedEpisode, observation_space: Any) -> Any:
     truncations = columns["truncated"][:count].copy()
     if recorded.end not in ("done", "truncated"):  # closed without done: cut off, not terminated
         truncations[-1] = True
-    infos = {"proposed_action": _padded(_sliced(columns["action"], count)),
+    infos = {"proposed_action": _padded(head(columns["action"], count)),
              "log_prob": _padded(columns["log_prob"][:count], math.nan),
              "applied_reported": _padded(columns["applied_reported"][:count], False)}
-    return EpisodeBuffer(observations=observations, actions=_sliced(columns["applied_action"], count),
+    return EpisodeBuffer(observations=observations, actions=head(columns["applied_action"], count),
                          rewards=rewards, terminations=terminations, truncations=truncations, infos=infos)
 
 
@@ -191,14 +192,6 @@ def _check_keys(recorded: RecordedEpisode, observations: Any, space: Any) -> Non
         raise ExportError(f"episode {recorded.episode} (policy {recorded.policy_name!r}): its observations "
                           f"have the keys {got}, the env config's observation space {expected}; pass the env "
                           f"and wrappers overrides the workers serve with")
-
-
-def _sliced(column: Any, count: int) -> Any:
-    if isinstance(column, dict):
-        return {key: _sliced(value, count) for key, value in column.items()}
-    if isinstance(column, list):
-        return tuple(_sliced(value, count) for value in column)
-    return column[:count]
 
 
 def _padded(column: Any, value: Any = None) -> Any:
