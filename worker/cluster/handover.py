@@ -16,7 +16,8 @@ from worker.episodes.handoff import (
     EpisodeRecord,
     HandoffError,
     decode_records,
-    encode_encodable_records,
+    encodable_episodes,
+    handoff_message,
     replay,
 )
 from worker.episodes.table import EpisodeTable
@@ -29,6 +30,8 @@ RECORDS_PER_MESSAGE = 64
 """Episodes per hand-off message at most: few publisher confirms per shard."""
 HANDOFF_MAX_BYTES = topology.BROKER_MAX_MESSAGE_BYTES * 3 // 4
 """Bytes per hand-off message at most, well below the broker's message size limit."""
+MESSAGE_OVERHEAD = 256
+"""Bytes a hand-off message takes besides its episodes' entries (its header: version, shard, worker id)."""
 
 
 class EpisodeHandover:
@@ -87,48 +90,21 @@ class EpisodeHandover:
         for episode in ids:
             self.episode_shards.forget(episode)
         queue = topology.handoff_queue(self.prefix, index, self.shards)
+        encoded = encodable_episodes(records)  # each episode encoded once; what cannot be is logged
         sent = 0
-        for start, end in self._message_bounds(index, records):
-            chunk = records[start:end]
-            body = encode_encodable_records(index, self.worker_id, chunk)
-            if body is None:
-                continue
+        for start, end in _message_bounds([(record.episode, len(entry)) for record, entry in encoded]):
+            chunk = encoded[start:end]
+            body = handoff_message(index, self.worker_id, [entry for _, entry in chunk])
             try:
                 self.transport.publish_handoff(queue, body)
             except BrokerConnectionLost:
-                self._restore(index, records[start:])
+                self._restore(index, [record for record, _ in encoded[start:]])
                 raise
             sent += len(chunk)
         self.metrics.handoffs.labels("out").inc()
         self.metrics.episodes_handed_off.labels("out").inc(sent)
         self.metrics.open_episodes.set(len(self.table))
         return sent
-
-    def _message_bounds(self, index: int, records: Sequence[EpisodeRecord]) -> list[tuple[int, int]]:
-        """``records`` cut into runs of at most RECORDS_PER_MESSAGE records and HANDOFF_MAX_BYTES bytes, as
-        (start, end) pairs; a record too large for any message is logged and left out (the new owner handles
-        its episode as lost)."""
-        bounds: list[tuple[int, int]] = []
-        start, size = 0, 0
-        for position, record in enumerate(records):
-            body = encode_encodable_records(index, self.worker_id, [record])
-            record_size = 0 if body is None else len(body)
-            if record_size > HANDOFF_MAX_BYTES:
-                logger.error("episode %s is not handed over: its record takes %d bytes, more than a "
-                             "hand-off message may (%d); the new owner handles it as lost", record.episode,
-                             record_size, HANDOFF_MAX_BYTES)
-            if position > start and (position - start >= RECORDS_PER_MESSAGE
-                                     or size + record_size > HANDOFF_MAX_BYTES):
-                bounds.append((start, position))
-                start, size = position, 0
-            if record_size > HANDOFF_MAX_BYTES:
-                bounds.append((start, position))  # the records before it; the record itself is skipped
-                start, size = position + 1, 0
-                continue
-            size += record_size
-        if start < len(records):
-            bounds.append((start, len(records)))
-        return [(first, last) for first, last in bounds if last > first]
 
     def _restore(self, index: int, records: Sequence[EpisodeRecord]) -> None:
         """Take back the episodes whose records could not be sent (the connection broke): replayed, they stay
@@ -142,3 +118,26 @@ class EpisodeHandover:
                 continue
             self.episode_shards.note(record.episode, index)
         self.metrics.open_episodes.set(len(self.table))
+
+
+def _message_bounds(entries: Sequence[tuple[str, int]]) -> list[tuple[int, int]]:
+    """Episodes' entries (id, bytes) cut into runs of at most RECORDS_PER_MESSAGE entries and
+    HANDOFF_MAX_BYTES bytes per message, as (start, end) pairs; an entry too large for any message is logged
+    and left out (the new owner handles its episode as lost)."""
+    budget = HANDOFF_MAX_BYTES - MESSAGE_OVERHEAD
+    bounds: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for position, (episode, entry_size) in enumerate(entries):
+        if entry_size > budget:
+            logger.error("episode %s is not handed over: its record takes %d bytes, more than a hand-off "
+                         "message may (%d); the new owner handles it as lost", episode, entry_size,
+                         HANDOFF_MAX_BYTES)
+            bounds.append((start, position))  # the entries before it; the entry itself is skipped
+            start, size = position + 1, 0
+            continue
+        if position > start and (position - start >= RECORDS_PER_MESSAGE or size + entry_size > budget):
+            bounds.append((start, position))
+            start, size = position, 0
+        size += entry_size
+    bounds.append((start, len(entries)))
+    return [(first, last) for first, last in bounds if last > first]

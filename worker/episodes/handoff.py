@@ -130,43 +130,53 @@ def _unpackb(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, strict_map_key=False)
 
 
-def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) -> bytes:
-    """One hand-off message body for ``records`` of ``shard``, sent by ``worker``.
+def encode_episode(record: EpisodeRecord) -> bytes:
+    """One episode's entry of a hand-off message, encoded; HandoffError names the episode whose history
+    holds a value the encoding cannot carry."""
+    wire = {"episode": record.episode, "last_seq": record.last_seq,
+            "replies": [[seq, body] for seq, body in sorted(record.replies.items())],
+            "steps": [[step.state, step.reward, step.info,
+                       None if step.actor is None else list(step.actor), list(step.actions)]
+                      for step in record.steps],
+            "policy_version": record.policy_version, "experience": record.experience}
+    try:
+        return _packb(wire)
+    except (TypeError, ValueError, OverflowError, NdarrayCodecError) as err:
+        raise HandoffError(f"episode {record.episode}: its history cannot be encoded ({err})") from err
 
-    Raises HandoffError naming the episode whose history holds a value the encoding cannot carry.
-    """
-    episodes = []
+
+def handoff_message(shard: int, worker: str, episodes: Sequence[bytes]) -> bytes:
+    """The hand-off message of ``shard`` from ``worker`` holding the ``encode_episode`` entries, joined as
+    they are (each episode is encoded once, however the episodes are cut into messages)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = b"".join(packer.pack(item) for item in ("v", HANDOFF_VERSION, "shard", shard, "worker", worker,
+                                                   "episodes"))
+    return packer.pack_map_header(4) + head + packer.pack_array_header(len(episodes)) + b"".join(episodes)
+
+
+def encode_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) -> bytes:
+    """One hand-off message body for ``records`` of ``shard``, sent by ``worker``; raises HandoffError
+    naming the episode whose history holds a value the encoding cannot carry."""
+    return handoff_message(shard, worker, [encode_episode(record) for record in records])
+
+
+def encodable_episodes(records: Sequence[EpisodeRecord]) -> list[tuple[EpisodeRecord, bytes]]:
+    """The records that can be encoded, with their entries; each one that cannot is logged, and its episode
+    will be handled as lost by the new owner."""
+    encoded = []
     for record in records:
-        wire = {"episode": record.episode, "last_seq": record.last_seq,
-                "replies": [[seq, body] for seq, body in sorted(record.replies.items())],
-                "steps": [[step.state, step.reward, step.info,
-                           None if step.actor is None else list(step.actor), list(step.actions)]
-                          for step in record.steps],
-                "policy_version": record.policy_version, "experience": record.experience}
         try:
-            _packb(wire)
-        except (TypeError, ValueError, OverflowError, NdarrayCodecError) as err:
-            raise HandoffError(f"episode {record.episode}: its history cannot be encoded ({err})") from err
-        episodes.append(wire)
-    return _packb({"v": HANDOFF_VERSION, "shard": shard, "worker": worker, "episodes": episodes})
+            encoded.append((record, encode_episode(record)))
+        except HandoffError as err:
+            logger.error("%s; the new owner will handle it as lost", err)
+    return encoded
 
 
 def encode_encodable_records(shard: int, worker: str, records: Sequence[EpisodeRecord]) -> bytes | None:
-    """``encode_records`` of the records that can be encoded (None when none can); each one that cannot is
-    logged, and its episode will be handled as lost by the new owner."""
-    try:
-        return encode_records(shard, worker, records)
-    except HandoffError:
-        pass
-    good = []
-    for record in records:
-        try:
-            encode_records(shard, worker, [record])
-        except HandoffError as err:
-            logger.error("%s; the new owner will handle it as lost", err)
-            continue
-        good.append(record)
-    return encode_records(shard, worker, good) if good else None
+    """``encode_records`` of the records that can be encoded (None when none can); see
+    ``encodable_episodes``."""
+    episodes = [entry for _, entry in encodable_episodes(records)]
+    return handoff_message(shard, worker, episodes) if episodes else None
 
 
 @dataclass(frozen=True)
