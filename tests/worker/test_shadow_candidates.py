@@ -275,3 +275,25 @@ def test_policies_shadow_on_a_serving_worker(amqp_url: str, prefix: str, tmp_pat
     capsys.readouterr()
     assert policies_command(["status", NAME, "--artifact-root", str(root)]) == 0
     assert "shadow" not in capsys.readouterr().out  # stopped: only the stable version is shown
+
+
+@pytest.mark.integration
+def test_a_shadow_that_cannot_be_loaded_is_left_out_and_nothing_served_changes(
+        amqp_url: str, prefix: str, tmp_path: Path, runs: dict[str, Path]) -> None:
+    root = published(tmp_path, runs, "right")
+    acrobot = publish_policy(root, NAME, save_run(tmp_path / "acrobot", env_name="Acrobot-v1"))  # 2
+    releases.promote(root, NAME, 1)
+    producer = Producer(amqp_url, prefix)
+    try:
+        with serving(amqp_url, prefix, root) as service:
+            cli = ["--artifact-root", str(root), "--url", amqp_url, "--prefix", prefix]
+            assert policies_command(["shadow", NAME, str(acrobot.version), *cli]) == 0
+            wait_until(lambda: metric(service, "maze_worker_policy_reloads_total", outcome="rejected") == 1,
+                       "the incompatible shadow not rejected")
+            assert metric(service, "maze_worker_shadow_version") == 0
+            for seq in range(3):
+                reply = producer.call("u-1", seq, state(0.1), reward=None if seq == 0 else 1.0, done=seq == 2,
+                                      timeout=60)
+                assert reply["error"] is None and reply["policy_version"] == 1, reply
+    finally:
+        producer.close()
