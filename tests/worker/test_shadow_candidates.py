@@ -226,6 +226,25 @@ def test_recorded_episodes_keep_the_shadows_side_of_each_step(tmp_path: Path, ru
         assert set(record.columns["shadow_action"]["action"].tolist()) <= {0, 1}
 
 
+def test_an_endless_episode_leaves_the_estimate_and_keeps_no_lists(tmp_path: Path, runs: dict[str, Path],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.episodes import shadow_candidate
+
+    monkeypatch.setattr(shadow_candidate, "MAX_WEIGHED_STEPS", 5)
+    root = published(tmp_path, runs, "coin", "keen")
+    served = sources(root).at_version(1)
+    figures = CandidateFigures(CollectorRegistry())
+    table = table_with(served, served.at_version(2), figures)
+    play(table, ["long"], steps=4)  # within the limit: estimated
+    table.handle([StateMessage(1, "longer", seq, state(0.1), None if seq == 0 else 1.0, False)
+                  for seq in range(12)])
+    held = table._open["longer"].shadow  # noqa: SLF001
+    assert held is not None and not held.weighable and held.log_ratios == [] and held.rewards == []
+    assert held.decisions == 12
+    figures.refresh(now=math.inf)
+    assert sample(figures, "episodes", 2) == 1
+
+
 def test_the_weight_mean_exposes_a_candidate_the_served_policy_never_imitates() -> None:
     """Self-normalized weights of equally unlikely episodes give back the served return; the mean weight
     says so."""

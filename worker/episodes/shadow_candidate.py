@@ -31,6 +31,9 @@ from worker.wire.protocol import StateMessage
 
 logger = logging.getLogger(__name__)
 
+MAX_WEIGHED_STEPS = 100_000
+"""Longest episode whose ratios and rewards are kept for the return estimate; a longer one is left out of
+it (its lists freed), so an endless episode cannot grow them without bound."""
 BatchCounts = Callable[[int | None, int, int, int], None]
 """``(shadow version, decisions, agreed, errors)`` of one batch."""
 Finished = Callable[[int | None, np.ndarray, np.ndarray], None]
@@ -128,9 +131,13 @@ class Shadowing:
         """What followed the previous served action: its reward, and whether the producer applied it."""
         if not shadow.decisions:
             return
-        if reward is None or applied is not None and not same_action(episode.proposed, applied.sample):
+        if reward is None or shadow.decisions > MAX_WEIGHED_STEPS \
+                or applied is not None and not same_action(episode.proposed, applied.sample):
             shadow.weighable = False
-        shadow.rewards.append(0.0 if reward is None else reward)
+        if shadow.weighable and reward is not None:
+            shadow.rewards.append(reward)
+        elif shadow.log_ratios or shadow.rewards:  # nothing of this episode reaches the estimate
+            shadow.log_ratios, shadow.rewards = [], []
 
     def drop(self, episode: OpenEpisode) -> None:
         """The episode closes or leaves, or its shadow failed: the shadow ends and its source is released."""
