@@ -5,8 +5,10 @@ two runs are neighbours in time, and the median of their ratios is what drift sp
 starts the two workers of the release benchmarks: one published policy, served with and without a change.
 """
 
+import argparse
 import statistics
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,21 @@ from worker.policy_store.store import publish_policy
 
 NAME = "bench"
 """The published policy the release benchmarks serve."""
+
+
+def ab_parser(description: str) -> argparse.ArgumentParser:
+    """The options every A/B round-trip benchmark takes: ``--seconds``, ``--rounds``, ``--episodes``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--episodes", type=int, default=64)
+    return parser
+
+
+def ab_prefixes(changed: str) -> tuple[str, str]:
+    """Fresh broker prefixes of the baseline worker and of the ``changed`` one."""
+    tag = uuid.uuid4().hex[:8]
+    return f"bench-plain-{tag}", f"bench-{changed}-{tag}"
 
 
 class ABRuns:

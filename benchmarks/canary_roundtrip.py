@@ -11,12 +11,10 @@ reported. Target: paired ratio (canary / no canary) >= 0.95, no errors.
     .venv/bin/python benchmarks/canary_roundtrip.py [--seconds 8] [--rounds 4]
 """
 
-import argparse
 import json
 import urllib.request
-import uuid
 
-from ab_rounds import NAME, ABRuns, published_pair
+from ab_rounds import NAME, ABRuns, ab_parser, ab_prefixes, published_pair
 
 from worker.policy_store import releases
 
@@ -31,15 +29,10 @@ def _canary_states(port: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--episodes", type=int, default=64)
+    parser = ab_parser(__doc__.splitlines()[0])
     parser.add_argument("--share", type=float, default=0.2)
     args = parser.parse_args()
-
-    tag = uuid.uuid4().hex[:8]
-    plain, canary = f"bench-plain-{tag}", f"bench-canary-{tag}"
+    plain, canary = ab_prefixes("canary")
     ab = ABRuns(plain, canary)
     release = lambda root: releases.release_canary(root, NAME, 2, args.share)  # noqa: E731 - one line
     with published_pair(plain, canary, release) as pair:

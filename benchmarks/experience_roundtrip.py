@@ -14,14 +14,12 @@ one JSON line; the target is a paired throughput ratio (recording / not recordin
 Needs the broker (MAZE_AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2F) with the consistent-hash plugin.
 """
 
-import argparse
 import json
 import tempfile
 import urllib.request
-import uuid
 from pathlib import Path
 
-from ab_rounds import ABRuns
+from ab_rounds import ABRuns, ab_parser, ab_prefixes
 from worker_batch_step import save_untrained_policy
 from worker_roundtrip import URL
 
@@ -41,14 +39,8 @@ def _metrics(port: int, name: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--episodes", type=int, default=64)
-    args = parser.parse_args()
-
-    tag = uuid.uuid4().hex[:8]
-    plain, recording = f"bench-plain-{tag}", f"bench-rec-{tag}"
+    args = ab_parser(__doc__.splitlines()[0]).parse_args()
+    plain, recording = ab_prefixes("rec")
     ports = {plain: free_port(), recording: free_port()}
     ab = ABRuns(plain, recording)
     with tempfile.TemporaryDirectory() as run_dir:

@@ -23,15 +23,13 @@ a round-trip ratio of 0.95: it only moves some episodes to another net.)
     .venv/bin/python benchmarks/shadow_roundtrip.py [--seconds 8] [--rounds 4]
 """
 
-import argparse
 import json
 import os
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
-from ab_rounds import NAME, ABRuns, published_pair
+from ab_rounds import NAME, ABRuns, ab_parser, ab_prefixes, published_pair
 
 from worker.launcher import WorkerProcess
 from worker.policy_store import releases
@@ -85,14 +83,8 @@ def _wait_for_shadow(worker: WorkerProcess, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per loadgen run")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--episodes", type=int, default=64)
-    args = parser.parse_args()
-
-    tag = uuid.uuid4().hex[:8]
-    plain, shadow = f"bench-plain-{tag}", f"bench-shadow-{tag}"
+    args = ab_parser(__doc__.splitlines()[0]).parse_args()
+    plain, shadow = ab_prefixes("shadow")
     ab = ABRuns(plain, shadow)
     # Both serve version 1 through a release state (promoted over version 2); the second runs 2 in shadow.
     with published_pair(plain, shadow, lambda root: releases.start_shadow(root, NAME, SHADOW),
