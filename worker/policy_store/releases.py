@@ -59,7 +59,8 @@ class ReleaseState:
     """The last promotion or rollback: ``{action, by, reason, figures, time}``."""
     shadow: int | None = None
     """A version that acts in shadow beside whichever version serves an episode: its actions are computed and
-    compared, never returned (``worker/episodes/shadowing.py``)."""
+    compared, never returned (``worker/episodes/shadow_candidate.py``). A version that comes to serve (stable
+    or canary) leaves the shadow (``_write``)."""
 
     def to_plain(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,10 +149,8 @@ def release_canary(artifact_root: str | Path, name: str, version: int, share: fl
                                f"{state.share:g} of new episodes; promote it or roll it back first")
         if version == state.stable:
             raise ReleaseError(f"version: {version} is already the stable version of {name!r}")
-        # A shadow candidate released as the canary leaves the shadow: it now acts for real.
-        shadow = None if state.shadow == version else state.shadow
         return _write(artifact_root, replace(state, canary=version, share=share, auto=auto,
-                                             last_decision=None, shadow=shadow))
+                                             last_decision=None))
 
 
 def promote(artifact_root: str | Path, name: str, version: int, by: str = "operator",
@@ -199,9 +198,8 @@ def _promoted(artifact_root: str | Path, state: ReleaseState, version: int,
                            "runs as one); promote it or roll it back first")
     decision["reason"] = decision["reason"] or f"version {version} promoted"
     previous = state.stable if state.stable != version else state.previous
-    shadow = None if state.shadow == version else state.shadow
     return _write(artifact_root, replace(state, stable=version, canary=None, share=0.0, auto=None,
-                                         previous=previous, last_decision=decision, shadow=shadow))
+                                         previous=previous, last_decision=decision))
 
 
 def _rolled_back(artifact_root: str | Path, state: ReleaseState, decision: dict[str, Any]) -> ReleaseState:
@@ -211,9 +209,7 @@ def _rolled_back(artifact_root: str | Path, state: ReleaseState, decision: dict[
                                              last_decision=decision))
     assert state.previous is not None
     decision["reason"] = decision["reason"] or f"back to version {state.previous}"
-    shadow = None if state.shadow == state.previous else state.shadow
-    return _write(artifact_root, replace(state, stable=state.previous, previous=None, last_decision=decision,
-                                         shadow=shadow))
+    return _write(artifact_root, replace(state, stable=state.previous, previous=None, last_decision=decision))
 
 
 def start_shadow(artifact_root: str | Path, name: str, version: int) -> ReleaseState:
@@ -256,7 +252,6 @@ def follow_published(artifact_root: str | Path, name: str, version: int) -> Rele
         if state is None or state.canary is not None or state.stable >= version:
             return None
         return _write(artifact_root, replace(state, stable=version, previous=state.stable,
-                                             shadow=None if state.shadow == version else state.shadow,
                                              last_decision=_decision("promote", "publishing", "published "
                                                                      f"version {version}", None)))
 
@@ -318,7 +313,10 @@ def _finite(value: Any) -> Any:
 
 
 def _write(artifact_root: str | Path, state: ReleaseState) -> ReleaseState:
-    """Write ``state`` with the next generation (atomically: temporary file, fsync, rename)."""
+    """Write ``state`` with the next generation (atomically: temporary file, fsync, rename). A shadow that has
+    come to serve, as the stable version or the canary, acts for real now and is no longer a shadow."""
+    if state.shadow in (state.stable, state.canary):
+        state = replace(state, shadow=None)
     state = replace(state, generation=state.generation + 1,
                     updated=datetime.now(UTC).isoformat(timespec="seconds"))
     path = release_path(artifact_root, state.name)
