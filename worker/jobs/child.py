@@ -152,11 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         if spec["kind"] == "evaluate":
             summary = run_evaluation(spec, output_dir)
         else:
-            overrides = spec["overrides"]
+            cfg = compose_config(spec["config"], spec["overrides"])
             if spec["kind"] == "train":  # dataset=stream:<prefix>: exported here, off the job worker's loop
-                overrides = export_stream_dataset(spec["config"], overrides, job_dir,
-                                                  broker_from_environment())
-            cfg = compose_config(spec["config"], overrides)
+                export_stream_dataset(cfg, job_dir, broker_from_environment())
             with open(job_dir / PROGRESS_FILE, "a", encoding="utf-8") as progress:
                 summary = (run_training(cfg, output_dir, progress) if spec["kind"] == "train"
                            else run_rollout(cfg, output_dir))

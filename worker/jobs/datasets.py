@@ -22,7 +22,7 @@ from typing import Any
 
 from worker.broker.stream import StreamNotFound
 from worker.errors import ConfigProblem, WorkerError, one_line
-from worker.jobs.grammar import OverrideSyntaxError, parse_override, render_override
+from worker.jobs.grammar import OverrideSyntaxError, parse_override
 from worker.jobs.rules import DATASET_KEY, STREAM
 from worker.settings import BrokerSettings
 
@@ -51,34 +51,33 @@ def stream_override(overrides: tuple[str, ...] | list[str]) -> tuple[int, str] |
     return None
 
 
-def export_stream_dataset(config: str, overrides: list[str], job_dir: Path,
-                          broker: BrokerSettings | None) -> list[str]:
-    """``overrides`` with ``dataset=stream:<prefix>`` exported and replaced by the dataset's path (as they are
-    without one); StreamDatasetError when the stream cannot give a dataset."""
-    found = stream_override(overrides)
-    if found is None:
-        return overrides
-    index, prefix = found
+def export_stream_dataset(cfg: Any, job_dir: Path, broker: BrokerSettings | None) -> None:
+    """Export the stream of the composed training config ``cfg``'s ``dataset=stream:<prefix>`` and point
+    ``cfg.dataset`` at the exported dataset (nothing to do for another dataset); StreamDatasetError when the
+    stream cannot give one."""
+    dataset = cfg.get("dataset")
+    if not isinstance(dataset, str) or not dataset.startswith(STREAM):
+        return
+    prefix = dataset[len(STREAM):]
     if broker is None:
         raise StreamDatasetError(f"dataset: cannot use stream:{prefix}: the job's process was given no "
                                  "broker settings")
     try:
-        path = _export(config, overrides, prefix, job_dir / EXPORT_DIR, broker)
+        path = _export(cfg, prefix, job_dir / EXPORT_DIR, broker)
     except (WorkerError, ConfigProblem, StreamNotFound, ValueError, OSError) as err:
         raise StreamDatasetError(f"dataset: cannot use stream:{prefix}: "
                                  f"{getattr(err, 'message', None) or one_line(err)}") from None
-    return [*overrides[:index], render_override(DATASET_KEY, str(path)), *overrides[index + 1:]]
+    cfg.dataset = str(path)
 
 
-def _export(config: str, overrides: list[str], prefix: str, out: Path, broker: BrokerSettings) -> Path:
+def _export(cfg: Any, prefix: str, out: Path, broker: BrokerSettings) -> Path:
     """Export ``<prefix>.experience`` into ``out`` for the env and wrappers of the job's config."""
     from omegaconf import OmegaConf
 
-    from maze_engine.config import compose_config
     from worker.experience.cli import _spaces
     from worker.experience.export import export
 
-    resolved: Any = OmegaConf.to_container(compose_config(config, overrides), resolve=True)
+    resolved: Any = OmegaConf.to_container(cfg, resolve=True)
     spaces, env_spec = _spaces(resolved)
     shutil.rmtree(out, ignore_errors=True)  # an earlier attempt's export
     out.mkdir(parents=True, exist_ok=True)
