@@ -76,7 +76,8 @@ class Shadowing:
         """Open episodes with a shadow (the table asks for served log-probabilities while any run)."""
         self.sources: PolicySources | None = None
         """The table's sources (``attach``): where the shadow comes from, and who counts its users."""
-        self._candidates: dict[int, Candidate | None] = {}
+        self._candidate_of: tuple[DeploymentSource, Candidate | None] | None = None
+        """The shadow source last scored with, and its candidate (None: its policy cannot say)."""
 
     def attach(self, sources: PolicySources) -> None:
         self.sources = sources
@@ -86,8 +87,6 @@ class Shadowing:
         sources = self.sources
         source = None if sources is None else sources.shadow
         if sources is None or source is None:
-            return
-        if source is None:
             return
         try:
             deployment = source.create()
@@ -204,13 +203,13 @@ class Shadowing:
                 shadow.last = (shadow.last[0], shadow.last[1], float(log_prob))
 
     def _candidate(self, source: DeploymentSource) -> Candidate | None:
-        key = id(source)
-        if key not in self._candidates:
+        if self._candidate_of is None or self._candidate_of[0] is not source:  # one shadow at a time
             try:
-                self._candidates = {key: candidate_of(source.policy)}  # one shadow at a time in practice
+                candidate: Candidate | None = candidate_of(source.policy)
             except Exception:  # noqa: BLE001 - a policy kind without log-probabilities: agreement only
-                self._candidates = {key: None}
-        return self._candidates[key]
+                candidate = None
+            self._candidate_of = (source, candidate)
+        return self._candidate_of[1]
 
     def _fail(self, episode: OpenEpisode, err: BaseException) -> None:
         logger.warning("episode %s: the shadow candidate failed (%s: %s); the episode goes on without it",
