@@ -132,9 +132,11 @@ def decode_job(body: Any) -> JobMessage:
                                                   "true on a job that publishes nothing", job_id)
     canary, auto, min_episodes = _canary(obj, publish, job_id)
     shadow = obj.get("shadow")
-    if shadow is not None and type(shadow) is not bool or shadow and (publish is None or canary is not None):
-        raise JobDecodeError("shadow", "shadow: expected nil or a boolean, true only with publish_policy and "
-                                       f"without canary, got {describe(shadow)}", job_id)
+    if shadow is not None and type(shadow) is not bool:
+        raise JobDecodeError("shadow", f"shadow: expected nil or a boolean, got {describe(shadow)}", job_id)
+    if shadow and (publish is None or canary is not None):
+        raise JobDecodeError("shadow", "shadow: expected only with publish_policy and without canary (a new "
+                                       "version runs either in shadow or as a canary)", job_id)
     chunks = _optional_positive(obj, "chunks", job_id, integer=True, maximum=MAX_CHUNKS)
     if chunks is not None and kind is not JobKind.ROLLOUT:
         raise JobDecodeError("chunks", f"chunks: only a rollout job is split into chunks, got one on a "
